@@ -1,0 +1,63 @@
+//! Connecting to PostgreSQL and migrating the schema.
+//!
+//! Migrations are compiled into the binary, so `orders migrate` (and every service
+//! at start) needs nothing but the database URL.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+
+/// The schema, in order. Never edit a migration that has shipped: add one.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "event store",
+    include_str!("../migrations/0001_event_store.sql"),
+)];
+
+pub fn migrator() -> Migrator {
+    let migrations = MIGRATIONS
+        .iter()
+        .map(|(version, description, sql)| {
+            Migration::new(
+                *version,
+                Cow::Borrowed(*description),
+                MigrationType::Simple,
+                Cow::Borrowed(*sql),
+                false,
+            )
+        })
+        .collect::<Vec<_>>();
+    Migrator {
+        migrations: Cow::Owned(migrations),
+        ..Migrator::DEFAULT
+    }
+}
+
+/// Applies the migrations that have not run yet. Safe to run from several instances
+/// at once (sqlx takes an advisory lock).
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    migrator().run(pool).await.context("migrating the database")
+}
+
+/// A pool for one service. Every session gets `idle_in_transaction_session_timeout`
+/// so that no connection of ours can hold a transaction open (and with it the
+/// relay's horizon) for long.
+pub async fn connect(database_url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    let options: PgConnectOptions = database_url
+        .parse()
+        .context("ORDERS_DATABASE_URL is not a valid PostgreSQL URL")?;
+    let options = options
+        .application_name("orders")
+        .options([("idle_in_transaction_session_timeout", "5s")]);
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .min_connections(1)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options)
+        .await
+        .context("connecting to PostgreSQL (ORDERS_DATABASE_URL)")
+}

@@ -1,0 +1,345 @@
+//! The event store: cqrs-es's persisted event store over postgres-es's `events`
+//! table, with one change in how events are written.
+//!
+//! postgres-es loads an aggregate with one `SELECT` and we keep that. It writes with
+//! `BEGIN`, one `INSERT` per event and `COMMIT`, and cannot tell where in the log the
+//! events landed. We write all of a command's events with a single `INSERT ...
+//! SELECT FROM UNNEST(...) RETURNING`: one statement is one atomic transaction, so a
+//! command costs one round trip to commit instead of three, and the same statement
+//! answers the log position the `Orders-Position` header needs. The table, its
+//! columns and the conflict semantics (any unique violation is an
+//! `AggregateConflict`) are exactly postgres-es's.
+//!
+//! Snapshots are never used: cqrs-es's snapshot modes re-apply events on commit and
+//! corrupt state (see ARCHITECTURE.md). Aggregate streams are kept short instead.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+
+use cqrs_es::persist::{
+    PersistedEventRepository, PersistedEventStore, PersistenceError, ReplayStream, SerializedEvent,
+    SerializedSnapshot,
+};
+use cqrs_es::{Aggregate, AggregateError, CqrsFramework, EventStore as _};
+use postgres_es::PostgresEventRepository;
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// Who caused a command and why: written into the metadata of every event it stores.
+#[derive(Debug, Clone)]
+pub struct CommandMetadata {
+    /// `user:<id>`, `admin:<id> for user:<id>`, `system:<component>` or `cli:<user>@<host>`.
+    pub actor: String,
+    /// One per incoming request or scheduled job, carried into everything it causes.
+    pub correlation_id: Uuid,
+    /// The command or event that caused these events.
+    pub causation_id: Uuid,
+    /// The HTTP request (or CLI invocation) that carried the command.
+    pub request_id: Uuid,
+    /// `Idempotency-Key` of `POST /orders`; indexed, so a retry stores nothing new.
+    pub idempotency_key: Option<String>,
+}
+
+impl CommandMetadata {
+    fn to_map(&self) -> HashMap<String, String> {
+        let mut map = HashMap::with_capacity(5);
+        map.insert("actor".to_owned(), self.actor.clone());
+        map.insert("correlation_id".to_owned(), self.correlation_id.to_string());
+        map.insert("causation_id".to_owned(), self.causation_id.to_string());
+        map.insert("request_id".to_owned(), self.request_id.to_string());
+        if let Some(key) = &self.idempotency_key {
+            map.insert("idempotency_key".to_owned(), key.clone());
+        }
+        map
+    }
+}
+
+/// The place of an event in the log order: the writing transaction and the global
+/// position. Rendered as the opaque `Orders-Position` token `<tx_id>.<position>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LogPosition {
+    pub tx_id: u64,
+    pub global_position: i64,
+}
+
+impl fmt::Display for LogPosition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.tx_id, self.global_position)
+    }
+}
+
+/// A token that is not `<tx_id>.<position>`.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("not a log position token")]
+pub struct InvalidLogPosition;
+
+impl FromStr for LogPosition {
+    type Err = InvalidLogPosition;
+
+    fn from_str(token: &str) -> Result<Self, Self::Err> {
+        let (tx, position) = token.split_once('.').ok_or(InvalidLogPosition)?;
+        Ok(Self {
+            tx_id: tx.parse().map_err(|_| InvalidLogPosition)?,
+            global_position: position.parse().map_err(|_| InvalidLogPosition)?,
+        })
+    }
+}
+
+/// What a command did to the log.
+#[derive(Debug, Clone, Copy)]
+pub struct CommandReceipt {
+    /// The place of the last event the command stored, or, when it stored none
+    /// (an idempotent repeat), of the aggregate's last event.
+    pub position: Option<LogPosition>,
+    /// How many events the command stored.
+    pub events_stored: usize,
+}
+
+/// Access to the event store for commands and for loading aggregates.
+#[derive(Clone)]
+pub struct EventStore {
+    pool: PgPool,
+    loader: Arc<PostgresEventRepository>,
+}
+
+impl EventStore {
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            loader: Arc::new(PostgresEventRepository::new(pool.clone())),
+            pool,
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    fn persisted_store<A: Aggregate>(
+        &self,
+        receipt: Arc<Mutex<Option<(LogPosition, usize)>>>,
+    ) -> PersistedEventStore<OrdersEventRepository, A> {
+        let repository = OrdersEventRepository {
+            pool: self.pool.clone(),
+            loader: self.loader.clone(),
+            receipt,
+        };
+        PersistedEventStore::new_event_store(repository)
+            .with_upcasters(orders_domain::upcasting::event_upcasters())
+    }
+
+    /// Loads an aggregate and the sequence number of its last event (0 when none).
+    pub async fn load<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<(A, usize), AggregateError<A::Error>> {
+        let store = self.persisted_store::<A>(Arc::default());
+        let context = store.load_aggregate(aggregate_id).await?;
+        Ok((context.aggregate, context.current_sequence))
+    }
+
+    /// Runs a command: loads the aggregate, lets it decide, stores the events it
+    /// produced together with `metadata`.
+    pub async fn execute<A>(
+        &self,
+        aggregate_id: &str,
+        command: A::Command,
+        metadata: &CommandMetadata,
+    ) -> Result<CommandReceipt, AggregateError<A::Error>>
+    where
+        A: Aggregate<Services = ()>,
+    {
+        let receipt = Arc::new(Mutex::new(None));
+        let framework = CqrsFramework::new(self.persisted_store::<A>(receipt.clone()), vec![], ());
+        framework
+            .execute_with_metadata(aggregate_id, command, metadata.to_map())
+            .await?;
+        let stored = *receipt.lock().expect("receipt lock poisoned");
+        match stored {
+            Some((position, events_stored)) => Ok(CommandReceipt {
+                position: Some(position),
+                events_stored,
+            }),
+            None => Ok(CommandReceipt {
+                position: self
+                    .last_position(A::TYPE, aggregate_id)
+                    .await
+                    .map_err(|error| AggregateError::DatabaseConnectionError(Box::new(error)))?,
+                events_stored: 0,
+            }),
+        }
+    }
+
+    /// The log position of an aggregate's last event.
+    pub async fn last_position(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<Option<LogPosition>, sqlx::Error> {
+        let row: Option<(String, i64)> = sqlx::query_as(
+            "SELECT tx_id::text, global_position FROM events
+              WHERE aggregate_type = $1 AND aggregate_id = $2
+              ORDER BY sequence DESC LIMIT 1",
+        )
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(tx_id, global_position)| LogPosition {
+            tx_id: tx_id.parse().unwrap_or_default(),
+            global_position,
+        }))
+    }
+}
+
+/// postgres-es's repository for reading, our single-statement insert for writing.
+struct OrdersEventRepository {
+    pool: PgPool,
+    loader: Arc<PostgresEventRepository>,
+    /// Where `persist` leaves the position of the last event it wrote (and how many),
+    /// for the command that is running; one repository serves one command.
+    receipt: Arc<Mutex<Option<(LogPosition, usize)>>>,
+}
+
+/// All of a command's events in one statement; `UNNEST` keeps the statement text the
+/// same for any number of events, so it is prepared once per connection.
+const INSERT_EVENTS: &str = "
+INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])
+RETURNING tx_id::text, global_position";
+
+impl OrdersEventRepository {
+    async fn insert_events<A: Aggregate>(
+        &self,
+        events: &[SerializedEvent],
+    ) -> Result<Option<(LogPosition, usize)>, sqlx::Error> {
+        if events.is_empty() {
+            return Ok(None);
+        }
+        let count = events.len();
+        let mut aggregate_types = Vec::with_capacity(count);
+        let mut aggregate_ids = Vec::with_capacity(count);
+        let mut sequences = Vec::with_capacity(count);
+        let mut event_types = Vec::with_capacity(count);
+        let mut event_versions = Vec::with_capacity(count);
+        let mut payloads = Vec::with_capacity(count);
+        let mut metadata = Vec::with_capacity(count);
+        for event in events {
+            aggregate_types.push(A::TYPE);
+            aggregate_ids.push(event.aggregate_id.as_str());
+            sequences.push(i64::try_from(event.sequence).unwrap_or(i64::MAX));
+            event_types.push(event.event_type.as_str());
+            event_versions.push(event.event_version.as_str());
+            payloads.push(&event.payload);
+            metadata.push(&event.metadata);
+        }
+        let rows: Vec<(String, i64)> = sqlx::query_as(INSERT_EVENTS)
+            .bind(&aggregate_types)
+            .bind(&aggregate_ids)
+            .bind(&sequences)
+            .bind(&event_types)
+            .bind(&event_versions)
+            .bind(&payloads)
+            .bind(&metadata)
+            .fetch_all(&self.pool)
+            .await?;
+        let last = rows.into_iter().max_by_key(|(_, position)| *position).map(
+            |(tx_id, global_position)| LogPosition {
+                tx_id: tx_id.parse().unwrap_or_default(),
+                global_position,
+            },
+        );
+        Ok(last.map(|position| (position, count)))
+    }
+}
+
+fn persistence_error(error: sqlx::Error) -> PersistenceError {
+    match &error {
+        // Any unique violation, the primary key's (a concurrent command on the same
+        // aggregate) or one of our indexes' (e-mail, idempotency key), is a conflict,
+        // as in postgres-es.
+        sqlx::Error::Database(database_error)
+            if database_error.code().as_deref() == Some("23505") =>
+        {
+            PersistenceError::OptimisticLockError
+        }
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
+            PersistenceError::ConnectionError(Box::new(error))
+        }
+        _ => PersistenceError::UnknownError(Box::new(error)),
+    }
+}
+
+impl PersistedEventRepository for OrdersEventRepository {
+    async fn get_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        self.loader.get_events::<A>(aggregate_id).await
+    }
+
+    async fn get_last_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+        last_sequence: usize,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        self.loader
+            .get_last_events::<A>(aggregate_id, last_sequence)
+            .await
+    }
+
+    async fn get_snapshot<A: Aggregate>(
+        &self,
+        _aggregate_id: &str,
+    ) -> Result<Option<SerializedSnapshot>, PersistenceError> {
+        Ok(None)
+    }
+
+    async fn persist<A: Aggregate>(
+        &self,
+        events: &[SerializedEvent],
+        snapshot_update: Option<(String, Value, usize)>,
+    ) -> Result<(), PersistenceError> {
+        if snapshot_update.is_some() {
+            return Err(PersistenceError::UnknownError(
+                "snapshots are not supported by the Orders event store".into(),
+            ));
+        }
+        let written = self
+            .insert_events::<A>(events)
+            .await
+            .map_err(persistence_error)?;
+        *self.receipt.lock().expect("receipt lock poisoned") = written;
+        Ok(())
+    }
+
+    async fn stream_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<ReplayStream, PersistenceError> {
+        self.loader.stream_events::<A>(aggregate_id).await
+    }
+
+    async fn stream_all_events<A: Aggregate>(&self) -> Result<ReplayStream, PersistenceError> {
+        self.loader.stream_all_events::<A>().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_position_token_reads_back_as_written() {
+        let position = LogPosition {
+            tx_id: 7_345,
+            global_position: 12,
+        };
+        assert_eq!(position.to_string(), "7345.12");
+        assert_eq!("7345.12".parse::<LogPosition>(), Ok(position));
+        assert_eq!("7345".parse::<LogPosition>(), Err(InvalidLogPosition));
+        assert_eq!("a.1".parse::<LogPosition>(), Err(InvalidLogPosition));
+    }
+}

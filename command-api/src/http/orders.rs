@@ -1,0 +1,439 @@
+//! Tracking orders: place, change the target, pause, resume, cancel, and (until the
+//! query views exist) read one order from its aggregate.
+//!
+//! Another user's order is answered exactly like one that does not exist (404).
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use cqrs_es::AggregateError;
+use orders_domain::ids::{OrderId, UserId};
+use orders_domain::money::{Currency, Money, MoneyError};
+use orders_domain::order::{
+    Order, OrderCommand, OrderError, ProductUrl, DEFAULT_CHECK_INTERVAL_SECS,
+};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use utoipa::ToSchema;
+
+use crate::auth::CurrentUser;
+use crate::event_store::CommandMetadata;
+use crate::http::{with_position, RequestContext};
+use crate::problem::{ApiError, AppJson};
+use crate::user_lookup;
+use crate::AppState;
+
+/// `Idempotency-Key` on `POST /orders`.
+pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+/// Set on the answer to a retried `POST /orders` that created nothing new.
+pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+/// Longest `Idempotency-Key` accepted.
+pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
+
+pub fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/orders", post(place_order))
+        .route(
+            "/orders/{id}",
+            get(show_order).patch(change_target).delete(cancel_order),
+        )
+        .route("/orders/{id}/pause", post(pause_order))
+        .route("/orders/{id}/resume", post(resume_order))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlaceOrderRequest {
+    /// The product page: an absolute http or https URL.
+    pub url: String,
+    /// A decimal string, e.g. `"3199.00"`, with at most the currency's minor digits.
+    pub target_price: String,
+    /// ISO 4217, e.g. `UAH`.
+    pub currency: String,
+    /// At least 300; 3600 when left out.
+    pub check_interval_secs: Option<u32>,
+    /// A CSS selector for the price, when the page is not understood otherwise.
+    pub selector: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PlaceOrderResponse {
+    #[schema(value_type = String, format = Uuid)]
+    pub order_id: OrderId,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct OrderDetails {
+    #[schema(value_type = String, format = Uuid)]
+    pub order_id: OrderId,
+    pub url: String,
+    pub target_price: String,
+    pub currency: String,
+    pub check_interval_secs: u32,
+    pub selector: Option<String>,
+    /// `active`, `paused` or `cancelled`.
+    pub status: String,
+    /// The last price observed, in the order's currency.
+    pub last_price: Option<String>,
+    /// `InStock`, `OutOfStock`, `PreOrder`, `BackOrder`, `Discontinued` or `Unknown`.
+    pub availability: String,
+    /// Whether reaching the target will send an alert (it fires once, then re-arms
+    /// when the price goes back above the target).
+    pub alert_armed: bool,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeTargetRequest {
+    /// A decimal string in the order's currency.
+    pub target_price: String,
+}
+
+pub(crate) fn order_error(error: AggregateError<OrderError>) -> ApiError {
+    match error {
+        AggregateError::UserError(error) => {
+            let message = error.to_string();
+            match error {
+                OrderError::NotFound => ApiError::NotFound("no such order"),
+                OrderError::CheckIntervalTooShort { .. }
+                | OrderError::CheckIntervalTooLong { .. } => {
+                    ApiError::invalid_field("check_interval_secs", message)
+                }
+                OrderError::TargetNotPositive => ApiError::invalid_field("target_price", message),
+                OrderError::SelectorTooLong { .. } => ApiError::invalid_field("selector", message),
+                OrderError::CurrencyChangeNotAllowed | OrderError::ObservationCurrencyMismatch => {
+                    ApiError::invalid_field("currency", message)
+                }
+                OrderError::AlreadyPlaced
+                | OrderError::TooManyActiveOrders { .. }
+                | OrderError::Cancelled
+                | OrderError::AlreadyPaused
+                | OrderError::NotPaused
+                | OrderError::AlreadyCancelled => ApiError::Conflict(message),
+            }
+        }
+        AggregateError::AggregateConflict => ApiError::Conflict(
+            "the order was changed by another request at the same time; retry".to_owned(),
+        ),
+        other => ApiError::internal(anyhow::Error::new(other).context("running an order command")),
+    }
+}
+
+fn money_error(error: MoneyError) -> ApiError {
+    match error {
+        MoneyError::UnknownCurrency(_) => ApiError::invalid_field("currency", error.to_string()),
+        _ => ApiError::invalid_field("target_price", error.to_string()),
+    }
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(&IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|key| !key.is_empty() && key.chars().count() <= MAX_IDEMPOTENCY_KEY_CHARS)
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} visible ASCII characters"
+            ))
+        })?;
+    Ok(Some(key.to_owned()))
+}
+
+fn metadata_for(
+    caller: CurrentUser,
+    context: RequestContext,
+    idempotency_key: Option<String>,
+) -> CommandMetadata {
+    CommandMetadata {
+        actor: caller.actor(),
+        correlation_id: context.correlation_id,
+        causation_id: context.request_id,
+        request_id: context.request_id,
+        idempotency_key,
+    }
+}
+
+/// The order an owner already placed under an idempotency key, with what it asked for.
+async fn order_by_idempotency_key(
+    pool: &PgPool,
+    owner: UserId,
+    key: &str,
+) -> Result<Option<(OrderId, serde_json::Value)>, sqlx::Error> {
+    let row: Option<(String, serde_json::Value)> = sqlx::query_as(
+        "SELECT aggregate_id, payload -> 'OrderPlaced' FROM events
+          WHERE event_type = 'OrderPlaced'
+            AND payload -> 'OrderPlaced' ->> 'owner' = $1
+            AND metadata ->> 'idempotency_key' = $2",
+    )
+    .bind(owner.to_string())
+    .bind(key)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.and_then(|(id, placed)| Some((id.parse().ok()?, placed))))
+}
+
+/// Whether a stored `OrderPlaced` asked for the same thing as this request.
+fn same_placement(
+    placed: &serde_json::Value,
+    url: &ProductUrl,
+    target: Money,
+    check_interval_secs: u32,
+    selector: Option<&str>,
+) -> bool {
+    let stored_target = placed
+        .get("target")
+        .and_then(|target| serde_json::from_value::<Money>(target.clone()).ok());
+    let stored_selector = placed.get("selector").and_then(|s| s.as_str());
+    placed.get("url").and_then(|u| u.as_str()) == Some(url.as_str())
+        && stored_target == Some(target)
+        && placed.get("check_interval_secs").and_then(|i| i.as_u64())
+            == Some(u64::from(check_interval_secs))
+        && stored_selector.map(str::trim).filter(|s| !s.is_empty())
+            == selector.map(str::trim).filter(|s| !s.is_empty())
+}
+
+fn created(order_id: OrderId) -> Response {
+    (
+        StatusCode::CREATED,
+        [(header::LOCATION, format!("/orders/{order_id}"))],
+        Json(PlaceOrderResponse { order_id }),
+    )
+        .into_response()
+}
+
+/// Places a tracking order. With `Idempotency-Key`, a retry of the same request
+/// answers with the order the first one created, and stores nothing.
+#[utoipa::path(post, path = "/orders", tag = "orders", security(("bearer" = [])),
+    request_body = PlaceOrderRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "makes retries safe")),
+    responses((status = 201, body = PlaceOrderResponse, headers(("Location" = String), ("Orders-Position" = String))),
+              (status = 400, body = crate::problem::Problem), (status = 401, body = crate::problem::Problem),
+              (status = 409, body = crate::problem::Problem), (status = 422, body = crate::problem::Problem)))]
+pub async fn place_order(
+    State(state): State<Arc<AppState>>,
+    caller: CurrentUser,
+    context: RequestContext,
+    headers: HeaderMap,
+    AppJson(request): AppJson<PlaceOrderRequest>,
+) -> Result<Response, ApiError> {
+    let idempotency_key = idempotency_key(&headers)?;
+    let currency = Currency::from_code(&request.currency).map_err(money_error)?;
+    let target = Money::parse(&request.target_price, currency).map_err(money_error)?;
+    let url = ProductUrl::parse(&request.url)
+        .map_err(|error| ApiError::invalid_field("url", error.to_string()))?;
+    let check_interval_secs = request
+        .check_interval_secs
+        .unwrap_or(DEFAULT_CHECK_INTERVAL_SECS);
+
+    let (standing, owner_active_orders) =
+        user_lookup::placement_context(state.pool(), caller.user_id)
+            .await
+            .context("reading the caller's standing")?;
+    standing.require_active()?;
+
+    let order_id = OrderId::new();
+    let metadata = metadata_for(caller, context, idempotency_key.clone());
+    let outcome = state
+        .events
+        .execute::<Order>(
+            &order_id.to_string(),
+            OrderCommand::Place {
+                order_id,
+                owner: caller.user_id,
+                url: url.clone(),
+                target,
+                check_interval_secs,
+                selector: request.selector.clone(),
+                owner_active_orders,
+            },
+            &metadata,
+        )
+        .await;
+    match outcome {
+        Ok(receipt) => Ok(with_position(created(order_id), receipt.position)),
+        // The order id is new, so a conflict can only be the idempotency key's index.
+        Err(AggregateError::AggregateConflict) if idempotency_key.is_some() => {
+            let key = idempotency_key.expect("checked by the guard");
+            let (existing, placed) = order_by_idempotency_key(state.pool(), caller.user_id, &key)
+                .await
+                .context("looking up an idempotency key")?
+                .ok_or_else(|| {
+                    ApiError::internal(anyhow::anyhow!(
+                        "an order insert conflicted but no order holds its idempotency key"
+                    ))
+                })?;
+            if !same_placement(
+                &placed,
+                &url,
+                target,
+                check_interval_secs,
+                request.selector.as_deref(),
+            ) {
+                return Err(ApiError::invalid_field(
+                    "Idempotency-Key",
+                    "this Idempotency-Key was already used for a different order",
+                ));
+            }
+            let position = state
+                .events
+                .last_position("order", &existing.to_string())
+                .await
+                .context("reading an order's log position")?;
+            let mut response = with_position(created(existing), position);
+            response
+                .headers_mut()
+                .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+            Ok(response)
+        }
+        Err(error) => Err(order_error(error)),
+    }
+}
+
+/// Parses an order id from the path; an id that is not even a UUID names no order.
+fn order_id_from_path(id: &str) -> Result<OrderId, ApiError> {
+    id.parse().map_err(|_| ApiError::NotFound("no such order"))
+}
+
+/// Loads the caller's order; another user's order is "no such order".
+async fn load_own_order(
+    state: &AppState,
+    caller: CurrentUser,
+    order_id: OrderId,
+) -> Result<Order, ApiError> {
+    user_lookup::standing(state.pool(), caller.user_id)
+        .await
+        .context("reading the caller's standing")?
+        .require_active()?;
+    let (order, _) = state
+        .events
+        .load::<Order>(&order_id.to_string())
+        .await
+        .map_err(order_error)?;
+    if order.owner() != Some(caller.user_id) {
+        return Err(ApiError::NotFound("no such order"));
+    }
+    Ok(order)
+}
+
+#[utoipa::path(get, path = "/orders/{id}", tag = "orders", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 200, body = OrderDetails), (status = 404, body = crate::problem::Problem)))]
+pub async fn show_order(
+    State(state): State<Arc<AppState>>,
+    caller: CurrentUser,
+    Path(id): Path<String>,
+) -> Result<Json<OrderDetails>, ApiError> {
+    let order_id = order_id_from_path(&id)?;
+    let order = load_own_order(&state, caller, order_id).await?;
+    let target = order.target().context("a placed order without a target")?;
+    Ok(Json(OrderDetails {
+        order_id,
+        url: order
+            .url()
+            .map(|url| url.as_str().to_owned())
+            .unwrap_or_default(),
+        target_price: target.amount_string(),
+        currency: target.currency().code().to_owned(),
+        check_interval_secs: order.check_interval_secs(),
+        selector: order.selector().map(str::to_owned),
+        status: order
+            .status()
+            .map(|status| status.as_str().to_owned())
+            .unwrap_or_default(),
+        last_price: order.last_price().map(|price| price.amount_string()),
+        availability: order.availability().as_str().to_owned(),
+        alert_armed: order.is_armed(),
+    }))
+}
+
+/// Runs a command on the caller's own order and answers 204.
+async fn command_own_order(
+    state: &AppState,
+    caller: CurrentUser,
+    context: RequestContext,
+    id: &str,
+    command: impl FnOnce(&Order) -> Result<OrderCommand, ApiError>,
+) -> Result<Response, ApiError> {
+    let order_id = order_id_from_path(id)?;
+    let order = load_own_order(state, caller, order_id).await?;
+    let command = command(&order)?;
+    let receipt = state
+        .events
+        .execute::<Order>(
+            &order_id.to_string(),
+            command,
+            &metadata_for(caller, context, None),
+        )
+        .await
+        .map_err(order_error)?;
+    Ok(with_position(
+        StatusCode::NO_CONTENT.into_response(),
+        receipt.position,
+    ))
+}
+
+#[utoipa::path(patch, path = "/orders/{id}", tag = "orders", security(("bearer" = [])),
+    params(("id" = String, Path)), request_body = ChangeTargetRequest,
+    responses((status = 204), (status = 404, body = crate::problem::Problem),
+              (status = 409, body = crate::problem::Problem), (status = 422, body = crate::problem::Problem)))]
+pub async fn change_target(
+    State(state): State<Arc<AppState>>,
+    caller: CurrentUser,
+    context: RequestContext,
+    Path(id): Path<String>,
+    AppJson(request): AppJson<ChangeTargetRequest>,
+) -> Result<Response, ApiError> {
+    command_own_order(&state, caller, context, &id, |order| {
+        let currency = order
+            .currency()
+            .ok_or(ApiError::NotFound("no such order"))?;
+        let target = Money::parse(&request.target_price, currency).map_err(money_error)?;
+        Ok(OrderCommand::ChangeTarget { target })
+    })
+    .await
+}
+
+#[utoipa::path(post, path = "/orders/{id}/pause", tag = "orders", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 204), (status = 404, body = crate::problem::Problem), (status = 409, body = crate::problem::Problem)))]
+pub async fn pause_order(
+    State(state): State<Arc<AppState>>,
+    caller: CurrentUser,
+    context: RequestContext,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    command_own_order(&state, caller, context, &id, |_| Ok(OrderCommand::Pause)).await
+}
+
+#[utoipa::path(post, path = "/orders/{id}/resume", tag = "orders", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 204), (status = 404, body = crate::problem::Problem), (status = 409, body = crate::problem::Problem)))]
+pub async fn resume_order(
+    State(state): State<Arc<AppState>>,
+    caller: CurrentUser,
+    context: RequestContext,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    command_own_order(&state, caller, context, &id, |_| Ok(OrderCommand::Resume)).await
+}
+
+#[utoipa::path(delete, path = "/orders/{id}", tag = "orders", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 204), (status = 404, body = crate::problem::Problem), (status = 409, body = crate::problem::Problem)))]
+pub async fn cancel_order(
+    State(state): State<Arc<AppState>>,
+    caller: CurrentUser,
+    context: RequestContext,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    command_own_order(&state, caller, context, &id, |_| Ok(OrderCommand::Cancel)).await
+}

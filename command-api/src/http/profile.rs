@@ -1,0 +1,241 @@
+//! The caller's own account: profile, notification preferences, password.
+//!
+//! Read from the user aggregate until the query views exist: a user's stream is
+//! short (a handful of events), so loading it is one indexed read.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use orders_domain::ids::UserId;
+use orders_domain::password_policy::check_password;
+use orders_domain::user::{User, UserCommand};
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
+
+use crate::auth::{hash_password, verify_password, CurrentUser};
+use crate::event_store::{CommandMetadata, LogPosition};
+use crate::http::accounts::{user_error, ClientAddress};
+use crate::http::{with_position, RequestContext};
+use crate::login_throttle::ThrottleKeys;
+use crate::problem::{ApiError, AppJson};
+use crate::AppState;
+
+pub fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/me", get(show_profile).patch(update_profile))
+        .route("/me/password", post(change_password))
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct NotificationPreferences {
+    /// Mail me when a tracked price reaches my target (on by default).
+    pub price_alerts: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Profile {
+    #[schema(value_type = String, format = Uuid)]
+    pub user_id: UserId,
+    pub email: String,
+    pub email_verified: bool,
+    pub display_name: Option<String>,
+    pub notification_preferences: NotificationPreferences,
+    /// `admin`, `auditor`.
+    pub roles: Vec<String>,
+}
+
+/// Loads the caller's account, refusing one that is gone or deactivated.
+async fn load_active_user(state: &AppState, caller: CurrentUser) -> Result<User, ApiError> {
+    let (user, _) = state
+        .events
+        .load::<User>(&caller.user_id.to_string())
+        .await
+        .map_err(user_error)?;
+    if !user.is_registered() {
+        return Err(ApiError::Unauthorized("the account does not exist"));
+    }
+    if user.is_deactivated() {
+        return Err(ApiError::Unauthorized("the account is deactivated"));
+    }
+    Ok(user)
+}
+
+fn metadata_for(caller: CurrentUser, context: RequestContext) -> CommandMetadata {
+    CommandMetadata {
+        actor: caller.actor(),
+        correlation_id: context.correlation_id,
+        causation_id: context.request_id,
+        request_id: context.request_id,
+        idempotency_key: None,
+    }
+}
+
+#[utoipa::path(get, path = "/me", tag = "profile", security(("bearer" = [])),
+    responses((status = 200, body = Profile), (status = 401, body = crate::problem::Problem)))]
+pub async fn show_profile(
+    State(state): State<Arc<AppState>>,
+    caller: CurrentUser,
+) -> Result<Json<Profile>, ApiError> {
+    let user = load_active_user(&state, caller).await?;
+    Ok(Json(Profile {
+        user_id: caller.user_id,
+        email: user
+            .email()
+            .map(|email| email.as_str().to_owned())
+            .unwrap_or_default(),
+        email_verified: user.email_verified(),
+        display_name: user.display_name().map(str::to_owned),
+        notification_preferences: NotificationPreferences {
+            price_alerts: user.price_alerts_enabled(),
+        },
+        roles: user
+            .roles()
+            .iter()
+            .map(|role| role.as_str().to_owned())
+            .collect(),
+    }))
+}
+
+/// `PATCH /me`: fields left out are unchanged; `"display_name": null` clears it.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileChange {
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub display_name: Option<Option<String>>,
+    #[serde(default)]
+    pub notification_preferences: Option<NotificationPreferences>,
+}
+
+/// Tells a field that is present (even as `null`) from one that is absent.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+#[utoipa::path(patch, path = "/me", tag = "profile", security(("bearer" = [])),
+    request_body = ProfileChange,
+    responses((status = 204), (status = 401, body = crate::problem::Problem),
+              (status = 422, body = crate::problem::Problem)))]
+pub async fn update_profile(
+    State(state): State<Arc<AppState>>,
+    caller: CurrentUser,
+    context: RequestContext,
+    AppJson(change): AppJson<ProfileChange>,
+) -> Result<Response, ApiError> {
+    load_active_user(&state, caller).await?;
+    let metadata = metadata_for(caller, context);
+    let aggregate_id = caller.user_id.to_string();
+    let mut position: Option<LogPosition> = None;
+    if let Some(display_name) = change.display_name {
+        let receipt = state
+            .events
+            .execute::<User>(
+                &aggregate_id,
+                UserCommand::UpdateProfile { display_name },
+                &metadata,
+            )
+            .await
+            .map_err(user_error)?;
+        position = position.max(receipt.position);
+    }
+    if let Some(preferences) = change.notification_preferences {
+        let receipt = state
+            .events
+            .execute::<User>(
+                &aggregate_id,
+                UserCommand::ChangeNotificationPreferences {
+                    price_alerts: preferences.price_alerts,
+                },
+                &metadata,
+            )
+            .await
+            .map_err(user_error)?;
+        position = position.max(receipt.position);
+    }
+    if position.is_none() {
+        position = state
+            .events
+            .last_position("user", &aggregate_id)
+            .await
+            .context("reading the account's log position")?;
+    }
+    Ok(with_position(
+        StatusCode::NO_CONTENT.into_response(),
+        position,
+    ))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordChange {
+    pub current_password: String,
+    /// 12 to 128 characters; the most common passwords are refused.
+    pub new_password: String,
+}
+
+/// Changes the password after checking the current one. Wrong current passwords
+/// count towards the same login throttle, so a stolen token cannot be used to guess.
+#[utoipa::path(post, path = "/me/password", tag = "profile", security(("bearer" = [])),
+    request_body = PasswordChange,
+    responses((status = 204), (status = 401, body = crate::problem::Problem),
+              (status = 422, body = crate::problem::Problem), (status = 429, body = crate::problem::Problem)))]
+pub async fn change_password(
+    State(state): State<Arc<AppState>>,
+    caller: CurrentUser,
+    context: RequestContext,
+    ClientAddress(client): ClientAddress,
+    AppJson(change): AppJson<PasswordChange>,
+) -> Result<Response, ApiError> {
+    let user = load_active_user(&state, caller).await?;
+    let email = user
+        .email()
+        .map(|email| email.normalized())
+        .unwrap_or_default();
+    let keys = ThrottleKeys::new(&email, client);
+    let now = chrono::Utc::now();
+    if let Some(retry_after_secs) = state
+        .login_throttle
+        .locked_for(&keys, now)
+        .await
+        .context("reading the login throttle")?
+    {
+        return Err(ApiError::TooManyRequests { retry_after_secs });
+    }
+    check_password(&change.new_password)
+        .map_err(|error| ApiError::invalid_field("new_password", error.to_string()))?;
+    let stored = user.password_hash().unwrap_or_default().to_owned();
+    if !verify_password(change.current_password, stored).await? {
+        state
+            .login_throttle
+            .record_failure(&keys, now)
+            .await
+            .context("recording a failed password check")?;
+        return Err(ApiError::invalid_field(
+            "current_password",
+            "the current password is not correct",
+        ));
+    }
+    let password_hash = hash_password(change.new_password).await?;
+    let receipt = state
+        .events
+        .execute::<User>(
+            &caller.user_id.to_string(),
+            UserCommand::ChangePassword { password_hash },
+            &metadata_for(caller, context),
+        )
+        .await
+        .map_err(user_error)?;
+    Ok(with_position(
+        StatusCode::NO_CONTENT.into_response(),
+        receipt.position,
+    ))
+}

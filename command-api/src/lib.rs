@@ -1,0 +1,143 @@
+//! The Orders HTTP API: the command routes of the brief, authentication, and access
+//! to the event store.
+//!
+//! `run(config, pool, listener, shutdown)` serves until `shutdown` resolves, then
+//! finishes the requests in flight. `main` (the `orders` binary) only reads the
+//! configuration, connects and selects over services.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+
+pub mod auth;
+pub mod database;
+pub mod event_store;
+pub mod http;
+pub mod login_throttle;
+pub mod metrics;
+pub mod problem;
+pub mod signed_tokens;
+pub mod user_lookup;
+
+use crate::auth::AccessTokens;
+use crate::event_store::EventStore;
+use crate::login_throttle::{LoginThrottle, ThrottlePolicy};
+use crate::signed_tokens::SignedTokens;
+
+/// Request bodies larger than this are refused with 413.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The shortest service secret we accept (HS256 wants at least 256 bits).
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// A secret that is long enough; never printed.
+#[derive(Clone)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    /// Checks a secret from the environment; the error is one line naming `variable`.
+    pub fn from_env_value(variable: &str, value: Option<String>) -> anyhow::Result<Self> {
+        let value = value
+            .filter(|value| !value.is_empty())
+            .with_context(|| format!("{variable} is not set; it must be at least {MIN_SECRET_BYTES} bytes (e.g. `openssl rand -base64 48`)"))?;
+        if value.len() < MIN_SECRET_BYTES {
+            anyhow::bail!(
+                "{variable} is {} bytes long; it must be at least {MIN_SECRET_BYTES} bytes",
+                value.len()
+            );
+        }
+        Ok(Self(value.into_bytes()))
+    }
+
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// What the API needs to know to run.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub jwt_secret: Secret,
+    /// Base URL for links in mails (verification, unsubscribe).
+    pub public_url: String,
+    pub access_token_lifetime: Duration,
+    pub verification_token_lifetime: Duration,
+    pub login_throttle: ThrottlePolicy,
+}
+
+impl ApiConfig {
+    pub fn new(jwt_secret: Secret, public_url: String) -> Self {
+        Self {
+            jwt_secret,
+            public_url,
+            access_token_lifetime: Duration::from_secs(3600),
+            verification_token_lifetime: Duration::from_secs(48 * 3600),
+            login_throttle: ThrottlePolicy::default(),
+        }
+    }
+}
+
+/// Shared by every handler.
+pub struct AppState {
+    pub config: ApiConfig,
+    pub events: EventStore,
+    pub access_tokens: AccessTokens,
+    pub signed_tokens: SignedTokens,
+    pub login_throttle: LoginThrottle,
+    pub metrics: metrics::Metrics,
+    /// A hash of a random password, verified against when a login names an unknown
+    /// e-mail, so that it takes as long as a wrong password.
+    pub dummy_password_hash: String,
+}
+
+impl AppState {
+    pub async fn new(config: ApiConfig, pool: PgPool) -> anyhow::Result<Arc<Self>> {
+        let dummy_password_hash = auth::hash_password(uuid::Uuid::new_v4().to_string())
+            .await
+            .context("hashing the dummy password")?;
+        Ok(Arc::new(Self {
+            events: EventStore::new(pool.clone()),
+            access_tokens: AccessTokens::new(
+                config.jwt_secret.expose(),
+                config.access_token_lifetime,
+            ),
+            signed_tokens: SignedTokens::new(config.jwt_secret.expose()),
+            login_throttle: LoginThrottle::new(pool, config.login_throttle),
+            metrics: metrics::Metrics::new(),
+            dummy_password_hash,
+            config,
+        }))
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        self.events.pool()
+    }
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, then lets the requests in
+/// flight finish.
+pub async fn run(
+    state: Arc<AppState>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let app = http::router(state);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .context("serving HTTP")
+}

@@ -1,0 +1,356 @@
+//! Registration, e-mail verification, login and its throttling, the profile.
+
+use chrono::{Duration, Utc};
+use futures::future::join_all;
+use orders_command_api::event_store::CommandMetadata;
+use orders_command_api::signed_tokens::TokenPurpose;
+use orders_domain::ids::UserId;
+use orders_domain::user::{User, UserCommand};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::helpers::{lenient_throttle, problem, spawn_app, spawn_app_with};
+
+#[tokio::test]
+async fn fifty_concurrent_registrations_of_one_address_store_exactly_one_user() {
+    let app = spawn_app().await;
+    let attempts = (0..50).map(|i| {
+        // The same address, in varying case: compared case-insensitively.
+        let email = if i % 2 == 0 {
+            "Race@Example.com"
+        } else {
+            "race@example.COM"
+        };
+        app.register(email, "a long enough password")
+    });
+    let statuses: Vec<StatusCode> = join_all(attempts)
+        .await
+        .into_iter()
+        .map(|response| response.status())
+        .collect();
+    let created = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::CREATED)
+        .count();
+    let conflicts = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::CONFLICT)
+        .count();
+    assert_eq!((created, conflicts), (1, 49), "statuses: {statuses:?}");
+    assert_eq!(app.count_events("UserRegistered").await, 1);
+}
+
+#[tokio::test]
+async fn registration_refuses_bad_addresses_and_weak_passwords_naming_the_field() {
+    let app = spawn_app().await;
+    let bad_email = problem(
+        app.register("not-an-address", "a long enough password")
+            .await,
+    )
+    .await;
+    assert_eq!(bad_email["status"], 422);
+    assert_eq!(bad_email["field"], "email");
+    let short = problem(app.register("ann@example.com", "short").await).await;
+    assert_eq!(short["field"], "password");
+    let common = problem(app.register("ann@example.com", "passwordpassword").await).await;
+    assert_eq!(common["field"], "password");
+    assert_eq!(app.count_events("UserRegistered").await, 0);
+}
+
+#[tokio::test]
+async fn a_registered_user_logs_in_and_sees_their_profile() {
+    let app = spawn_app().await;
+    let registered = app
+        .register("Ann@Example.com", "a long enough password")
+        .await;
+    assert_eq!(registered.status(), StatusCode::CREATED);
+    assert_eq!(registered.headers()["location"], "/me");
+    assert!(registered.headers().contains_key("orders-position"));
+    let user_id = registered.json::<Value>().await.unwrap()["user_id"].clone();
+
+    // The e-mail is compared case-insensitively at login too.
+    let login = app.login("ann@example.com", "a long enough password").await;
+    assert_eq!(login.status(), StatusCode::OK);
+    let body: Value = login.json().await.unwrap();
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 3600);
+    let token = body["access_token"].as_str().unwrap();
+
+    let me: Value = app
+        .http
+        .get(app.url("/me"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["user_id"], user_id);
+    assert_eq!(me["email"], "Ann@Example.com");
+    assert_eq!(me["email_verified"], false);
+    assert_eq!(me["notification_preferences"]["price_alerts"], true);
+}
+
+#[tokio::test]
+async fn unknown_address_and_wrong_password_get_the_same_answer_after_the_same_work() {
+    let app = spawn_app().await;
+    app.register("ann@example.com", "a long enough password")
+        .await;
+    let verifications_before = app.state.metrics.password_verifications.get();
+
+    let wrong_password = app.login("ann@example.com", "not the right password").await;
+    let unknown_email = app
+        .login("nobody@example.com", "not the right password")
+        .await;
+    assert_eq!(wrong_password.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(unknown_email.status(), StatusCode::UNAUTHORIZED);
+    let wrong_password: Value = problem(wrong_password).await;
+    let unknown_email: Value = problem(unknown_email).await;
+    assert_eq!(wrong_password, unknown_email);
+    // Both ran one argon2 verification: the unknown address against a dummy hash.
+    assert_eq!(
+        app.state.metrics.password_verifications.get() - verifications_before,
+        2
+    );
+}
+
+#[tokio::test]
+async fn repeated_failures_for_one_address_are_throttled_with_retry_after() {
+    let app = spawn_app().await;
+    app.register("ann@example.com", "a long enough password")
+        .await;
+    for attempt in 1..=5 {
+        let response = app.login("ann@example.com", "wrong password again").await;
+        assert_eq!(
+            response.status(),
+            StatusCode::UNAUTHORIZED,
+            "attempt {attempt}"
+        );
+    }
+    // Locked now, even with the right password.
+    let locked = app.login("ANN@example.com", "a long enough password").await;
+    assert_eq!(locked.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: u64 = locked.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (1..=30).contains(&retry_after),
+        "Retry-After: {retry_after}"
+    );
+    assert_eq!(problem(locked).await["status"], 429);
+    // Another address from the same client is not locked yet.
+    app.register("bob@example.com", "a long enough password")
+        .await;
+    assert_eq!(
+        app.login("bob@example.com", "a long enough password")
+            .await
+            .status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn repeated_failures_from_one_client_address_are_throttled() {
+    let app = spawn_app().await;
+    // 20 failures, each for a different (unknown) address, from one client.
+    for i in 0..20 {
+        let response = app
+            .login(&format!("guess-{i}@example.com"), "wrong password again")
+            .await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    let locked = app
+        .login("someone-else@example.com", "wrong password again")
+        .await;
+    assert_eq!(locked.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(locked.headers().contains_key("retry-after"));
+}
+
+#[tokio::test]
+async fn a_verification_token_verifies_once_and_then_keeps_answering_204() {
+    let app = spawn_app().await;
+    let session = app.signed_up_user().await;
+    let token = app.state.signed_tokens.mint(
+        TokenPurpose::VerifyEmail,
+        UserId::from_uuid(session.user_id),
+        &session.email.to_lowercase(),
+        Utc::now() + Duration::hours(1),
+    );
+    for _ in 0..2 {
+        let response = app
+            .post_json("/auth/verify", &json!({"token": token}), None)
+            .await;
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    }
+    assert_eq!(app.count_events("EmailVerified").await, 1);
+    let me: Value = app
+        .http
+        .get(app.url("/me"))
+        .bearer_auth(&session.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["email_verified"], true);
+
+    // The link in the mail shows a page.
+    let page = app
+        .http
+        .get(app.url(&format!("/auth/verify?token={token}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(page.text().await.unwrap().contains("verified"));
+}
+
+#[tokio::test]
+async fn forged_tokens_get_400_and_expired_ones_410() {
+    let app = spawn_app().await;
+    let session = app.signed_up_user().await;
+    let expired = app.state.signed_tokens.mint(
+        TokenPurpose::VerifyEmail,
+        UserId::from_uuid(session.user_id),
+        &session.email.to_lowercase(),
+        Utc::now() - Duration::minutes(1),
+    );
+    let response = app
+        .post_json("/auth/verify", &json!({"token": expired}), None)
+        .await;
+    assert_eq!(response.status(), StatusCode::GONE);
+    let forged = format!("{}x", &expired[..expired.len() - 1]);
+    let response = app
+        .post_json("/auth/verify", &json!({"token": forged}), None)
+        .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    // A token minted for another address of the same user verifies nothing.
+    let other_address = app.state.signed_tokens.mint(
+        TokenPurpose::VerifyEmail,
+        UserId::from_uuid(session.user_id),
+        "someone-else@example.com",
+        Utc::now() + Duration::hours(1),
+    );
+    let response = app
+        .post_json("/auth/verify", &json!({"token": other_address}), None)
+        .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(app.count_events("EmailVerified").await, 0);
+}
+
+#[tokio::test]
+async fn profile_and_preferences_change_and_a_password_change_takes_effect() {
+    let app = spawn_app_with(lenient_throttle).await;
+    let session = app.signed_up_user().await;
+    let patch = app
+        .http
+        .patch(app.url("/me"))
+        .bearer_auth(&session.token)
+        .json(&json!({"display_name": "Ann", "notification_preferences": {"price_alerts": false}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patch.status(), StatusCode::NO_CONTENT);
+    assert!(patch.headers().contains_key("orders-position"));
+    let me: Value = app
+        .http
+        .get(app.url("/me"))
+        .bearer_auth(&session.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["display_name"], "Ann");
+    assert_eq!(me["notification_preferences"]["price_alerts"], false);
+
+    let wrong = app
+        .post_json(
+            "/me/password",
+            &json!({"current_password": "not my password!", "new_password": "a brand new password"}),
+            Some(&session.token),
+        )
+        .await;
+    assert_eq!(problem(wrong).await["field"], "current_password");
+    let changed = app
+        .post_json(
+            "/me/password",
+            &json!({"current_password": "a long enough password", "new_password": "a brand new password"}),
+            Some(&session.token),
+        )
+        .await;
+    assert_eq!(changed.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.login(&session.email, "a long enough password")
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.login(&session.email, "a brand new password")
+            .await
+            .status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn a_deactivated_user_is_refused_on_the_next_request_whatever_the_token_says() {
+    let app = spawn_app().await;
+    let session = app.signed_up_user().await;
+    let order_id = app.placed_order(&session.token).await;
+    let request_id = Uuid::now_v7();
+    app.state
+        .events
+        .execute::<User>(
+            &session.user_id.to_string(),
+            UserCommand::Deactivate {
+                reason: "abuse".to_owned(),
+            },
+            &CommandMetadata {
+                actor: "cli:test@localhost".to_owned(),
+                correlation_id: request_id,
+                causation_id: request_id,
+                request_id,
+                idempotency_key: None,
+            },
+        )
+        .await
+        .unwrap();
+    // The token is still unexpired and correctly signed.
+    let me = app
+        .http
+        .get(app.url("/me"))
+        .bearer_auth(&session.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), StatusCode::UNAUTHORIZED);
+    let order = app
+        .http
+        .get(app.url(&format!("/orders/{order_id}")))
+        .bearer_auth(&session.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(order.status(), StatusCode::UNAUTHORIZED);
+    let place = app
+        .place_order(
+            &session.token,
+            &json!({"url": "https://shop.example.com/p", "target_price": "10", "currency": "USD"}),
+        )
+        .await;
+    assert_eq!(place.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        app.login(&session.email, "a long enough password")
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+}

@@ -1,0 +1,7 @@
+//! The API against a real PostgreSQL: one test binary for every API test, so it
+//! links once.
+
+mod accounts;
+mod helpers;
+mod operations;
+mod orders;

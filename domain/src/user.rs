@@ -1,0 +1,363 @@
+//! The `user` aggregate: registration, e-mail verification, password, profile,
+//! notification preferences, roles and deactivation.
+//!
+//! Commands decide ([`User::decide`] is pure and returns the events), events only
+//! record ([`User::apply`] never fails). The password arrives already hashed: the
+//! domain never sees a password, and hashing (slow, random salt) is the command
+//! side's job. E-mail uniqueness across users cannot be decided inside one user's
+//! stream; the command side guarantees it with a unique index on the normalised
+//! address.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::str::FromStr;
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
+use serde::{Deserialize, Serialize};
+
+use crate::email::EmailAddress;
+use crate::ids::UserId;
+
+/// The longest display name, in characters.
+pub const MAX_DISPLAY_NAME_CHARS: usize = 100;
+
+/// A role that grants access beyond one's own data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Everything, including changing other users' roles.
+    Admin,
+    /// Read-only access to the audit trail and the administrators' views.
+    Auditor,
+}
+
+impl Role {
+    /// The role's name as users and tokens spell it: `admin`, `auditor`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Auditor => "auditor",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.as_str())
+    }
+}
+
+/// The text is not a role name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown role {0:?}: expected \"admin\" or \"auditor\"")]
+pub struct UnknownRole(pub String);
+
+impl FromStr for Role {
+    type Err = UnknownRole;
+
+    /// Exact lower-case names only, the spelling stored in tokens and events.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "admin" => Ok(Role::Admin),
+            "auditor" => Ok(Role::Auditor),
+            other => Err(UnknownRole(other.chars().take(32).collect())),
+        }
+    }
+}
+
+/// What can be asked of a user.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UserCommand {
+    /// Creates the account. The command side has already checked the password
+    /// policy, hashed the password and reserved the normalised e-mail address.
+    Register {
+        user_id: UserId,
+        email: EmailAddress,
+        password_hash: String,
+    },
+    /// The user followed the link in the verification mail.
+    VerifyEmail,
+    /// A new password hash (the command side checked the current password or the
+    /// reset token, and the policy).
+    ChangePassword {
+        password_hash: String,
+    },
+    /// Sets (trimmed) or clears (`None` or blank) the display name.
+    UpdateProfile {
+        display_name: Option<String>,
+    },
+    ChangeNotificationPreferences {
+        price_alerts: bool,
+    },
+    GrantRole {
+        role: Role,
+    },
+    RevokeRole {
+        role: Role,
+    },
+    /// Closes the account for good; takes effect on the user's next request.
+    Deactivate {
+        reason: String,
+    },
+}
+
+/// What happened to a user. The variant names are the stored event types.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum UserEvent {
+    UserRegistered {
+        user_id: UserId,
+        email: EmailAddress,
+        password_hash: String,
+    },
+    EmailVerified,
+    PasswordChanged {
+        password_hash: String,
+    },
+    ProfileUpdated {
+        display_name: Option<String>,
+    },
+    NotificationPreferencesChanged {
+        price_alerts: bool,
+    },
+    RoleGranted {
+        role: Role,
+    },
+    RoleRevoked {
+        role: Role,
+    },
+    UserDeactivated {
+        reason: String,
+    },
+}
+
+impl DomainEvent for UserEvent {
+    fn event_type(&self) -> String {
+        let event_type = match self {
+            UserEvent::UserRegistered { .. } => "UserRegistered",
+            UserEvent::EmailVerified => "EmailVerified",
+            UserEvent::PasswordChanged { .. } => "PasswordChanged",
+            UserEvent::ProfileUpdated { .. } => "ProfileUpdated",
+            UserEvent::NotificationPreferencesChanged { .. } => "NotificationPreferencesChanged",
+            UserEvent::RoleGranted { .. } => "RoleGranted",
+            UserEvent::RoleRevoked { .. } => "RoleRevoked",
+            UserEvent::UserDeactivated { .. } => "UserDeactivated",
+        };
+        event_type.to_owned()
+    }
+
+    fn event_version(&self) -> String {
+        "1.0".to_owned()
+    }
+}
+
+/// Why a user command was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UserError {
+    #[error("this user is already registered")]
+    AlreadyRegistered,
+    #[error("no such user")]
+    NotRegistered,
+    #[error("this user has been deactivated")]
+    Deactivated,
+    #[error("the display name must have at most {max} characters")]
+    DisplayNameTooLong { max: usize },
+    #[error("a reason is required to deactivate a user")]
+    ReasonRequired,
+}
+
+/// A user's current state, rebuilt from its events.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct User {
+    user_id: Option<UserId>,
+    email: Option<EmailAddress>,
+    password_hash: Option<String>,
+    email_verified: bool,
+    display_name: Option<String>,
+    price_alerts_enabled: bool,
+    roles: BTreeSet<Role>,
+    deactivated: bool,
+}
+
+impl fmt::Debug for User {
+    /// Leaves the password hash out, so the state can be logged.
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("User")
+            .field("user_id", &self.user_id)
+            .field("email", &self.email)
+            .field("email_verified", &self.email_verified)
+            .field("display_name", &self.display_name)
+            .field("price_alerts_enabled", &self.price_alerts_enabled)
+            .field("roles", &self.roles)
+            .field("deactivated", &self.deactivated)
+            .finish_non_exhaustive()
+    }
+}
+
+impl User {
+    pub fn id(&self) -> Option<UserId> {
+        self.user_id
+    }
+
+    pub fn email(&self) -> Option<&EmailAddress> {
+        self.email.as_ref()
+    }
+
+    pub fn password_hash(&self) -> Option<&str> {
+        self.password_hash.as_deref()
+    }
+
+    pub fn is_registered(&self) -> bool {
+        self.user_id.is_some()
+    }
+
+    pub fn email_verified(&self) -> bool {
+        self.email_verified
+    }
+
+    pub fn display_name(&self) -> Option<&str> {
+        self.display_name.as_deref()
+    }
+
+    /// Whether price alerts may be mailed (on unless the user turned them off).
+    pub fn price_alerts_enabled(&self) -> bool {
+        self.price_alerts_enabled
+    }
+
+    pub fn roles(&self) -> &BTreeSet<Role> {
+        &self.roles
+    }
+
+    pub fn has_role(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+    }
+
+    pub fn is_deactivated(&self) -> bool {
+        self.deactivated
+    }
+
+    /// Decides what a command means for this user: the events to record, none when
+    /// the command changes nothing (so retries are harmless), or why it is refused.
+    pub fn decide(&self, command: UserCommand) -> Result<Vec<UserEvent>, UserError> {
+        let events = match command {
+            UserCommand::Register {
+                user_id,
+                email,
+                password_hash,
+            } if !self.is_registered() => vec![UserEvent::UserRegistered {
+                user_id,
+                email,
+                password_hash,
+            }],
+            // Also for a deactivated user: the account exists, whatever its state.
+            UserCommand::Register { .. } => return Err(UserError::AlreadyRegistered),
+            _ if !self.is_registered() => return Err(UserError::NotRegistered),
+            _ if self.deactivated => return Err(UserError::Deactivated),
+            UserCommand::VerifyEmail if self.email_verified => vec![],
+            UserCommand::VerifyEmail => vec![UserEvent::EmailVerified],
+            UserCommand::ChangePassword { password_hash } => {
+                vec![UserEvent::PasswordChanged { password_hash }]
+            }
+            UserCommand::UpdateProfile { display_name } => {
+                let display_name = checked_display_name(display_name)?;
+                if display_name == self.display_name {
+                    vec![]
+                } else {
+                    vec![UserEvent::ProfileUpdated { display_name }]
+                }
+            }
+            UserCommand::ChangeNotificationPreferences { price_alerts } => {
+                if price_alerts == self.price_alerts_enabled {
+                    vec![]
+                } else {
+                    vec![UserEvent::NotificationPreferencesChanged { price_alerts }]
+                }
+            }
+            UserCommand::GrantRole { role } if self.has_role(role) => vec![],
+            UserCommand::GrantRole { role } => vec![UserEvent::RoleGranted { role }],
+            UserCommand::RevokeRole { role } if !self.has_role(role) => vec![],
+            UserCommand::RevokeRole { role } => vec![UserEvent::RoleRevoked { role }],
+            UserCommand::Deactivate { reason } => {
+                let reason = reason.trim();
+                if reason.is_empty() {
+                    return Err(UserError::ReasonRequired);
+                }
+                vec![UserEvent::UserDeactivated {
+                    reason: reason.to_owned(),
+                }]
+            }
+        };
+        Ok(events)
+    }
+}
+
+/// Trims the name; a blank name clears it.
+fn checked_display_name(display_name: Option<String>) -> Result<Option<String>, UserError> {
+    let Some(display_name) = display_name else {
+        return Ok(None);
+    };
+    let trimmed = display_name.trim();
+    if trimmed.is_empty() {
+        return Ok(None);
+    }
+    if trimmed.chars().count() > MAX_DISPLAY_NAME_CHARS {
+        return Err(UserError::DisplayNameTooLong {
+            max: MAX_DISPLAY_NAME_CHARS,
+        });
+    }
+    Ok(Some(trimmed.to_owned()))
+}
+
+impl Aggregate for User {
+    const TYPE: &'static str = "user";
+    type Command = UserCommand;
+    type Event = UserEvent;
+    type Error = UserError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        _services: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        for event in self.decide(command)? {
+            sink.write(event, self).await;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        match event {
+            UserEvent::UserRegistered {
+                user_id,
+                email,
+                password_hash,
+            } => {
+                self.user_id = Some(user_id);
+                self.email = Some(email);
+                self.password_hash = Some(password_hash);
+                self.price_alerts_enabled = true;
+            }
+            UserEvent::EmailVerified => self.email_verified = true,
+            UserEvent::PasswordChanged { password_hash } => {
+                self.password_hash = Some(password_hash);
+            }
+            UserEvent::ProfileUpdated { display_name } => self.display_name = display_name,
+            UserEvent::NotificationPreferencesChanged { price_alerts } => {
+                self.price_alerts_enabled = price_alerts;
+            }
+            UserEvent::RoleGranted { role } => {
+                self.roles.insert(role);
+            }
+            UserEvent::RoleRevoked { role } => {
+                self.roles.remove(&role);
+            }
+            UserEvent::UserDeactivated { .. } => self.deactivated = true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,403 @@
+//! `orders bench commands`: command throughput of `POST /orders` beside two ceilings
+//! measured in the same run, on the same PostgreSQL server, at the same concurrency:
+//!
+//! 1. pgbench replaying the SQL statements one `POST /orders` issues (the placement
+//!    lookup, postgres-es's load of the new order's stream, our single-statement
+//!    insert), so the ratio shows what the HTTP service itself costs;
+//! 2. pgbench inserting one event-sized row per transaction into a table with only a
+//!    primary key: the floor price of one durable write.
+//!
+//! Everything runs against a fresh database that is dropped at the end. Benchmark
+//! users are created in bulk with ids pgbench can compute from an integer
+//! (`00000000-0000-7000-8000-<index in hex>`), so both the API and pgbench draw their
+//! owners from the same registered users. Each API client moves to a fresh user
+//! after 100 orders (the per-user limit); pgbench spreads its orders over enough
+//! users that each holds about as many orders as the API's users did.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use orders_command_api::{ApiConfig, AppState, Secret};
+use orders_domain::email::EmailAddress;
+use orders_domain::ids::UserId;
+use orders_domain::order::MAX_ACTIVE_ORDERS_PER_USER;
+use orders_domain::user::UserEvent;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions as _, PgPool};
+use tokio::net::TcpListener;
+use uuid::Uuid;
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum BenchCommand {
+    /// `POST /orders` throughput beside pgbench ceilings of the same run.
+    Commands(CommandsBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CommandsBenchArgs {
+    /// A PostgreSQL URL of the server to measure; a fresh database is created on it
+    /// (the user needs CREATEDB) and dropped afterwards.
+    #[arg(long, env = "ORDERS_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Concurrent clients, one measurement each.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![8, 32])]
+    clients: Vec<u32>,
+    /// Measured seconds per run (after a warm-up).
+    #[arg(long, default_value_t = 10)]
+    duration_secs: u64,
+    /// Warm-up seconds before each measured API run.
+    #[arg(long, default_value_t = 2)]
+    warmup_secs: u64,
+    /// The pgbench executable (PostgreSQL's server binaries directory has it).
+    #[arg(long, env = "ORDERS_PGBENCH", default_value = "pgbench")]
+    pgbench: PathBuf,
+}
+
+pub(crate) async fn run(command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Commands(args) => commands(args).await,
+    }
+}
+
+/// Users created up front; enough for millions of orders.
+const BENCH_USERS: i64 = 50_000;
+
+fn bench_user_id(index: i64) -> UserId {
+    let uuid = Uuid::parse_str(&format!("00000000-0000-7000-8000-{index:012x}"))
+        .expect("a well-formed UUID");
+    UserId::from_uuid(uuid)
+}
+
+/// The same ids, computed by PostgreSQL (for pgbench).
+const BENCH_USER_ID_SQL: &str = "('00000000-0000-7000-8000-' || lpad(to_hex(:u), 12, '0'))";
+
+struct Measured {
+    clients: u32,
+    api_per_sec: f64,
+    same_sql_per_sec: f64,
+    one_row_per_sec: f64,
+}
+
+async fn commands(args: CommandsBenchArgs) -> anyhow::Result<()> {
+    let server_url = args
+        .database_url
+        .as_deref()
+        .filter(|url| !url.is_empty())
+        .context("ORDERS_DATABASE_URL is not set")?;
+    let server: PgConnectOptions = server_url
+        .parse()
+        .context("ORDERS_DATABASE_URL is not a PostgreSQL URL")?;
+    let database = format!("orders_bench_{}", Uuid::now_v7().simple());
+    let mut admin = server
+        .clone()
+        .connect()
+        .await
+        .context("connecting to PostgreSQL")?;
+    sqlx::query(&format!("CREATE DATABASE {database}"))
+        .execute(&mut admin)
+        .await
+        .context("creating the benchmark database")?;
+    let bench_options = server.clone().database(&database);
+    let bench_url = bench_options.to_url_lossy().to_string();
+    let outcome = run_in_database(&args, &bench_url).await;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await
+        .context("dropping the benchmark database")?;
+    let measured = outcome?;
+    println!();
+    println!("POST /orders, durable, on the same server and concurrency as the ceilings:");
+    println!(
+        "{:>7}  {:>14}  {:>16}  {:>15}  {:>12}  {:>11}",
+        "clients", "api orders/s", "same-SQL tx/s", "one-row tx/s", "api/same-SQL", "api/one-row"
+    );
+    for m in &measured {
+        println!(
+            "{:>7}  {:>14.0}  {:>16.0}  {:>15.0}  {:>11.0}%  {:>10.0}%",
+            m.clients,
+            m.api_per_sec,
+            m.same_sql_per_sec,
+            m.one_row_per_sec,
+            100.0 * m.api_per_sec / m.same_sql_per_sec,
+            100.0 * m.api_per_sec / m.one_row_per_sec,
+        );
+    }
+    println!("targets: api/same-SQL >= 70%, api/one-row >= 40%");
+    Ok(())
+}
+
+async fn run_in_database(
+    args: &CommandsBenchArgs,
+    bench_url: &str,
+) -> anyhow::Result<Vec<Measured>> {
+    let max_clients = args.clients.iter().copied().max().unwrap_or(8);
+    let pool = orders_command_api::database::connect(bench_url, max_clients.max(8)).await?;
+    orders_command_api::database::migrate(&pool).await?;
+    create_bench_users(&pool).await?;
+    sqlx::query(
+        "CREATE TABLE bench_one_row (id uuid PRIMARY KEY, payload jsonb NOT NULL, metadata jsonb NOT NULL)",
+    )
+    .execute(&pool)
+    .await
+    .context("creating the one-row table")?;
+
+    let secret = Secret::from_env_value(
+        "benchmark secret",
+        Some(format!(
+            "{}{}",
+            Uuid::new_v4().simple(),
+            Uuid::new_v4().simple()
+        )),
+    )?;
+    let state = AppState::new(
+        ApiConfig::new(secret, "http://127.0.0.1".to_owned()),
+        pool.clone(),
+    )
+    .await?;
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(orders_command_api::run(
+        state.clone(),
+        listener,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+
+    let scripts = tempdir()?;
+    let same_sql_script = scripts.join("same-sql.pgbench");
+    let one_row_script = scripts.join("one-row.pgbench");
+    std::fs::write(&one_row_script, ONE_ROW_SCRIPT)?;
+
+    let next_user = Arc::new(AtomicU64::new(1));
+    let mut measured = Vec::new();
+    for &clients in &args.clients {
+        eprintln!(
+            "{clients} clients: POST /orders for {} s (+{} s warm-up)",
+            args.duration_secs, args.warmup_secs
+        );
+        let api_orders = drive_api(&state, addr, clients, args, next_user.clone()).await?;
+        let api_per_sec = api_orders as f64 / args.duration_secs as f64;
+
+        // pgbench's owners: fresh users, each receiving about half the limit.
+        let expected = (api_orders as f64 * 2.0).max(1000.0);
+        let users = ((expected / 50.0).ceil() as u64).max(u64::from(clients));
+        let first = next_user.fetch_add(users, Ordering::SeqCst);
+        if first + users > BENCH_USERS as u64 {
+            anyhow::bail!("the benchmark ran out of users; shorten --duration-secs");
+        }
+        std::fs::write(
+            &same_sql_script,
+            same_sql_script_text(first, first + users - 1),
+        )?;
+        eprintln!("{clients} clients: pgbench replaying one command's SQL");
+        let same_sql_per_sec = pgbench(
+            &args.pgbench,
+            bench_url,
+            &same_sql_script,
+            clients,
+            args.duration_secs,
+        )
+        .await?;
+        eprintln!("{clients} clients: pgbench inserting one event-sized row");
+        let one_row_per_sec = pgbench(
+            &args.pgbench,
+            bench_url,
+            &one_row_script,
+            clients,
+            args.duration_secs,
+        )
+        .await?;
+        measured.push(Measured {
+            clients,
+            api_per_sec,
+            same_sql_per_sec,
+            one_row_per_sec,
+        });
+    }
+    let _ = stop.send(());
+    server.await??;
+    pool.close().await;
+    let _ = std::fs::remove_dir_all(&scripts);
+    Ok(measured)
+}
+
+fn tempdir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("orders-bench-{}", Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// Registers the benchmark users with one statement each 10,000 (a fixture, not the
+/// thing measured): real `UserRegistered` payloads, as the domain serialises them.
+async fn create_bench_users(pool: &PgPool) -> anyhow::Result<()> {
+    let template = serde_json::to_value(UserEvent::UserRegistered {
+        user_id: bench_user_id(0),
+        email: EmailAddress::parse("bench@example.com").expect("a valid address"),
+        password_hash: orders_command_api::auth::hash_password("bench password 1234".to_owned())
+            .await?,
+    })?;
+    for start in (1..=BENCH_USERS).step_by(10_000) {
+        let end = (start + 9_999).min(BENCH_USERS);
+        sqlx::query(&format!(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+             SELECT 'user', id, 1, 'UserRegistered', '1.0',
+                    jsonb_set(jsonb_set($1::jsonb, '{{UserRegistered,user_id}}', to_jsonb(id)),
+                              '{{UserRegistered,email}}', to_jsonb('bench-' || i || '@example.com')),
+                    jsonb_build_object('actor', 'cli:bench', 'correlation_id', gen_random_uuid()::text,
+                                       'causation_id', gen_random_uuid()::text, 'request_id', gen_random_uuid()::text)
+               FROM generate_series($2::bigint, $3::bigint) AS i,
+                    LATERAL (SELECT {} AS id) AS ids",
+            BENCH_USER_ID_SQL.replace(":u", "i")
+        ))
+        .bind(&template)
+        .bind(start)
+        .bind(end)
+        .execute(pool)
+        .await
+        .context("creating the benchmark users")?;
+    }
+    sqlx::query("ANALYZE events").execute(pool).await?;
+    Ok(())
+}
+
+/// Runs `clients` API clients for the warm-up and the measured time; returns the
+/// orders created in the measured time.
+async fn drive_api(
+    state: &Arc<AppState>,
+    addr: SocketAddr,
+    clients: u32,
+    args: &CommandsBenchArgs,
+    next_user: Arc<AtomicU64>,
+) -> anyhow::Result<u64> {
+    let started = Instant::now();
+    let measure_from = started + Duration::from_secs(args.warmup_secs);
+    let measure_until = measure_from + Duration::from_secs(args.duration_secs);
+    let url = format!("http://{addr}/orders");
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(1)
+            .build()?;
+        let url = url.clone();
+        let state = state.clone();
+        let next_user = next_user.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut counted = 0_u64;
+            let mut placed_for_user = u32::MAX;
+            let mut token = String::new();
+            loop {
+                let now = Instant::now();
+                if now >= measure_until {
+                    return Ok::<u64, anyhow::Error>(counted);
+                }
+                if placed_for_user >= MAX_ACTIVE_ORDERS_PER_USER {
+                    let index = next_user.fetch_add(1, Ordering::SeqCst);
+                    if index > BENCH_USERS as u64 {
+                        anyhow::bail!("the benchmark ran out of users; shorten --duration-secs");
+                    }
+                    token = state.access_tokens.issue(bench_user_id(index as i64))?;
+                    placed_for_user = 0;
+                }
+                let response = http
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .header("content-type", "application/json")
+                    .body(r#"{"url": "https://shop.example.com/product/42", "target_price": "3199.00", "currency": "UAH", "check_interval_secs": 3600}"#)
+                    .send()
+                    .await?;
+                let status = response.status();
+                let _ = response.bytes().await?;
+                if status != reqwest::StatusCode::CREATED {
+                    anyhow::bail!("POST /orders answered {status}");
+                }
+                placed_for_user += 1;
+                let finished = Instant::now();
+                if finished >= measure_from && finished < measure_until {
+                    counted += 1;
+                }
+            }
+        }));
+    }
+    let mut total = 0;
+    for task in tasks {
+        total += task.await??;
+    }
+    Ok(total)
+}
+
+/// The statements of one `POST /orders`, with pgbench variables for what differs per
+/// request: the owner (drawn from `first..=last`) and fresh ids.
+fn same_sql_script_text(first: u64, last: u64) -> String {
+    let owner = BENCH_USER_ID_SQL;
+    let placement = orders_command_api::user_lookup::PLACEMENT_CONTEXT_SQL.replace("$1", owner);
+    format!(
+        "\\set u random({first}, {last})
+{placement};
+SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata
+  FROM events WHERE aggregate_type = 'order' AND aggregate_id = gen_random_uuid()::text ORDER BY sequence;
+INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+SELECT * FROM UNNEST(ARRAY['order'], ARRAY[gen_random_uuid()::text], ARRAY[1::bigint], ARRAY['OrderPlaced'], ARRAY['2.0'],
+  ARRAY[jsonb_build_object('OrderPlaced', jsonb_build_object('order_id', gen_random_uuid(), 'owner', {owner},
+        'url', 'https://shop.example.com/product/42', 'target', jsonb_build_object('amount', '3199.00', 'currency', 'UAH'),
+        'check_interval_secs', 3600, 'selector', null))],
+  ARRAY[jsonb_build_object('actor', 'user:' || {owner}, 'correlation_id', gen_random_uuid()::text,
+        'causation_id', gen_random_uuid()::text, 'request_id', gen_random_uuid()::text)])
+RETURNING tx_id::text, global_position;
+"
+    )
+}
+
+/// One event-sized row per transaction, into a table with only a primary key.
+const ONE_ROW_SCRIPT: &str = "INSERT INTO bench_one_row (id, payload, metadata) VALUES (gen_random_uuid(),
+  jsonb_build_object('OrderPlaced', jsonb_build_object('order_id', gen_random_uuid(), 'owner', gen_random_uuid(),
+    'url', 'https://shop.example.com/product/42', 'target', jsonb_build_object('amount', '3199.00', 'currency', 'UAH'),
+    'check_interval_secs', 3600, 'selector', null)),
+  jsonb_build_object('actor', 'user:' || gen_random_uuid(), 'correlation_id', gen_random_uuid()::text,
+    'causation_id', gen_random_uuid()::text, 'request_id', gen_random_uuid()::text));
+";
+
+async fn pgbench(
+    pgbench: &PathBuf,
+    database_url: &str,
+    script: &PathBuf,
+    clients: u32,
+    duration_secs: u64,
+) -> anyhow::Result<f64> {
+    let output = tokio::process::Command::new(pgbench)
+        .arg("--no-vacuum")
+        .args(["--protocol", "prepared"])
+        .args(["--client", &clients.to_string()])
+        .args(["--jobs", "2"])
+        .args(["--time", &duration_secs.to_string()])
+        .arg("--file")
+        .arg(script)
+        .arg(database_url)
+        .output()
+        .await
+        .with_context(|| format!("running {} (set ORDERS_PGBENCH)", pgbench.display()))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        anyhow::bail!(
+            "pgbench failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        );
+    }
+    stdout
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("tps = ")
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|tps| tps.parse::<f64>().ok())
+        })
+        .with_context(|| format!("no tps in pgbench's output: {stdout}"))
+}

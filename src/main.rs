@@ -1,0 +1,185 @@
+//! `orders`: one CLI for every Orders service and tool.
+//!
+//! `main` only reads the configuration (flags, `ORDERS_*` variables, a `.env` file),
+//! sets up telemetry and runs the chosen command; the services live in the library
+//! crates and take their inputs.
+
+use std::io::IsTerminal as _;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use orders_command_api::{ApiConfig, AppState, Secret};
+use tokio::net::TcpListener;
+
+mod bench;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "orders",
+    version,
+    about = "Orders: event-sourced price tracking"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run one service, or all of them in one process.
+    Serve(ServeArgs),
+    /// Apply the database migrations (services also do this at start).
+    Migrate(DatabaseArgs),
+    /// Benchmarks, each beside the ceiling measured in the same run.
+    Bench {
+        #[command(subcommand)]
+        bench: bench::BenchCommand,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+struct DatabaseArgs {
+    /// PostgreSQL URL, e.g. postgres://orders@127.0.0.1:5432/orders.
+    #[arg(long, env = "ORDERS_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+}
+
+impl DatabaseArgs {
+    fn url(&self) -> anyhow::Result<&str> {
+        self.database_url
+            .as_deref()
+            .filter(|url| !url.is_empty())
+            .context(
+                "ORDERS_DATABASE_URL is not set (e.g. postgres://orders@127.0.0.1:5432/orders)",
+            )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Service {
+    /// The HTTP API.
+    Api,
+    /// Every service this build has, in one process.
+    All,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    service: Service,
+    #[command(flatten)]
+    database: DatabaseArgs,
+    /// Where the HTTP API listens.
+    #[arg(long, env = "ORDERS_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    http_addr: SocketAddr,
+    /// Signs access tokens and mailed links; at least 32 bytes, no default.
+    #[arg(long, env = "ORDERS_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
+    /// The base URL users reach the API at, for links in mails.
+    #[arg(long, env = "ORDERS_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Database connections of this process.
+    #[arg(long, env = "ORDERS_DATABASE_MAX_CONNECTIONS", default_value_t = 32)]
+    database_max_connections: u32,
+}
+
+fn init_telemetry() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ORDERS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // JSON lines for log collectors; readable text on a terminal.
+    if std::io::stderr().is_terminal() {
+        builder.init();
+    } else {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init();
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // Everything that can be wrong with the configuration is reported before any
+    // connection is made.
+    let jwt_secret = Secret::from_env_value("ORDERS_JWT_SECRET", args.jwt_secret)?;
+    let database_url = args.database.url()?.to_owned();
+    let public_url = args
+        .public_url
+        .unwrap_or_else(|| format!("http://{}", args.http_addr));
+    let pool =
+        orders_command_api::database::connect(&database_url, args.database_max_connections).await?;
+    orders_command_api::database::migrate(&pool).await?;
+    let state = AppState::new(ApiConfig::new(jwt_secret, public_url.clone()), pool).await?;
+    let listener = TcpListener::bind(args.http_addr)
+        .await
+        .with_context(|| format!("listening on {} (ORDERS_HTTP_ADDR)", args.http_addr))?;
+    tracing::info!(addr = %listener.local_addr()?, %public_url, service = ?args.service, "serving the HTTP API");
+    // `all` is every service built so far: the relay, projectors and workers join
+    // here as they are written.
+    orders_command_api::run(state, listener, shutdown_signal()).await
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Migrate(database) => {
+            let pool = orders_command_api::database::connect(database.url()?, 2).await?;
+            orders_command_api::database::migrate(&pool).await?;
+            println!("database migrated");
+            Ok(())
+        }
+        Command::Bench { bench } => bench::run(bench).await,
+    }
+}
+
+fn main() -> ExitCode {
+    // A .env file is a convenience for development; real variables win.
+    let _ = dotenvy::dotenv();
+    let cli = Cli::parse();
+    init_telemetry();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: starting the async runtime: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // One line, with the whole cause chain.
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}

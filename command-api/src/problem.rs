@@ -206,7 +206,14 @@ fn body_rejection(rejection: BytesRejection) -> ApiError {
 
 /// Decodes a JSON document, telling syntax errors (400) from values that break the
 /// expected shape (422, with the path of the offending field).
+///
+/// Every body the API takes is a JSON object; anything else is malformed (400).
 pub fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().find(|byte| !byte.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::MalformedBody(
+            "the request body must be a JSON object".to_owned(),
+        ));
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let decoded = serde_path_to_error::deserialize::<_, T>(&mut deserializer);
     if decoded.is_ok() {
@@ -227,12 +234,15 @@ pub fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                 ),
                 serde_json::error::Category::Data | serde_json::error::Category::Io => {
                     let message = inner.to_string();
-                    let field = unknown_field_name(&message)
-                        .map(|name| join_path(&path, name))
-                        .unwrap_or_else(|| {
-                            missing_field_name(&message)
-                                .map_or(path.clone(), |name| join_path(&path, name))
-                        });
+                    // serde_path_to_error's path already ends with an unknown field's
+                    // name; for a missing field it names the parent object.
+                    let field = if unknown_field_name(&message).is_some() {
+                        path.clone()
+                    } else if let Some(name) = missing_field_name(&message) {
+                        join_path(&path, name)
+                    } else {
+                        path.clone()
+                    };
                     if field == "." || field.is_empty() {
                         return Err(ApiError::MalformedBody(format!(
                             "the request body does not have the expected shape: {message}"

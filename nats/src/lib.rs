@@ -1,1 +1,78 @@
-//! placeholder
+//! The JetStream topology of Orders: the names integrators subscribe to.
+//!
+//! The relay (next issue) publishes every stored event to exactly one subject of the
+//! log stream; this crate owns those names so that the relay, the projectors, the
+//! workers and integrators cannot disagree about them.
+
+/// The stream that holds the whole event log, one message per stored event.
+pub const LOG_STREAM: &str = "ORDERS_EVENTS";
+
+/// The prefix of every log subject.
+pub const LOG_SUBJECT_PREFIX: &str = "orders.events";
+
+/// A name that cannot be one token of a NATS subject.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} cannot be a NATS subject token (empty, or contains '.', '*', '>' or whitespace)")]
+pub struct InvalidSubjectToken(pub String);
+
+fn check_token(token: &str) -> Result<&str, InvalidSubjectToken> {
+    let valid = !token.is_empty()
+        && !token
+            .chars()
+            .any(|c| c == '.' || c == '*' || c == '>' || c.is_whitespace() || c.is_control());
+    if valid {
+        Ok(token)
+    } else {
+        Err(InvalidSubjectToken(token.to_owned()))
+    }
+}
+
+/// `orders.events.<aggregate_type>.<aggregate_id>`: one aggregate's events.
+pub fn event_subject(
+    aggregate_type: &str,
+    aggregate_id: &str,
+) -> Result<String, InvalidSubjectToken> {
+    Ok(format!(
+        "{LOG_SUBJECT_PREFIX}.{}.{}",
+        check_token(aggregate_type)?,
+        check_token(aggregate_id)?
+    ))
+}
+
+/// `orders.events.<aggregate_type>.*`: every aggregate of one type, for consumers'
+/// filter subjects.
+pub fn aggregate_type_filter(aggregate_type: &str) -> Result<String, InvalidSubjectToken> {
+    Ok(format!(
+        "{LOG_SUBJECT_PREFIX}.{}.*",
+        check_token(aggregate_type)?
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_events_subject_names_its_aggregate() {
+        assert_eq!(
+            event_subject("order", "0192f3a4-7b1c-7d2e-8f00-123456789abc").unwrap(),
+            "orders.events.order.0192f3a4-7b1c-7d2e-8f00-123456789abc"
+        );
+        assert_eq!(
+            aggregate_type_filter("user").unwrap(),
+            "orders.events.user.*"
+        );
+    }
+
+    #[test]
+    fn ids_that_would_change_the_subjects_meaning_are_refused() {
+        for bad in ["", "a.b", "*", ">", "a b", "a\tb"] {
+            assert_eq!(
+                event_subject("order", bad),
+                Err(InvalidSubjectToken(bad.to_owned())),
+                "{bad:?}"
+            );
+        }
+        assert!(event_subject("price.check", "x").is_err());
+    }
+}

@@ -120,11 +120,13 @@ impl EventStore {
     fn persisted_store<A: Aggregate>(
         &self,
         receipt: Arc<Mutex<Option<(LogPosition, usize)>>>,
+        stream: Stream,
     ) -> PersistedEventStore<OrdersEventRepository, A> {
         let repository = OrdersEventRepository {
             pool: self.pool.clone(),
             loader: self.loader.clone(),
             receipt,
+            stream,
         };
         PersistedEventStore::new_event_store(repository)
             .with_upcasters(orders_domain::upcasting::event_upcasters())
@@ -135,7 +137,7 @@ impl EventStore {
         &self,
         aggregate_id: &str,
     ) -> Result<(A, usize), AggregateError<A::Error>> {
-        let store = self.persisted_store::<A>(Arc::default());
+        let store = self.persisted_store::<A>(Arc::default(), Stream::Existing);
         let context = store.load_aggregate(aggregate_id).await?;
         Ok((context.aggregate, context.current_sequence))
     }
@@ -151,8 +153,43 @@ impl EventStore {
     where
         A: Aggregate<Services = ()>,
     {
+        self.run::<A>(aggregate_id, command, metadata, Stream::Existing)
+            .await
+    }
+
+    /// Runs a command on an aggregate whose id the caller has just minted (a UUID
+    /// v7 nobody else can know yet): its stream is empty, so it is not read. Safe
+    /// even if the id were not new: the first event has sequence 1, and the primary
+    /// key refuses a second one (`AggregateConflict`).
+    pub async fn execute_on_new<A>(
+        &self,
+        aggregate_id: &str,
+        command: A::Command,
+        metadata: &CommandMetadata,
+    ) -> Result<CommandReceipt, AggregateError<A::Error>>
+    where
+        A: Aggregate<Services = ()>,
+    {
+        self.run::<A>(aggregate_id, command, metadata, Stream::New)
+            .await
+    }
+
+    async fn run<A>(
+        &self,
+        aggregate_id: &str,
+        command: A::Command,
+        metadata: &CommandMetadata,
+        stream: Stream,
+    ) -> Result<CommandReceipt, AggregateError<A::Error>>
+    where
+        A: Aggregate<Services = ()>,
+    {
         let receipt = Arc::new(Mutex::new(None));
-        let framework = CqrsFramework::new(self.persisted_store::<A>(receipt.clone()), vec![], ());
+        let framework = CqrsFramework::new(
+            self.persisted_store::<A>(receipt.clone(), stream),
+            vec![],
+            (),
+        );
         framework
             .execute_with_metadata(aggregate_id, command, metadata.to_map())
             .await?;
@@ -194,8 +231,17 @@ impl EventStore {
     }
 }
 
+/// Whether the aggregate's stream must be read before the command runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stream {
+    Existing,
+    /// Just minted by the caller: known to be empty.
+    New,
+}
+
 /// postgres-es's repository for reading, our single-statement insert for writing.
 struct OrdersEventRepository {
+    stream: Stream,
     pool: PgPool,
     loader: Arc<PostgresEventRepository>,
     /// Where `persist` leaves the position of the last event it wrote (and how many),
@@ -277,6 +323,9 @@ impl PersistedEventRepository for OrdersEventRepository {
         &self,
         aggregate_id: &str,
     ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        if self.stream == Stream::New {
+            return Ok(Vec::new());
+        }
         self.loader.get_events::<A>(aggregate_id).await
     }
 

@@ -109,7 +109,7 @@ pub async fn register(
     };
     let receipt = state
         .events
-        .execute::<User>(
+        .execute_on_new::<User>(
             &user_id.to_string(),
             UserCommand::Register {
                 user_id,

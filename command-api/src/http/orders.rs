@@ -244,7 +244,7 @@ pub async fn place_order(
     let metadata = metadata_for(caller, context, idempotency_key.clone());
     let outcome = state
         .events
-        .execute::<Order>(
+        .execute_on_new::<Order>(
             &order_id.to_string(),
             OrderCommand::Place {
                 order_id,

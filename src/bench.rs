@@ -30,7 +30,8 @@ use orders_domain::order::MAX_ACTIVE_ORDERS_PER_USER;
 use orders_domain::user::UserEvent;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions as _, PgPool};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::net::{TcpListener, TcpStream};
 use uuid::Uuid;
 
 #[derive(Debug, Subcommand)]
@@ -51,9 +52,15 @@ pub(crate) struct CommandsBenchArgs {
     /// Measured seconds per run (after a warm-up).
     #[arg(long, default_value_t = 10)]
     duration_secs: u64,
+    /// Rounds of the three measurements, interleaved; the medians are reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
     /// Warm-up seconds before each measured API run.
     #[arg(long, default_value_t = 2)]
     warmup_secs: u64,
+    /// Keep the benchmark database afterwards (its name is printed), to look into it.
+    #[arg(long)]
+    keep_database: bool,
     /// The pgbench executable (PostgreSQL's server binaries directory has it).
     #[arg(long, env = "ORDERS_PGBENCH", default_value = "pgbench")]
     pgbench: PathBuf,
@@ -109,13 +116,21 @@ async fn commands(args: CommandsBenchArgs) -> anyhow::Result<()> {
     bench_url.set_path(&database);
     let bench_url = bench_url.to_string();
     let outcome = run_in_database(&args, &bench_url).await;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await
-        .context("dropping the benchmark database")?;
+    if args.keep_database {
+        eprintln!("kept the benchmark database: {bench_url}");
+    } else {
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+            .execute(&mut admin)
+            .await
+            .context("dropping the benchmark database")?;
+    }
     let measured = outcome?;
     println!();
-    println!("POST /orders, durable, on the same server and concurrency as the ceilings:");
+    println!(
+        "POST /orders, durable, on the same server and concurrency as the ceilings \
+         (medians of {} interleaved rounds of {} s):",
+        args.rounds, args.duration_secs
+    );
     println!(
         "{:>7}  {:>14}  {:>16}  {:>15}  {:>12}  {:>11}",
         "clients", "api orders/s", "same-SQL tx/s", "one-row tx/s", "api/same-SQL", "api/one-row"
@@ -182,47 +197,56 @@ async fn run_in_database(
     let next_user = Arc::new(AtomicU64::new(1));
     let mut measured = Vec::new();
     for &clients in &args.clients {
-        eprintln!(
-            "{clients} clients: POST /orders for {} s (+{} s warm-up)",
-            args.duration_secs, args.warmup_secs
-        );
-        let api_orders = drive_api(&state, addr, clients, args, next_user.clone()).await?;
-        let api_per_sec = api_orders as f64 / args.duration_secs as f64;
+        // The three measurements are interleaved, round after round, so that a slow
+        // moment of a shared machine falls on all of them; the medians are reported.
+        let mut rounds = Vec::new();
+        for round in 1..=args.rounds {
+            eprintln!(
+                "{clients} clients, round {round}/{}: POST /orders for {} s (+{} s warm-up)",
+                args.rounds, args.duration_secs, args.warmup_secs
+            );
+            let api_orders = drive_api(&state, addr, clients, args, next_user.clone()).await?;
+            let api_per_sec = api_orders as f64 / args.duration_secs as f64;
 
-        // pgbench's owners: fresh users, each receiving about half the limit.
-        let expected = (api_orders as f64 * 2.0).max(1000.0);
-        let users = ((expected / 50.0).ceil() as u64).max(u64::from(clients));
-        let first = next_user.fetch_add(users, Ordering::SeqCst);
-        if first + users > BENCH_USERS as u64 {
-            anyhow::bail!("the benchmark ran out of users; shorten --duration-secs");
+            // pgbench's owners: fresh users, each receiving about half the limit.
+            let expected = (api_orders as f64 * 2.0).max(1000.0);
+            let users = ((expected / 50.0).ceil() as u64).max(u64::from(clients));
+            let first = next_user.fetch_add(users, Ordering::SeqCst);
+            if first + users > BENCH_USERS as u64 {
+                anyhow::bail!("the benchmark ran out of users; shorten --duration-secs");
+            }
+            std::fs::write(
+                &same_sql_script,
+                same_sql_script_text(first, first + users - 1),
+            )?;
+            eprintln!("{clients} clients, round {round}: pgbench replaying one command's SQL");
+            let same_sql_per_sec = pgbench(
+                &args.pgbench,
+                bench_url,
+                &same_sql_script,
+                clients,
+                args.duration_secs,
+            )
+            .await?;
+            eprintln!("{clients} clients, round {round}: pgbench inserting one event-sized row");
+            let one_row_per_sec = pgbench(
+                &args.pgbench,
+                bench_url,
+                &one_row_script,
+                clients,
+                args.duration_secs,
+            )
+            .await?;
+            eprintln!(
+                "{clients} clients, round {round}: api {api_per_sec:.0}/s, same-SQL {same_sql_per_sec:.0}/s, one-row {one_row_per_sec:.0}/s"
+            );
+            rounds.push((api_per_sec, same_sql_per_sec, one_row_per_sec));
         }
-        std::fs::write(
-            &same_sql_script,
-            same_sql_script_text(first, first + users - 1),
-        )?;
-        eprintln!("{clients} clients: pgbench replaying one command's SQL");
-        let same_sql_per_sec = pgbench(
-            &args.pgbench,
-            bench_url,
-            &same_sql_script,
-            clients,
-            args.duration_secs,
-        )
-        .await?;
-        eprintln!("{clients} clients: pgbench inserting one event-sized row");
-        let one_row_per_sec = pgbench(
-            &args.pgbench,
-            bench_url,
-            &one_row_script,
-            clients,
-            args.duration_secs,
-        )
-        .await?;
         measured.push(Measured {
             clients,
-            api_per_sec,
-            same_sql_per_sec,
-            one_row_per_sec,
+            api_per_sec: median(rounds.iter().map(|r| r.0).collect()),
+            same_sql_per_sec: median(rounds.iter().map(|r| r.1).collect()),
+            one_row_per_sec: median(rounds.iter().map(|r| r.2).collect()),
         });
     }
     let _ = stop.send(());
@@ -230,6 +254,15 @@ async fn run_in_database(
     pool.close().await;
     let _ = std::fs::remove_dir_all(&scripts);
     Ok(measured)
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
 }
 
 fn tempdir() -> anyhow::Result<PathBuf> {
@@ -283,19 +316,15 @@ async fn drive_api(
     let started = Instant::now();
     let measure_from = started + Duration::from_secs(args.warmup_secs);
     let measure_until = measure_from + Duration::from_secs(args.duration_secs);
-    let url = format!("http://{addr}/orders");
     let mut tasks = Vec::new();
     for _ in 0..clients {
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(1)
-            .build()?;
-        let url = url.clone();
         let state = state.clone();
         let next_user = next_user.clone();
         tasks.push(tokio::spawn(async move {
+            let mut connection = KeepAliveConnection::open(addr).await?;
             let mut counted = 0_u64;
             let mut placed_for_user = u32::MAX;
-            let mut token = String::new();
+            let mut request = Vec::new();
             loop {
                 let now = Instant::now();
                 if now >= measure_until {
@@ -306,19 +335,12 @@ async fn drive_api(
                     if index > BENCH_USERS as u64 {
                         anyhow::bail!("the benchmark ran out of users; shorten --duration-secs");
                     }
-                    token = state.access_tokens.issue(bench_user_id(index as i64))?;
+                    let token = state.access_tokens.issue(bench_user_id(index as i64))?;
+                    request = place_order_request(addr, &token);
                     placed_for_user = 0;
                 }
-                let response = http
-                    .post(&url)
-                    .bearer_auth(&token)
-                    .header("content-type", "application/json")
-                    .body(r#"{"url": "https://shop.example.com/product/42", "target_price": "3199.00", "currency": "UAH", "check_interval_secs": 3600}"#)
-                    .send()
-                    .await?;
-                let status = response.status();
-                let _ = response.bytes().await?;
-                if status != reqwest::StatusCode::CREATED {
+                let status = connection.exchange(&request).await?;
+                if status != 201 {
                     anyhow::bail!("POST /orders answered {status}");
                 }
                 placed_for_user += 1;
@@ -336,6 +358,68 @@ async fn drive_api(
     Ok(total)
 }
 
+const PLACE_ORDER_BODY: &str = r#"{"url": "https://shop.example.com/product/42", "target_price": "3199.00", "currency": "UAH", "check_interval_secs": 3600}"#;
+
+fn place_order_request(addr: SocketAddr, token: &str) -> Vec<u8> {
+    format!(
+        "POST /orders HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{PLACE_ORDER_BODY}",
+        PLACE_ORDER_BODY.len()
+    )
+    .into_bytes()
+}
+
+/// The load generator's side of one HTTP/1.1 keep-alive connection: writes a
+/// prepared request, reads the status and the body it announces. Deliberately
+/// minimal, like pgbench's client, so that the two cores go to the server under test
+/// rather than to a general-purpose client.
+struct KeepAliveConnection {
+    stream: BufReader<TcpStream>,
+    line: String,
+}
+
+impl KeepAliveConnection {
+    async fn open(addr: SocketAddr) -> anyhow::Result<Self> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Self {
+            stream: BufReader::new(stream),
+            line: String::new(),
+        })
+    }
+
+    async fn exchange(&mut self, request: &[u8]) -> anyhow::Result<u16> {
+        self.stream.get_mut().write_all(request).await?;
+        self.line.clear();
+        self.stream.read_line(&mut self.line).await?;
+        let status: u16 = self
+            .line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .with_context(|| format!("not an HTTP status line: {:?}", self.line))?;
+        let mut content_length = 0_usize;
+        loop {
+            self.line.clear();
+            if self.stream.read_line(&mut self.line).await? == 0 {
+                anyhow::bail!("the server closed the connection");
+            }
+            let header = self.line.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    content_length = value.trim().parse()?;
+                }
+            }
+        }
+        let mut body = vec![0_u8; content_length];
+        self.stream.read_exact(&mut body).await?;
+        Ok(status)
+    }
+}
+
 /// The statements of one `POST /orders`, with pgbench variables for what differs per
 /// request: the owner (drawn from `first..=last`) and fresh ids.
 fn same_sql_script_text(first: u64, last: u64) -> String {
@@ -344,19 +428,27 @@ fn same_sql_script_text(first: u64, last: u64) -> String {
     // A fresh order id per transaction, computed by an immutable expression: a
     // volatile one (gen_random_uuid()) in a WHERE clause would defeat the index.
     let order_id = "(md5((:r)::text)::uuid::text)";
+    let payload = format!(
+        "jsonb_build_object('OrderPlaced', jsonb_build_object('order_id', {order_id}, 'owner', {owner}, \
+         'url', 'https://shop.example.com/product/42', \
+         'target', jsonb_build_object('amount', '3199.00', 'currency', 'UAH'), \
+         'check_interval_secs', 3600, 'selector', null))"
+    );
+    let metadata = format!(
+        "jsonb_build_object('actor', 'user:' || {owner}, 'correlation_id', gen_random_uuid()::text, \
+         'causation_id', gen_random_uuid()::text, 'request_id', gen_random_uuid()::text)"
+    );
+    // The command side's own statement, its parameters filled in by pgbench.
+    let insert = orders_command_api::event_store::INSERT_ORDER_EVENTS
+        .replace("$1::text[]", "ARRAY['order']")
+        .replace("$2::text[]", &format!("ARRAY[{order_id}]"))
+        .replace("$3::bigint[]", "ARRAY[1::bigint]")
+        .replace("$4::text[]", "ARRAY['OrderPlaced']")
+        .replace("$5::text[]", "ARRAY['2.0']")
+        .replace("$6::jsonb[]", &format!("ARRAY[{payload}]"))
+        .replace("$7::jsonb[]", &format!("ARRAY[{metadata}]"));
     format!(
-        "\\set u random({first}, {last})
-\\set r random(1, 9000000000000000000)
-{placement};
-INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-SELECT * FROM UNNEST(ARRAY['order'], ARRAY[{order_id}], ARRAY[1::bigint], ARRAY['OrderPlaced'], ARRAY['2.0'],
-  ARRAY[jsonb_build_object('OrderPlaced', jsonb_build_object('order_id', {order_id}, 'owner', {owner},
-        'url', 'https://shop.example.com/product/42', 'target', jsonb_build_object('amount', '3199.00', 'currency', 'UAH'),
-        'check_interval_secs', 3600, 'selector', null))],
-  ARRAY[jsonb_build_object('actor', 'user:' || {owner}, 'correlation_id', gen_random_uuid()::text,
-        'causation_id', gen_random_uuid()::text, 'request_id', gen_random_uuid()::text)])
-RETURNING tx_id::text, global_position;
-"
+        "\\set u random({first}, {last})\n\\set r random(1, 9000000000000000000)\n{placement};\n{insert};\n"
     )
 }
 

@@ -56,6 +56,10 @@ pub async fn connect(database_url: &str, max_connections: u32) -> anyhow::Result
     PgPoolOptions::new()
         .max_connections(max_connections)
         .min_connections(1)
+        // sqlx pings every connection it hands out by default: a round trip per
+        // statement of ours. A broken connection fails its statement instead, and the
+        // pool replaces it.
+        .test_before_acquire(false)
         .acquire_timeout(Duration::from_secs(5))
         .connect_with(options)
         .await

@@ -251,10 +251,41 @@ struct OrdersEventRepository {
 
 /// All of a command's events in one statement; `UNNEST` keeps the statement text the
 /// same for any number of events, so it is prepared once per connection.
-const INSERT_EVENTS: &str = "
+pub const INSERT_EVENTS: &str = "
 INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
 SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])
 RETURNING tx_id::text, global_position";
+
+/// The same for orders, which also keeps `active_orders` in step in the same
+/// statement (so the same transaction): +1 for the owner of a placed order, -1 for
+/// the owner of a cancelled one (read from the order's `OrderPlaced`, which the
+/// statement's snapshot sees). Past 100 the table's CHECK fails the whole statement,
+/// and nothing is stored.
+pub const INSERT_ORDER_EVENTS: &str = "
+WITH inserted AS (
+    INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+    SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])
+    RETURNING aggregate_id, event_type, payload, tx_id, global_position
+), placed AS (
+    INSERT INTO active_orders AS counter (user_id, active_orders)
+    SELECT payload -> 'OrderPlaced' ->> 'owner', count(*)::integer
+      FROM inserted WHERE event_type = 'OrderPlaced'
+     GROUP BY 1
+    ON CONFLICT (user_id) DO UPDATE SET active_orders = counter.active_orders + excluded.active_orders
+), cancelled AS (
+    -- An UPDATE, not part of the upsert: PostgreSQL checks the row an upsert
+    -- proposes to insert, and a -1 would fail the CHECK before the conflict is seen.
+    UPDATE active_orders AS counter SET active_orders = counter.active_orders - owners.orders
+      FROM (SELECT placed_event.payload -> 'OrderPlaced' ->> 'owner' AS user_id, count(*)::integer AS orders
+              FROM inserted JOIN events AS placed_event
+                ON placed_event.aggregate_type = 'order'
+               AND placed_event.aggregate_id = inserted.aggregate_id
+               AND placed_event.sequence = 1
+             WHERE inserted.event_type = 'OrderCancelled'
+             GROUP BY 1) AS owners
+     WHERE counter.user_id = owners.user_id
+)
+SELECT tx_id::text, global_position FROM inserted";
 
 impl OrdersEventRepository {
     async fn insert_events<A: Aggregate>(
@@ -281,7 +312,12 @@ impl OrdersEventRepository {
             payloads.push(&event.payload);
             metadata.push(&event.metadata);
         }
-        let rows: Vec<(String, i64)> = sqlx::query_as(INSERT_EVENTS)
+        let statement = if A::TYPE == orders_domain::order::Order::TYPE {
+            INSERT_ORDER_EVENTS
+        } else {
+            INSERT_EVENTS
+        };
+        let rows: Vec<(String, i64)> = sqlx::query_as(statement)
             .bind(&aggregate_types)
             .bind(&aggregate_ids)
             .bind(&sequences)
@@ -305,9 +341,12 @@ fn persistence_error(error: sqlx::Error) -> PersistenceError {
     match &error {
         // Any unique violation, the primary key's (a concurrent command on the same
         // aggregate) or one of our indexes' (e-mail, idempotency key), is a conflict,
-        // as in postgres-es.
+        // as in postgres-es; so is a guard's CHECK (active orders): the command may be
+        // retried and will then be judged on fresh state.
         sqlx::Error::Database(database_error)
-            if database_error.code().as_deref() == Some("23505") =>
+            if database_error.code().as_deref() == Some("23505")
+                || (database_error.code().as_deref() == Some("23514")
+                    && database_error.table() == Some("active_orders")) =>
         {
             PersistenceError::OptimisticLockError
         }

@@ -147,6 +147,12 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if matches!(self, Self::Unauthorized(_)) {
+            // RFC 6750: tell the client which scheme to authenticate with.
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         if let Self::TooManyRequests { retry_after_secs } = self {
             response
                 .headers_mut()
@@ -213,6 +219,11 @@ pub fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         return Err(ApiError::MalformedBody(
             "the request body must be a JSON object".to_owned(),
         ));
+    }
+    // The common case pays for plain decoding only; a body that fails is decoded
+    // again, tracking the path, to name the field.
+    if let Ok(value) = serde_json::from_slice::<T>(bytes) {
+        return Ok(value);
     }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let decoded = serde_path_to_error::deserialize::<_, T>(&mut deserializer);

@@ -64,17 +64,13 @@ pub async fn standing(pool: &PgPool, user_id: UserId) -> Result<UserStanding, sq
 }
 
 /// A user's standing and the number of their orders that are not cancelled, for
-/// placing an order: one statement.
+/// placing an order: one statement, two primary-key lookups.
 pub const PLACEMENT_CONTEXT_SQL: &str = "
-SELECT (SELECT count(*) > 0 FROM events WHERE aggregate_type = 'user' AND aggregate_id = $1),
-       (SELECT count(*) > 0 FROM events
-         WHERE aggregate_type = 'user' AND aggregate_id = $1 AND event_type = 'UserDeactivated'),
-       (SELECT count(*) FROM events placed
-         WHERE placed.event_type = 'OrderPlaced'
-           AND placed.payload -> 'OrderPlaced' ->> 'owner' = $1
-           AND NOT EXISTS (SELECT 1 FROM events cancelled
-                            WHERE cancelled.event_type = 'OrderCancelled'
-                              AND cancelled.aggregate_id = placed.aggregate_id))";
+SELECT standing.registered, standing.deactivated,
+       coalesce((SELECT active_orders FROM active_orders WHERE user_id = $1), 0)::bigint
+  FROM (SELECT count(*) > 0 AS registered,
+               coalesce(bool_or(event_type = 'UserDeactivated'), false) AS deactivated
+          FROM events WHERE aggregate_type = 'user' AND aggregate_id = $1) AS standing";
 
 pub async fn placement_context(
     pool: &PgPool,

@@ -234,68 +234,94 @@ pub async fn place_order(
         .check_interval_secs
         .unwrap_or(DEFAULT_CHECK_INTERVAL_SECS);
 
-    let (standing, owner_active_orders) =
-        user_lookup::placement_context(state.pool(), caller.user_id)
-            .await
-            .context("reading the caller's standing")?;
-    standing.require_active()?;
-
-    let order_id = OrderId::new();
     let metadata = metadata_for(caller, context, idempotency_key.clone());
-    let outcome = state
-        .events
-        .execute_on_new::<Order>(
-            &order_id.to_string(),
-            OrderCommand::Place {
-                order_id,
-                owner: caller.user_id,
-                url: url.clone(),
-                target,
-                check_interval_secs,
-                selector: request.selector.clone(),
-                owner_active_orders,
-            },
-            &metadata,
-        )
-        .await;
-    match outcome {
-        Ok(receipt) => Ok(with_position(created(order_id), receipt.position)),
-        // The order id is new, so a conflict can only be the idempotency key's index.
-        Err(AggregateError::AggregateConflict) if idempotency_key.is_some() => {
-            let key = idempotency_key.expect("checked by the guard");
-            let (existing, placed) = order_by_idempotency_key(state.pool(), caller.user_id, &key)
+    // A placement that loses a race (another placement of the same user took the
+    // last of the 100 places) is judged again on fresh counts.
+    let mut attempts_left = 3;
+    loop {
+        attempts_left -= 1;
+        let (standing, owner_active_orders) =
+            user_lookup::placement_context(state.pool(), caller.user_id)
                 .await
-                .context("looking up an idempotency key")?
-                .ok_or_else(|| {
-                    ApiError::internal(anyhow::anyhow!(
-                        "an order insert conflicted but no order holds its idempotency key"
-                    ))
-                })?;
-            if !same_placement(
-                &placed,
-                &url,
-                target,
-                check_interval_secs,
-                request.selector.as_deref(),
-            ) {
-                return Err(ApiError::invalid_field(
-                    "Idempotency-Key",
-                    "this Idempotency-Key was already used for a different order",
-                ));
+                .context("reading the caller's standing")?;
+        standing.require_active()?;
+        let order_id = OrderId::new();
+        let outcome = state
+            .events
+            .execute_on_new::<Order>(
+                &order_id.to_string(),
+                OrderCommand::Place {
+                    order_id,
+                    owner: caller.user_id,
+                    url: url.clone(),
+                    target,
+                    check_interval_secs,
+                    selector: request.selector.clone(),
+                    owner_active_orders,
+                },
+                &metadata,
+            )
+            .await;
+        match outcome {
+            Ok(receipt) => return Ok(with_position(created(order_id), receipt.position)),
+            // The order id is new, so a conflict is the idempotency key's index or the
+            // active-order guard.
+            Err(AggregateError::AggregateConflict) => {
+                if let Some(key) = &idempotency_key {
+                    if let Some((existing, placed)) =
+                        order_by_idempotency_key(state.pool(), caller.user_id, key)
+                            .await
+                            .context("looking up an idempotency key")?
+                    {
+                        return replay_placement(
+                            &state,
+                            existing,
+                            &placed,
+                            (
+                                &url,
+                                target,
+                                check_interval_secs,
+                                request.selector.as_deref(),
+                            ),
+                        )
+                        .await;
+                    }
+                }
+                if attempts_left == 0 {
+                    return Err(ApiError::Conflict(
+                        "too many orders were placed at the same time; retry".to_owned(),
+                    ));
+                }
             }
-            let position = state
-                .events
-                .last_position("order", &existing.to_string())
-                .await
-                .context("reading an order's log position")?;
-            let mut response = with_position(created(existing), position);
-            response
-                .headers_mut()
-                .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
-            Ok(response)
+            Err(error) => return Err(order_error(error)),
         }
-        Err(error) => Err(order_error(error)),
     }
+}
+
+/// The answer to a retried `POST /orders`: the order the first request created, if
+/// the retry asks for the same thing.
+async fn replay_placement(
+    state: &AppState,
+    existing: OrderId,
+    placed: &serde_json::Value,
+    (url, target, check_interval_secs, selector): (&ProductUrl, Money, u32, Option<&str>),
+) -> Result<Response, ApiError> {
+    if !same_placement(placed, url, target, check_interval_secs, selector) {
+        return Err(ApiError::invalid_field(
+            "Idempotency-Key",
+            "this Idempotency-Key was already used for a different order",
+        ));
+    }
+    let position = state
+        .events
+        .last_position("order", &existing.to_string())
+        .await
+        .context("reading an order's log position")?;
+    let mut response = with_position(created(existing), position);
+    response
+        .headers_mut()
+        .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    Ok(response)
 }
 
 /// Parses an order id from the path; an id that is not even a UUID names no order.

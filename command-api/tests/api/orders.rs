@@ -243,6 +243,7 @@ async fn another_users_order_is_not_found_and_a_bad_token_is_401() {
         .await
         .unwrap();
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(anonymous.headers()["www-authenticate"], "Bearer");
     assert_eq!(problem(anonymous).await["status"], 401);
 }
 
@@ -472,4 +473,30 @@ async fn an_order_stored_in_the_old_v1_shape_is_upcast_when_loaded() {
     .await
     .unwrap();
     assert_eq!(stored, ("1.0".to_owned(), v1_payload));
+}
+
+#[tokio::test]
+async fn racing_placements_never_take_a_user_past_100_active_orders() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    for _ in 0..90 {
+        app.placed_order(&user.token).await;
+    }
+    let body = order_body();
+    let racers = (0..20).map(|_| app.place_order(&user.token, &body));
+    let statuses: Vec<StatusCode> = futures::future::join_all(racers)
+        .await
+        .into_iter()
+        .map(|response| response.status())
+        .collect();
+    let created = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::CREATED)
+        .count();
+    let refused = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::CONFLICT)
+        .count();
+    assert_eq!((created, refused), (10, 10), "{statuses:?}");
+    assert_eq!(app.count_events("OrderPlaced").await, 100);
 }

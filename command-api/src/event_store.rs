@@ -28,6 +28,8 @@ use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::writer_connections::{leaves_connection_usable, WriterConnections};
+
 /// Who caused a command and why: written into the metadata of every event it stores.
 #[derive(Debug, Clone)]
 pub struct CommandMetadata {
@@ -103,12 +105,18 @@ pub struct CommandReceipt {
 pub struct EventStore {
     pool: PgPool,
     loader: Arc<PostgresEventRepository>,
+    writers: Arc<WriterConnections>,
 }
 
 impl EventStore {
     pub fn new(pool: PgPool) -> Self {
+        let writers = WriterConnections::new(
+            (*pool.connect_options()).clone(),
+            pool.options().get_max_connections(),
+        );
         Self {
             loader: Arc::new(PostgresEventRepository::new(pool.clone())),
+            writers: Arc::new(writers),
             pool,
         }
     }
@@ -117,13 +125,25 @@ impl EventStore {
         &self.pool
     }
 
+    /// Connections for the hot statements of the command path (see
+    /// `writer_connections`).
+    pub fn writers(&self) -> &WriterConnections {
+        &self.writers
+    }
+
+    /// Closes every connection (at shutdown).
+    pub async fn close(&self) {
+        self.writers.close().await;
+        self.pool.close().await;
+    }
+
     fn persisted_store<A: Aggregate>(
         &self,
         receipt: Arc<Mutex<Option<(LogPosition, usize)>>>,
         stream: Stream,
     ) -> PersistedEventStore<OrdersEventRepository, A> {
         let repository = OrdersEventRepository {
-            pool: self.pool.clone(),
+            writers: self.writers.clone(),
             loader: self.loader.clone(),
             receipt,
             stream,
@@ -242,7 +262,7 @@ enum Stream {
 /// postgres-es's repository for reading, our single-statement insert for writing.
 struct OrdersEventRepository {
     stream: Stream,
-    pool: PgPool,
+    writers: Arc<WriterConnections>,
     loader: Arc<PostgresEventRepository>,
     /// Where `persist` leaves the position of the last event it wrote (and how many),
     /// for the command that is running; one repository serves one command.
@@ -317,7 +337,8 @@ impl OrdersEventRepository {
         } else {
             INSERT_EVENTS
         };
-        let rows: Vec<(String, i64)> = sqlx::query_as(statement)
+        let mut connection = self.writers.acquire().await?;
+        let inserted: Result<Vec<(String, i64)>, sqlx::Error> = sqlx::query_as(statement)
             .bind(&aggregate_types)
             .bind(&aggregate_ids)
             .bind(&sequences)
@@ -325,8 +346,14 @@ impl OrdersEventRepository {
             .bind(&event_versions)
             .bind(&payloads)
             .bind(&metadata)
-            .fetch_all(&self.pool)
-            .await?;
+            .fetch_all(connection.connection())
+            .await;
+        match &inserted {
+            Ok(_) => connection.release(),
+            Err(error) if leaves_connection_usable(error) => connection.release(),
+            Err(_) => drop(connection),
+        }
+        let rows = inserted?;
         let last = rows.into_iter().max_by_key(|(_, position)| *position).map(
             |(tx_id, global_position)| LogPosition {
                 tx_id: tx_id.parse().unwrap_or_default(),

@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod problem;
 pub mod signed_tokens;
 pub mod user_lookup;
+pub mod writer_connections;
 
 use crate::auth::AccessTokens;
 use crate::event_store::EventStore;
@@ -132,12 +133,14 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let app = http::router(state);
-    axum::serve(
+    let app = http::router(state.clone());
+    let served = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown)
     .await
-    .context("serving HTTP")
+    .context("serving HTTP");
+    state.events.close().await;
+    served
 }

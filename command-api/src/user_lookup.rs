@@ -9,6 +9,7 @@ use orders_domain::ids::UserId;
 use sqlx::PgPool;
 
 use crate::problem::ApiError;
+use crate::writer_connections::{leaves_connection_usable, WriterConnections};
 
 /// Whether a user may act now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,14 +74,20 @@ SELECT standing.registered, standing.deactivated,
           FROM events WHERE aggregate_type = 'user' AND aggregate_id = $1) AS standing";
 
 pub async fn placement_context(
-    pool: &PgPool,
+    writers: &WriterConnections,
     user_id: UserId,
 ) -> Result<(UserStanding, u32), sqlx::Error> {
-    let (registered, deactivated, active_orders): (bool, bool, i64) =
-        sqlx::query_as(PLACEMENT_CONTEXT_SQL)
-            .bind(user_id.to_string())
-            .fetch_one(pool)
-            .await?;
+    let mut connection = writers.acquire().await?;
+    let row: Result<(bool, bool, i64), sqlx::Error> = sqlx::query_as(PLACEMENT_CONTEXT_SQL)
+        .bind(user_id.to_string())
+        .fetch_one(connection.connection())
+        .await;
+    match &row {
+        Ok(_) => connection.release(),
+        Err(error) if leaves_connection_usable(error) => connection.release(),
+        Err(_) => drop(connection),
+    }
+    let (registered, deactivated, active_orders) = row?;
     Ok((
         UserStanding {
             registered,

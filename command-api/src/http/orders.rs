@@ -241,7 +241,7 @@ pub async fn place_order(
     loop {
         attempts_left -= 1;
         let (standing, owner_active_orders) =
-            user_lookup::placement_context(state.pool(), caller.user_id)
+            user_lookup::placement_context(state.events.writers(), caller.user_id)
                 .await
                 .context("reading the caller's standing")?;
         standing.require_active()?;

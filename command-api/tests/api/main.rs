@@ -5,3 +5,4 @@ mod accounts;
 mod helpers;
 mod operations;
 mod orders;
+mod writer_connections;

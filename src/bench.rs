@@ -1,19 +1,20 @@
 //! `orders bench commands`: command throughput of `POST /orders` beside two ceilings
 //! measured in the same run, on the same PostgreSQL server, at the same concurrency:
 //!
-//! 1. pgbench replaying the SQL statements one `POST /orders` issues (the placement
-//!    lookup and our single-statement insert; the new order's stream is not read,
-//!    see `EventStore::execute_on_new`), so the ratio shows what the HTTP service
-//!    itself costs;
+//! 1. pgbench replaying the SQL statements one `POST /orders` issues: the guarded
+//!    placement insert, and once per 100 orders the read of the owner's placement
+//!    facts (the API caches them and the insert checks their version; the new
+//!    order's stream is not read, see `EventStore::execute_on_new`), so the ratio
+//!    shows what the HTTP service itself costs;
 //! 2. pgbench inserting one event-sized row per transaction into a table with only a
 //!    primary key: the floor price of one durable write.
 //!
 //! Everything runs against a fresh database that is dropped at the end. Benchmark
 //! users are created in bulk with ids pgbench can compute from an integer
 //! (`00000000-0000-7000-8000-<index in hex>`), so both the API and pgbench draw their
-//! owners from the same registered users. Each API client moves to a fresh user
-//! after 100 orders (the per-user limit); pgbench spreads its orders over enough
-//! users that each holds about as many orders as the API's users did.
+//! owners from registered users. Each API client moves to a fresh user after 100
+//! orders (the per-user limit); pgbench spreads its orders over enough users that
+//! none nears the limit.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -208,9 +209,9 @@ async fn run_in_database(
             let api_orders = drive_api(&state, addr, clients, args, next_user.clone()).await?;
             let api_per_sec = api_orders as f64 / args.duration_secs as f64;
 
-            // pgbench's owners: fresh users, each receiving about half the limit.
-            let expected = (api_orders as f64 * 2.0).max(1000.0);
-            let users = ((expected / 50.0).ceil() as u64).max(u64::from(clients));
+            // pgbench's owners: fresh users, enough that none nears the limit of 100.
+            let expected = (api_orders as f64 * 4.0).max(1000.0);
+            let users = ((expected / 40.0).ceil() as u64).max(u64::from(clients));
             let first = next_user.fetch_add(users, Ordering::SeqCst);
             if first + users > BENCH_USERS as u64 {
                 anyhow::bail!("the benchmark ran out of users; shorten --duration-secs");
@@ -272,7 +273,8 @@ fn tempdir() -> anyhow::Result<PathBuf> {
 }
 
 /// Registers the benchmark users with one statement each 10,000 (a fixture, not the
-/// thing measured): real `UserRegistered` payloads, as the domain serialises them.
+/// thing measured): real `UserRegistered` payloads, as the domain serialises them,
+/// and the placement guards the command side keeps beside them.
 async fn create_bench_users(pool: &PgPool) -> anyhow::Result<()> {
     let template = serde_json::to_value(UserEvent::UserRegistered {
         user_id: bench_user_id(0),
@@ -300,7 +302,20 @@ async fn create_bench_users(pool: &PgPool) -> anyhow::Result<()> {
         .await
         .context("creating the benchmark users")?;
     }
+    // Their placement guards, as registration through the command side creates them.
+    sqlx::query(&format!(
+        "INSERT INTO placement_guards (user_id, active_orders, deactivated)
+         SELECT {}, 0, false FROM generate_series(1, $1::bigint) AS i",
+        BENCH_USER_ID_SQL.replace(":u", "i")
+    ))
+    .bind(BENCH_USERS)
+    .execute(pool)
+    .await
+    .context("creating the benchmark users' placement guards")?;
     sqlx::query("ANALYZE events").execute(pool).await?;
+    sqlx::query("ANALYZE placement_guards")
+        .execute(pool)
+        .await?;
     Ok(())
 }
 
@@ -424,7 +439,10 @@ impl KeepAliveConnection {
 /// request: the owner (drawn from `first..=last`) and fresh ids.
 fn same_sql_script_text(first: u64, last: u64) -> String {
     let owner = BENCH_USER_ID_SQL;
-    let placement = orders_command_api::user_lookup::PLACEMENT_CONTEXT_SQL.replace("$1", owner);
+    // A client reads its user's placement facts once, then places on cached facts
+    // (the insert's guard has the last word); one read per 100 orders, as in the
+    // API run.
+    let facts_read = orders_command_api::user_lookup::PLACEMENT_FACTS_SQL.replace("$1", owner);
     // A fresh order id per transaction, computed by an immutable expression: a
     // volatile one (gen_random_uuid()) in a WHERE clause would defeat the index.
     let order_id = "(md5((:r)::text)::uuid::text)";
@@ -439,16 +457,17 @@ fn same_sql_script_text(first: u64, last: u64) -> String {
          'causation_id', gen_random_uuid()::text, 'request_id', gen_random_uuid()::text)"
     );
     // The command side's own statement, its parameters filled in by pgbench.
-    let insert = orders_command_api::event_store::INSERT_ORDER_EVENTS
+    let insert = orders_command_api::event_store::INSERT_GUARDED_PLACEMENT
         .replace("$1::text[]", "ARRAY['order']")
         .replace("$2::text[]", &format!("ARRAY[{order_id}]"))
         .replace("$3::bigint[]", "ARRAY[1::bigint]")
         .replace("$4::text[]", "ARRAY['OrderPlaced']")
         .replace("$5::text[]", "ARRAY['2.0']")
         .replace("$6::jsonb[]", &format!("ARRAY[{payload}]"))
-        .replace("$7::jsonb[]", &format!("ARRAY[{metadata}]"));
+        .replace("$7::jsonb[]", &format!("ARRAY[{metadata}]"))
+        .replace("$8", owner);
     format!(
-        "\\set u random({first}, {last})\n\\set r random(1, 9000000000000000000)\n{placement};\n{insert};\n"
+        "\\set u random({first}, {last})\n\\set r random(1, 9000000000000000000)\n\\set read random(1, 100)\n\\if :read = 1\n{facts_read};\n\\endif\n{insert};\n"
     )
 }
 

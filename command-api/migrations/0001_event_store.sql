@@ -44,16 +44,20 @@ CREATE UNIQUE INDEX events_order_idempotency_key
     ON events ((payload -> 'OrderPlaced' ->> 'owner'), (metadata ->> 'idempotency_key'))
     WHERE event_type = 'OrderPlaced' AND metadata ? 'idempotency_key';
 
--- How many orders each user has that are not cancelled: the command side's guard for
--- the "at most 100 active orders" rule, written by the same statement that appends
--- an order's events (command-api/src/event_store.rs), so it is exactly as durable as
--- they are and can be recomputed from them at any time. The domain decides with the
--- count it is given; the CHECK is the backstop when two placements race, as the
--- unique index is for e-mail addresses. Keep 100 in step with
+-- What placing an order must know about its owner, kept by the statements that
+-- append the events which change it (command-api/src/event_store.rs), so it is
+-- exactly as durable as they are and can be recomputed from them at any time: the
+-- row exists once the user is registered; `active_orders` counts the orders that
+-- are not cancelled; `deactivated` follows UserDeactivated. A placement is appended
+-- only together with the increment of its owner's row, and only while the owner is
+-- not deactivated; the CHECK makes "at most 100 active orders" hold however many
+-- placements race. The domain decides on these facts (possibly cached); this row
+-- has the last word. Keep 100 in step with
 -- orders_domain::order::MAX_ACTIVE_ORDERS_PER_USER.
-CREATE TABLE active_orders (
+CREATE TABLE placement_guards (
     user_id       text    PRIMARY KEY,
-    active_orders integer NOT NULL CHECK (active_orders BETWEEN 0 AND 100)
+    active_orders integer NOT NULL CHECK (active_orders BETWEEN 0 AND 100),
+    deactivated   boolean NOT NULL
 );
 
 -- Failed logins, per e-mail address and per client address: operational state for

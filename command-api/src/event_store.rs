@@ -23,6 +23,9 @@ use cqrs_es::persist::{
     SerializedSnapshot,
 };
 use cqrs_es::{Aggregate, AggregateError, CqrsFramework, EventStore as _};
+use orders_domain::ids::UserId;
+use orders_domain::order::{Order, OrderCommand, OrderError};
+use orders_domain::user::User;
 use postgres_es::PostgresEventRepository;
 use serde_json::Value;
 use sqlx::PgPool;
@@ -98,6 +101,24 @@ pub struct CommandReceipt {
     pub position: Option<LogPosition>,
     /// How many events the command stored.
     pub events_stored: usize,
+    /// For a guarded placement: the owner's active orders after it.
+    pub owner_active_orders: Option<u32>,
+}
+
+/// The precondition of a placement: its owner's `placement_guards` row takes the new
+/// order (at most 100, by its CHECK) and the owner is not deactivated. The append and
+/// the guard's update are one statement.
+#[derive(Debug, Clone, Copy)]
+pub struct PlacementGuard {
+    pub owner: UserId,
+}
+
+/// What `persist` wrote: the last position, how many events, the owner's count.
+#[derive(Debug, Clone, Copy)]
+struct Written {
+    position: LogPosition,
+    events: usize,
+    owner_active_orders: Option<u32>,
 }
 
 /// Access to the event store for commands and for loading aggregates.
@@ -139,14 +160,16 @@ impl EventStore {
 
     fn persisted_store<A: Aggregate>(
         &self,
-        receipt: Arc<Mutex<Option<(LogPosition, usize)>>>,
+        receipt: Arc<Mutex<Option<Written>>>,
         stream: Stream,
+        guard: Option<PlacementGuard>,
     ) -> PersistedEventStore<OrdersEventRepository, A> {
         let repository = OrdersEventRepository {
             writers: self.writers.clone(),
             loader: self.loader.clone(),
             receipt,
             stream,
+            guard,
         };
         PersistedEventStore::new_event_store(repository)
             .with_upcasters(orders_domain::upcasting::event_upcasters())
@@ -157,7 +180,7 @@ impl EventStore {
         &self,
         aggregate_id: &str,
     ) -> Result<(A, usize), AggregateError<A::Error>> {
-        let store = self.persisted_store::<A>(Arc::default(), Stream::Existing);
+        let store = self.persisted_store::<A>(Arc::default(), Stream::Existing, None);
         let context = store.load_aggregate(aggregate_id).await?;
         Ok((context.aggregate, context.current_sequence))
     }
@@ -173,7 +196,7 @@ impl EventStore {
     where
         A: Aggregate<Services = ()>,
     {
-        self.run::<A>(aggregate_id, command, metadata, Stream::Existing)
+        self.run::<A>(aggregate_id, command, metadata, Stream::Existing, None)
             .await
     }
 
@@ -190,7 +213,21 @@ impl EventStore {
     where
         A: Aggregate<Services = ()>,
     {
-        self.run::<A>(aggregate_id, command, metadata, Stream::New)
+        self.run::<A>(aggregate_id, command, metadata, Stream::New, None)
+            .await
+    }
+
+    /// Places an order (a new aggregate, as `execute_on_new`) only if its owner's
+    /// placement guard admits it (not deactivated, fewer than 100 active orders);
+    /// otherwise nothing is stored and the answer is `AggregateConflict`.
+    pub async fn execute_placement(
+        &self,
+        order_id: &str,
+        command: OrderCommand,
+        metadata: &CommandMetadata,
+        guard: PlacementGuard,
+    ) -> Result<CommandReceipt, AggregateError<OrderError>> {
+        self.run::<Order>(order_id, command, metadata, Stream::New, Some(guard))
             .await
     }
 
@@ -200,13 +237,14 @@ impl EventStore {
         command: A::Command,
         metadata: &CommandMetadata,
         stream: Stream,
+        guard: Option<PlacementGuard>,
     ) -> Result<CommandReceipt, AggregateError<A::Error>>
     where
         A: Aggregate<Services = ()>,
     {
         let receipt = Arc::new(Mutex::new(None));
         let framework = CqrsFramework::new(
-            self.persisted_store::<A>(receipt.clone(), stream),
+            self.persisted_store::<A>(receipt.clone(), stream, guard),
             vec![],
             (),
         );
@@ -215,11 +253,13 @@ impl EventStore {
             .await?;
         let stored = *receipt.lock().expect("receipt lock poisoned");
         match stored {
-            Some((position, events_stored)) => Ok(CommandReceipt {
-                position: Some(position),
-                events_stored,
+            Some(written) => Ok(CommandReceipt {
+                position: Some(written.position),
+                events_stored: written.events,
+                owner_active_orders: written.owner_active_orders,
             }),
             None => Ok(CommandReceipt {
+                owner_active_orders: None,
                 position: self
                     .last_position(A::TYPE, aggregate_id)
                     .await
@@ -264,9 +304,11 @@ struct OrdersEventRepository {
     stream: Stream,
     writers: Arc<WriterConnections>,
     loader: Arc<PostgresEventRepository>,
-    /// Where `persist` leaves the position of the last event it wrote (and how many),
-    /// for the command that is running; one repository serves one command.
-    receipt: Arc<Mutex<Option<(LogPosition, usize)>>>,
+    /// Where `persist` leaves what it wrote, for the command that is running; one
+    /// repository serves one command.
+    receipt: Arc<Mutex<Option<Written>>>,
+    /// The precondition of a guarded placement.
+    guard: Option<PlacementGuard>,
 }
 
 /// All of a command's events in one statement; `UNNEST` keeps the statement text the
@@ -274,44 +316,63 @@ struct OrdersEventRepository {
 pub const INSERT_EVENTS: &str = "
 INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
 SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])
-RETURNING tx_id::text, global_position";
+RETURNING tx_id::text, global_position, NULL::bigint";
 
-/// The same for orders, which also keeps `active_orders` in step in the same
-/// statement (so the same transaction): +1 for the owner of a placed order, -1 for
-/// the owner of a cancelled one (read from the order's `OrderPlaced`, which the
-/// statement's snapshot sees). Past 100 the table's CHECK fails the whole statement,
-/// and nothing is stored.
+/// A user's events, keeping the user's placement guard in step in the same statement
+/// (so the same transaction): registration creates it, deactivation marks it.
+pub const INSERT_USER_EVENTS: &str = "
+WITH inserted AS (
+    INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+    SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])
+    RETURNING aggregate_id, event_type, tx_id, global_position
+), registered AS (
+    INSERT INTO placement_guards (user_id, active_orders, deactivated)
+    SELECT aggregate_id, 0, false FROM inserted WHERE event_type = 'UserRegistered'
+), deactivated AS (
+    UPDATE placement_guards SET deactivated = true
+     WHERE user_id IN (SELECT aggregate_id FROM inserted WHERE event_type = 'UserDeactivated')
+)
+SELECT tx_id::text, global_position, NULL::bigint FROM inserted";
+
+/// An order's events other than a guarded placement: a cancellation gives its owner's
+/// place back, in the same statement.
 pub const INSERT_ORDER_EVENTS: &str = "
 WITH inserted AS (
     INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
     SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])
-    RETURNING aggregate_id, event_type, payload, tx_id, global_position
-), placed AS (
-    INSERT INTO active_orders AS counter (user_id, active_orders)
-    SELECT payload -> 'OrderPlaced' ->> 'owner', count(*)::integer
-      FROM inserted WHERE event_type = 'OrderPlaced'
-     GROUP BY 1
-    ON CONFLICT (user_id) DO UPDATE SET active_orders = counter.active_orders + excluded.active_orders
+    RETURNING aggregate_id, event_type, tx_id, global_position
 ), cancelled AS (
-    -- An UPDATE, not part of the upsert: PostgreSQL checks the row an upsert
-    -- proposes to insert, and a -1 would fail the CHECK before the conflict is seen.
-    UPDATE active_orders AS counter SET active_orders = counter.active_orders - owners.orders
-      FROM (SELECT placed_event.payload -> 'OrderPlaced' ->> 'owner' AS user_id, count(*)::integer AS orders
-              FROM inserted JOIN events AS placed_event
-                ON placed_event.aggregate_type = 'order'
-               AND placed_event.aggregate_id = inserted.aggregate_id
-               AND placed_event.sequence = 1
-             WHERE inserted.event_type = 'OrderCancelled'
-             GROUP BY 1) AS owners
-     WHERE counter.user_id = owners.user_id
+    UPDATE placement_guards SET active_orders = active_orders - 1
+     WHERE user_id IN (SELECT placed.payload -> 'OrderPlaced' ->> 'owner'
+                         FROM inserted JOIN events AS placed
+                           ON placed.aggregate_type = 'order'
+                          AND placed.aggregate_id = inserted.aggregate_id
+                          AND placed.sequence = 1
+                        WHERE inserted.event_type = 'OrderCancelled')
 )
-SELECT tx_id::text, global_position FROM inserted";
+SELECT tx_id::text, global_position, NULL::bigint FROM inserted";
+
+/// A placement by owner `$8`: appended only if the owner's placement guard takes it
+/// (the owner is not deactivated; past 100 active orders its CHECK fails the whole
+/// statement), in the same statement. No row back: the owner is deactivated.
+pub const INSERT_GUARDED_PLACEMENT: &str = "
+WITH guard AS (
+    UPDATE placement_guards SET active_orders = active_orders + 1
+     WHERE user_id = $8 AND NOT deactivated
+    RETURNING active_orders
+), inserted AS (
+    INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+    SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])
+     WHERE EXISTS (SELECT 1 FROM guard)
+    RETURNING tx_id, global_position
+)
+SELECT tx_id::text, global_position, (SELECT active_orders::bigint FROM guard) FROM inserted";
 
 impl OrdersEventRepository {
     async fn insert_events<A: Aggregate>(
         &self,
         events: &[SerializedEvent],
-    ) -> Result<Option<(LogPosition, usize)>, sqlx::Error> {
+    ) -> Result<Option<Written>, sqlx::Error> {
         if events.is_empty() {
             return Ok(None);
         }
@@ -332,35 +393,53 @@ impl OrdersEventRepository {
             payloads.push(&event.payload);
             metadata.push(&event.metadata);
         }
-        let statement = if A::TYPE == orders_domain::order::Order::TYPE {
-            INSERT_ORDER_EVENTS
-        } else {
-            INSERT_EVENTS
+        let statement = match (A::TYPE, &self.guard) {
+            (Order::TYPE, Some(_)) => INSERT_GUARDED_PLACEMENT,
+            (Order::TYPE, None) => INSERT_ORDER_EVENTS,
+            (User::TYPE, _) => INSERT_USER_EVENTS,
+            _ => INSERT_EVENTS,
         };
-        let mut connection = self.writers.acquire().await?;
-        let inserted: Result<Vec<(String, i64)>, sqlx::Error> = sqlx::query_as(statement)
+        let mut query = sqlx::query_as(statement)
             .bind(&aggregate_types)
             .bind(&aggregate_ids)
             .bind(&sequences)
             .bind(&event_types)
             .bind(&event_versions)
             .bind(&payloads)
-            .bind(&metadata)
-            .fetch_all(connection.connection())
-            .await;
+            .bind(&metadata);
+        if let Some(guard) = &self.guard {
+            query = query.bind(guard.owner.to_string());
+        }
+        let mut connection = self.writers.acquire().await?;
+        let inserted: Result<Vec<(String, i64, Option<i64>)>, sqlx::Error> =
+            query.fetch_all(connection.connection()).await;
         match &inserted {
             Ok(_) => connection.release(),
             Err(error) if leaves_connection_usable(error) => connection.release(),
             Err(_) => drop(connection),
         }
         let rows = inserted?;
-        let last = rows.into_iter().max_by_key(|(_, position)| *position).map(
-            |(tx_id, global_position)| LogPosition {
+        if rows.is_empty() {
+            // Only a guarded placement stores nothing without an error: its owner
+            // is deactivated.
+            return Err(sqlx::Error::RowNotFound);
+        }
+        let owner_active_orders = rows
+            .iter()
+            .find_map(|(_, _, count)| *count)
+            .and_then(|count| u32::try_from(count).ok());
+        let last = rows
+            .into_iter()
+            .max_by_key(|(_, position, _)| *position)
+            .map(|(tx_id, global_position, _)| LogPosition {
                 tx_id: tx_id.parse().unwrap_or_default(),
                 global_position,
-            },
-        );
-        Ok(last.map(|position| (position, count)))
+            });
+        Ok(last.map(|position| Written {
+            position,
+            events: count,
+            owner_active_orders,
+        }))
     }
 }
 
@@ -368,15 +447,17 @@ fn persistence_error(error: sqlx::Error) -> PersistenceError {
     match &error {
         // Any unique violation, the primary key's (a concurrent command on the same
         // aggregate) or one of our indexes' (e-mail, idempotency key), is a conflict,
-        // as in postgres-es; so is a guard's CHECK (active orders): the command may be
-        // retried and will then be judged on fresh state.
+        // as in postgres-es; so is the placement guard's CHECK (active orders): the
+        // command may be retried and will then be judged on fresh state.
         sqlx::Error::Database(database_error)
             if database_error.code().as_deref() == Some("23505")
                 || (database_error.code().as_deref() == Some("23514")
-                    && database_error.table() == Some("active_orders")) =>
+                    && database_error.table() == Some("placement_guards")) =>
         {
             PersistenceError::OptimisticLockError
         }
+        // A guarded placement its owner's guard refused: judge it again.
+        sqlx::Error::RowNotFound => PersistenceError::OptimisticLockError,
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
             PersistenceError::ConnectionError(Box::new(error))
         }

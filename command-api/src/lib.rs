@@ -97,6 +97,8 @@ pub struct AppState {
     pub signed_tokens: SignedTokens,
     pub login_throttle: LoginThrottle,
     pub metrics: metrics::Metrics,
+    /// What this instance last saw of each user's placement facts.
+    pub placement_facts: user_lookup::PlacementFactsCache,
     /// A hash of a random password, verified against when a login names an unknown
     /// e-mail, so that it takes as long as a wrong password.
     pub dummy_password_hash: String,
@@ -116,6 +118,7 @@ impl AppState {
             signed_tokens: SignedTokens::new(config.jwt_secret.expose()),
             login_throttle: LoginThrottle::new(pool, config.login_throttle),
             metrics: metrics::Metrics::new(),
+            placement_facts: user_lookup::PlacementFactsCache::new(100_000),
             dummy_password_hash,
             config,
         }))

@@ -5,6 +5,9 @@
 //! Each lookup is one statement, because every round trip counts against command
 //! throughput.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use orders_domain::ids::UserId;
 use sqlx::PgPool;
 
@@ -64,35 +67,77 @@ pub async fn standing(pool: &PgPool, user_id: UserId) -> Result<UserStanding, sq
     })
 }
 
-/// A user's standing and the number of their orders that are not cancelled, for
-/// placing an order: one statement, two primary-key lookups.
-pub const PLACEMENT_CONTEXT_SQL: &str = "
-SELECT standing.registered, standing.deactivated,
-       coalesce((SELECT active_orders FROM active_orders WHERE user_id = $1), 0)::bigint
-  FROM (SELECT count(*) > 0 AS registered,
-               coalesce(bool_or(event_type = 'UserDeactivated'), false) AS deactivated
-          FROM events WHERE aggregate_type = 'user' AND aggregate_id = $1) AS standing";
+/// What placing an order must know about its owner (the `placement_guards` row).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlacementFacts {
+    /// Orders of the owner that are not cancelled.
+    pub active_orders: u32,
+    pub deactivated: bool,
+}
 
-pub async fn placement_context(
+/// The facts of one user; no row means no such user.
+pub const PLACEMENT_FACTS_SQL: &str =
+    "SELECT active_orders, deactivated FROM placement_guards WHERE user_id = $1";
+
+/// Reads a user's placement facts (`None`: not registered).
+pub async fn placement_facts(
     writers: &WriterConnections,
     user_id: UserId,
-) -> Result<(UserStanding, u32), sqlx::Error> {
+) -> Result<Option<PlacementFacts>, sqlx::Error> {
     let mut connection = writers.acquire().await?;
-    let row: Result<(bool, bool, i64), sqlx::Error> = sqlx::query_as(PLACEMENT_CONTEXT_SQL)
+    let row: Result<Option<(i32, bool)>, sqlx::Error> = sqlx::query_as(PLACEMENT_FACTS_SQL)
         .bind(user_id.to_string())
-        .fetch_one(connection.connection())
+        .fetch_optional(connection.connection())
         .await;
     match &row {
         Ok(_) => connection.release(),
         Err(error) if leaves_connection_usable(error) => connection.release(),
         Err(_) => drop(connection),
     }
-    let (registered, deactivated, active_orders) = row?;
-    Ok((
-        UserStanding {
-            registered,
-            deactivated,
-        },
-        u32::try_from(active_orders).unwrap_or(u32::MAX),
-    ))
+    Ok(row?.map(|(active_orders, deactivated)| PlacementFacts {
+        active_orders: u32::try_from(active_orders).unwrap_or(0),
+        deactivated,
+    }))
+}
+
+/// The placement facts this instance last saw, per user, so that a placement costs
+/// one statement: the domain decides on them and the append's guard
+/// (`PlacementGuard`) has the last word; a refusal, by the domain on cached facts
+/// or by the guard, is judged again on facts read fresh. A stale entry costs one
+/// re-read, never a wrong decision. Bounded: when full, it starts over.
+pub struct PlacementFactsCache {
+    entries: Mutex<HashMap<UserId, PlacementFacts>>,
+    capacity: usize,
+}
+
+impl PlacementFactsCache {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            entries: Mutex::new(HashMap::new()),
+            capacity,
+        }
+    }
+
+    pub fn get(&self, user_id: UserId) -> Option<PlacementFacts> {
+        self.entries
+            .lock()
+            .expect("placement facts lock poisoned")
+            .get(&user_id)
+            .copied()
+    }
+
+    pub fn put(&self, user_id: UserId, facts: PlacementFacts) {
+        let mut entries = self.entries.lock().expect("placement facts lock poisoned");
+        if entries.len() >= self.capacity && !entries.contains_key(&user_id) {
+            entries.clear();
+        }
+        entries.insert(user_id, facts);
+    }
+
+    pub fn forget(&self, user_id: UserId) {
+        self.entries
+            .lock()
+            .expect("placement facts lock poisoned")
+            .remove(&user_id);
+    }
 }

@@ -22,10 +22,11 @@ use sqlx::PgPool;
 use utoipa::ToSchema;
 
 use crate::auth::CurrentUser;
-use crate::event_store::CommandMetadata;
+use crate::event_store::{CommandMetadata, PlacementGuard};
 use crate::http::{with_position, RequestContext};
 use crate::problem::{ApiError, AppJson};
 use crate::user_lookup;
+use crate::user_lookup::PlacementFacts;
 use crate::AppState;
 
 /// `Idempotency-Key` on `POST /orders`.
@@ -235,41 +236,79 @@ pub async fn place_order(
         .unwrap_or(DEFAULT_CHECK_INTERVAL_SECS);
 
     let metadata = metadata_for(caller, context, idempotency_key.clone());
-    // A placement that loses a race (another placement of the same user took the
-    // last of the 100 places) is judged again on fresh counts.
-    let mut attempts_left = 3;
-    loop {
-        attempts_left -= 1;
-        let (standing, owner_active_orders) =
-            user_lookup::placement_context(state.events.writers(), caller.user_id)
-                .await
-                .context("reading the caller's standing")?;
-        standing.require_active()?;
+    let owner = caller.user_id;
+    // The owner's facts are taken from this instance's cache when it has them; the
+    // append's guard has the last word, and any refusal, by the domain on cached
+    // facts or by the guard, is judged again on facts read fresh.
+    let mut trust_cache = true;
+    for _attempt in 0..4 {
+        let cached = if trust_cache {
+            state.placement_facts.get(owner)
+        } else {
+            None
+        };
+        let from_cache = cached.is_some();
+        let facts = match cached {
+            Some(facts) => facts,
+            None => {
+                let facts = user_lookup::placement_facts(state.events.writers(), owner)
+                    .await
+                    .context("reading the caller's placement facts")?
+                    .ok_or(ApiError::Unauthorized("the account does not exist"))?;
+                state.placement_facts.put(owner, facts);
+                facts
+            }
+        };
+        if facts.deactivated {
+            if from_cache {
+                trust_cache = false;
+                continue;
+            }
+            return Err(ApiError::Unauthorized("the account is deactivated"));
+        }
         let order_id = OrderId::new();
         let outcome = state
             .events
-            .execute_on_new::<Order>(
+            .execute_placement(
                 &order_id.to_string(),
                 OrderCommand::Place {
                     order_id,
-                    owner: caller.user_id,
+                    owner,
                     url: url.clone(),
                     target,
                     check_interval_secs,
                     selector: request.selector.clone(),
-                    owner_active_orders,
+                    owner_active_orders: facts.active_orders,
                 },
                 &metadata,
+                PlacementGuard { owner },
             )
             .await;
         match outcome {
-            Ok(receipt) => return Ok(with_position(created(order_id), receipt.position)),
-            // The order id is new, so a conflict is the idempotency key's index or the
-            // active-order guard.
+            Ok(receipt) => {
+                if let Some(active_orders) = receipt.owner_active_orders {
+                    state.placement_facts.put(
+                        owner,
+                        PlacementFacts {
+                            active_orders,
+                            deactivated: false,
+                        },
+                    );
+                }
+                return Ok(with_position(created(order_id), receipt.position));
+            }
+            Err(AggregateError::UserError(OrderError::TooManyActiveOrders { .. }))
+                if from_cache =>
+            {
+                trust_cache = false;
+            }
+            // The order id is new, so a conflict is the idempotency key's index, or
+            // the owner's guard refusing (the 100th place taken meanwhile, or a
+            // deactivation): judged again on fresh facts.
             Err(AggregateError::AggregateConflict) => {
                 if let Some(key) = &idempotency_key {
                     if let Some((existing, placed)) =
-                        order_by_idempotency_key(state.pool(), caller.user_id, key)
+                        order_by_idempotency_key(state.pool(), owner, key)
                             .await
                             .context("looking up an idempotency key")?
                     {
@@ -287,15 +326,15 @@ pub async fn place_order(
                         .await;
                     }
                 }
-                if attempts_left == 0 {
-                    return Err(ApiError::Conflict(
-                        "too many orders were placed at the same time; retry".to_owned(),
-                    ));
-                }
+                state.placement_facts.forget(owner);
+                trust_cache = false;
             }
             Err(error) => return Err(order_error(error)),
         }
     }
+    Err(ApiError::Conflict(
+        "the account changed too often while placing this order; retry".to_owned(),
+    ))
 }
 
 /// The answer to a retried `POST /orders`: the order the first request created, if

@@ -53,7 +53,16 @@ pub(crate) async fn spawn_app() -> TestApp {
 }
 
 pub(crate) async fn spawn_app_with(configure: impl FnOnce(&mut ApiConfig)) -> TestApp {
-    let pool = fresh_database().await;
+    spawn_instance(fresh_database().await, configure).await
+}
+
+/// Another API instance on the same database as `app`, as when the API runs
+/// replicated.
+pub(crate) async fn spawn_second_instance(app: &TestApp) -> TestApp {
+    spawn_instance(app.pool.clone(), |_| {}).await
+}
+
+async fn spawn_instance(pool: PgPool, configure: impl FnOnce(&mut ApiConfig)) -> TestApp {
     let secret = Secret::from_env_value("ORDERS_JWT_SECRET", Some(JWT_SECRET.to_owned())).unwrap();
     let mut config = ApiConfig::new(secret, "http://localhost".to_owned());
     configure(&mut config);

@@ -500,3 +500,78 @@ async fn racing_placements_never_take_a_user_past_100_active_orders() {
     assert_eq!((created, refused), (10, 10), "{statuses:?}");
     assert_eq!(app.count_events("OrderPlaced").await, 100);
 }
+
+#[tokio::test]
+async fn two_instances_keep_the_limit_and_free_places_between_them() {
+    let first = spawn_app().await;
+    let second = crate::helpers::spawn_second_instance(&first).await;
+    let user = first.signed_up_user().await;
+    let mut on_second = Vec::new();
+    for _ in 0..60 {
+        first.placed_order(&user.token).await;
+    }
+    for _ in 0..40 {
+        on_second.push(second.placed_order(&user.token).await);
+    }
+    // The first instance last saw 60 active orders; the guard knows there are 100.
+    let refused = first.place_order(&user.token, &order_body()).await;
+    assert_eq!(refused.status(), StatusCode::CONFLICT);
+    assert_eq!(first.count_events("OrderPlaced").await, 100);
+
+    // A place freed through the second instance is usable through the first, which
+    // last saw 100.
+    let cancel = second
+        .http
+        .delete(second.url(&format!("/orders/{}", on_second[0])))
+        .bearer_auth(&user.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancel.status(), StatusCode::NO_CONTENT);
+    let placed = first.place_order(&user.token, &order_body()).await;
+    assert_eq!(placed.status(), StatusCode::CREATED);
+    let refused_again = second.place_order(&user.token, &order_body()).await;
+    assert_eq!(refused_again.status(), StatusCode::CONFLICT);
+}
+
+#[tokio::test]
+async fn the_placement_guard_agrees_with_the_event_log() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(app.placed_order(&user.token).await);
+    }
+    for id in &ids[..2] {
+        let cancel = app
+            .http
+            .delete(app.url(&format!("/orders/{id}")))
+            .bearer_auth(&user.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(cancel.status(), StatusCode::NO_CONTENT);
+    }
+    // Recomputed from the events alone, as a rebuild would.
+    let from_events: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events placed
+          WHERE placed.event_type = 'OrderPlaced'
+            AND placed.payload -> 'OrderPlaced' ->> 'owner' = $1
+            AND NOT EXISTS (SELECT 1 FROM events cancelled
+                             WHERE cancelled.event_type = 'OrderCancelled'
+                               AND cancelled.aggregate_id = placed.aggregate_id)",
+    )
+    .bind(user.user_id.to_string())
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    let guard: (i32, bool) = sqlx::query_as(
+        "SELECT active_orders, deactivated FROM placement_guards WHERE user_id = $1",
+    )
+    .bind(user.user_id.to_string())
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(from_events, 3);
+    assert_eq!(guard, (3, false));
+}

@@ -76,35 +76,31 @@ fn a_missing_database_url_stops_the_service_with_one_line() {
     );
 }
 
-#[test]
-fn migrate_prepares_a_fresh_database_and_is_idempotent() {
+/// A fresh database on the test server, created with psql; its URL.
+fn fresh_database_url() -> String {
     let Ok(server_url) = std::env::var("ORDERS_TEST_DATABASE_URL") else {
         panic!("ORDERS_TEST_DATABASE_URL is not set: run the tests with `make test`");
     };
     let name = format!("cli_{}", uuid::Uuid::now_v7().simple());
-    let created = Command::new("psql")
+    let psql = std::env::var("ORDERS_TEST_PG_BINDIR")
+        .map(|bindir| format!("{bindir}/psql"))
+        .unwrap_or_else(|_| "psql".to_owned());
+    let created = Command::new(psql)
         .arg(&server_url)
         .args(["-qc", &format!("CREATE DATABASE {name}")])
-        .status();
-    // psql may be absent where only the server binaries are; createdb through the binary's own
-    // connection is not available, so fall back to the server binaries directory.
-    let created = match created {
-        Ok(status) => status.success(),
-        Err(_) => {
-            let bindir = std::env::var("ORDERS_TEST_PG_BINDIR").unwrap_or_default();
-            Command::new(format!("{bindir}/psql"))
-                .arg(&server_url)
-                .args(["-qc", &format!("CREATE DATABASE {name}")])
-                .status()
-                .map(|status| status.success())
-                .unwrap_or(false)
-        }
-    };
+        .status()
+        .map(|status| status.success())
+        .unwrap_or(false);
     assert!(created, "could not create a database with psql");
-    let database_url = match server_url.rsplit_once('/') {
+    match server_url.rsplit_once('/') {
         Some((server, _)) => format!("{server}/{name}"),
         None => panic!("unexpected URL {server_url}"),
-    };
+    }
+}
+
+#[test]
+fn migrate_prepares_a_fresh_database_and_is_idempotent() {
+    let database_url = fresh_database_url();
     for _ in 0..2 {
         let output = orders()
             .arg("migrate")
@@ -121,4 +117,71 @@ fn migrate_prepares_a_fresh_database_and_is_idempotent() {
             "database migrated"
         );
     }
+}
+
+fn http_get_status(addr: &str, path: &str) -> Option<u16> {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+        .ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    response.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[test]
+fn the_service_stops_cleanly_on_sigterm() {
+    let database_url = fresh_database_url();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut service = orders()
+        .args(["serve", "api"])
+        .env("ORDERS_DATABASE_URL", &database_url)
+        .env(
+            "ORDERS_JWT_SECRET",
+            "a secret that is long enough for HS256 signing",
+        )
+        .env("ORDERS_HTTP_ADDR", &addr)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while http_get_status(&addr, "/readyz") != Some(200) {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the service did not become ready"
+        );
+        assert!(
+            service.try_wait().unwrap().is_none(),
+            "the service exited early"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let signalled = Command::new("kill")
+        .args(["-TERM", &service.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(signalled.success());
+    let stopping = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = service.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            stopping.elapsed() < std::time::Duration::from_secs(10),
+            "the service did not stop within 10 s of SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit status {status}");
 }

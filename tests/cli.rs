@@ -167,11 +167,8 @@ fn the_service_stops_cleanly_on_sigterm() {
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    let signalled = Command::new("kill")
-        .args(["-TERM", &service.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(signalled.success());
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(service.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     let stopping = std::time::Instant::now();
     let status = loop {
         if let Some(status) = service.try_wait().unwrap() {

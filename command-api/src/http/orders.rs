@@ -329,6 +329,33 @@ pub async fn place_order(
                 state.placement_facts.forget(owner);
                 trust_cache = false;
             }
+            // A retry of a request that placed the 100th order must still get its
+            // order back, not the refusal a new placement would get.
+            Err(AggregateError::UserError(OrderError::TooManyActiveOrders { max })) => {
+                if let Some(key) = &idempotency_key {
+                    if let Some((existing, placed)) =
+                        order_by_idempotency_key(state.pool(), owner, key)
+                            .await
+                            .context("looking up an idempotency key")?
+                    {
+                        return replay_placement(
+                            &state,
+                            existing,
+                            &placed,
+                            (
+                                &url,
+                                target,
+                                check_interval_secs,
+                                request.selector.as_deref(),
+                            ),
+                        )
+                        .await;
+                    }
+                }
+                return Err(order_error(AggregateError::UserError(
+                    OrderError::TooManyActiveOrders { max },
+                )));
+            }
             Err(error) => return Err(order_error(error)),
         }
     }

@@ -575,3 +575,31 @@ async fn the_placement_guard_agrees_with_the_event_log() {
     assert_eq!(from_events, 3);
     assert_eq!(guard, (3, false));
 }
+
+#[tokio::test]
+async fn a_retry_of_the_request_that_placed_the_100th_order_gets_that_order_back() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    for _ in 0..99 {
+        app.placed_order(&user.token).await;
+    }
+    let send = || {
+        app.http
+            .post(app.url("/orders"))
+            .bearer_auth(&user.token)
+            .header("idempotency-key", "the-hundredth")
+            .json(&order_body())
+            .send()
+    };
+    let first = send().await.unwrap();
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let first_id = first.json::<Value>().await.unwrap()["order_id"].clone();
+    let retry = send().await.unwrap();
+    assert_eq!(retry.status(), StatusCode::CREATED);
+    assert_eq!(retry.json::<Value>().await.unwrap()["order_id"], first_id);
+    // A new placement is refused.
+    assert_eq!(
+        app.place_order(&user.token, &order_body()).await.status(),
+        StatusCode::CONFLICT
+    );
+}

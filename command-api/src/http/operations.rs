@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -45,9 +45,7 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
                 _ => "database did not answer within 1 s".to_owned(),
             };
             tracing::warn!(%reason, "not ready");
-            let mut response = ApiError::Conflict(reason).into_response();
-            *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-            response
+            ApiError::Unavailable(reason).into_response()
         }
     }
 }

@@ -279,14 +279,12 @@ async fn create_bench_users(pool: &PgPool) -> anyhow::Result<()> {
     let template = serde_json::to_value(UserEvent::UserRegistered {
         user_id: bench_user_id(0),
         email: EmailAddress::parse("bench@example.com").expect("a valid address"),
-        password_hash: orders_command_api::auth::hash_password("bench password 1234".to_owned())
-            .await?,
     })?;
     for start in (1..=BENCH_USERS).step_by(10_000) {
         let end = (start + 9_999).min(BENCH_USERS);
         sqlx::query(&format!(
             "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-             SELECT 'user', id, 1, 'UserRegistered', '1.0',
+             SELECT 'user', id, 1, 'UserRegistered', '2.0',
                     jsonb_set(jsonb_set($1::jsonb, '{{UserRegistered,user_id}}', to_jsonb(id)),
                               '{{UserRegistered,email}}', to_jsonb('bench-' || i || '@example.com')),
                     jsonb_build_object('actor', 'cli:bench', 'correlation_id', gen_random_uuid()::text,

@@ -60,6 +60,17 @@ CREATE TABLE placement_guards (
     deactivated   boolean NOT NULL
 );
 
+-- Password hashes (argon2id, PHC strings), one per user. Not in the events: the log
+-- is published to every subscriber of the event stream and kept forever. Written by
+-- the same statement as the UserRegistered / PasswordChanged event it goes with, so
+-- neither exists without the other; `password_hash` NOT NULL makes such an event
+-- impossible to store without its hash.
+CREATE TABLE credentials (
+    user_id       text        PRIMARY KEY,
+    password_hash text        NOT NULL,
+    changed_at    timestamptz NOT NULL DEFAULT statement_timestamp()
+);
+
 -- Failed logins, per e-mail address and per client address: operational state for
 -- throttling, not part of the domain, so not events.
 CREATE TABLE login_failures (

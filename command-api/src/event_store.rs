@@ -25,7 +25,7 @@ use cqrs_es::persist::{
 use cqrs_es::{Aggregate, AggregateError, CqrsFramework, EventStore as _};
 use orders_domain::ids::UserId;
 use orders_domain::order::{Order, OrderCommand, OrderError};
-use orders_domain::user::User;
+use orders_domain::user::{User, UserCommand, UserError};
 use postgres_es::PostgresEventRepository;
 use serde_json::Value;
 use sqlx::PgPool;
@@ -162,14 +162,15 @@ impl EventStore {
         &self,
         receipt: Arc<Mutex<Option<Written>>>,
         stream: Stream,
-        guard: Option<PlacementGuard>,
+        extras: WriteExtras,
     ) -> PersistedEventStore<OrdersEventRepository, A> {
         let repository = OrdersEventRepository {
             writers: self.writers.clone(),
             loader: self.loader.clone(),
             receipt,
             stream,
-            guard,
+            guard: extras.guard,
+            password_hash: extras.password_hash,
         };
         PersistedEventStore::new_event_store(repository)
             .with_upcasters(orders_domain::upcasting::event_upcasters())
@@ -180,7 +181,8 @@ impl EventStore {
         &self,
         aggregate_id: &str,
     ) -> Result<(A, usize), AggregateError<A::Error>> {
-        let store = self.persisted_store::<A>(Arc::default(), Stream::Existing, None);
+        let store =
+            self.persisted_store::<A>(Arc::default(), Stream::Existing, WriteExtras::default());
         let context = store.load_aggregate(aggregate_id).await?;
         Ok((context.aggregate, context.current_sequence))
     }
@@ -196,8 +198,14 @@ impl EventStore {
     where
         A: Aggregate<Services = ()>,
     {
-        self.run::<A>(aggregate_id, command, metadata, Stream::Existing, None)
-            .await
+        self.run::<A>(
+            aggregate_id,
+            command,
+            metadata,
+            Stream::Existing,
+            WriteExtras::default(),
+        )
+        .await
     }
 
     /// Runs a command on an aggregate whose id the caller has just minted (a UUID
@@ -213,7 +221,36 @@ impl EventStore {
     where
         A: Aggregate<Services = ()>,
     {
-        self.run::<A>(aggregate_id, command, metadata, Stream::New, None)
+        self.run::<A>(
+            aggregate_id,
+            command,
+            metadata,
+            Stream::New,
+            WriteExtras::default(),
+        )
+        .await
+    }
+
+    /// Runs a user command that sets the password (`Register` on a new user id,
+    /// `ChangePassword`): the hash is stored with the user's credentials by the
+    /// statement that appends the event, never in the event.
+    pub async fn execute_with_password(
+        &self,
+        user_id: &str,
+        command: UserCommand,
+        metadata: &CommandMetadata,
+        password_hash: String,
+    ) -> Result<CommandReceipt, AggregateError<UserError>> {
+        let stream = if matches!(command, UserCommand::Register { .. }) {
+            Stream::New
+        } else {
+            Stream::Existing
+        };
+        let extras = WriteExtras {
+            guard: None,
+            password_hash: Some(password_hash),
+        };
+        self.run::<User>(user_id, command, metadata, stream, extras)
             .await
     }
 
@@ -227,7 +264,11 @@ impl EventStore {
         metadata: &CommandMetadata,
         guard: PlacementGuard,
     ) -> Result<CommandReceipt, AggregateError<OrderError>> {
-        self.run::<Order>(order_id, command, metadata, Stream::New, Some(guard))
+        let extras = WriteExtras {
+            guard: Some(guard),
+            password_hash: None,
+        };
+        self.run::<Order>(order_id, command, metadata, Stream::New, extras)
             .await
     }
 
@@ -237,14 +278,14 @@ impl EventStore {
         command: A::Command,
         metadata: &CommandMetadata,
         stream: Stream,
-        guard: Option<PlacementGuard>,
+        extras: WriteExtras,
     ) -> Result<CommandReceipt, AggregateError<A::Error>>
     where
         A: Aggregate<Services = ()>,
     {
         let receipt = Arc::new(Mutex::new(None));
         let framework = CqrsFramework::new(
-            self.persisted_store::<A>(receipt.clone(), stream, guard),
+            self.persisted_store::<A>(receipt.clone(), stream, extras),
             vec![],
             (),
         );
@@ -291,6 +332,13 @@ impl EventStore {
     }
 }
 
+/// What a command writes beside its events, in the same statement.
+#[derive(Debug, Default)]
+struct WriteExtras {
+    guard: Option<PlacementGuard>,
+    password_hash: Option<String>,
+}
+
 /// Whether the aggregate's stream must be read before the command runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stream {
@@ -309,6 +357,8 @@ struct OrdersEventRepository {
     receipt: Arc<Mutex<Option<Written>>>,
     /// The precondition of a guarded placement.
     guard: Option<PlacementGuard>,
+    /// The password hash that goes with a registration or a password change.
+    password_hash: Option<String>,
 }
 
 /// All of a command's events in one statement; `UNNEST` keeps the statement text the
@@ -318,8 +368,9 @@ INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_ve
 SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])
 RETURNING tx_id::text, global_position, NULL::bigint";
 
-/// A user's events, keeping the user's placement guard in step in the same statement
-/// (so the same transaction): registration creates it, deactivation marks it.
+/// A user's events, keeping in step in the same statement (so the same transaction)
+/// the user's placement guard (registration creates it, deactivation marks it) and
+/// credentials (the password hash `$8` of a registration or a password change).
 pub const INSERT_USER_EVENTS: &str = "
 WITH inserted AS (
     INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
@@ -331,6 +382,12 @@ WITH inserted AS (
 ), deactivated AS (
     UPDATE placement_guards SET deactivated = true
      WHERE user_id IN (SELECT aggregate_id FROM inserted WHERE event_type = 'UserDeactivated')
+), credentials AS (
+    INSERT INTO credentials (user_id, password_hash)
+    SELECT aggregate_id, $8::text FROM inserted
+     WHERE event_type IN ('UserRegistered', 'PasswordChanged')
+    ON CONFLICT (user_id) DO UPDATE
+       SET password_hash = excluded.password_hash, changed_at = statement_timestamp()
 )
 SELECT tx_id::text, global_position, NULL::bigint FROM inserted";
 
@@ -409,6 +466,8 @@ impl OrdersEventRepository {
             .bind(&metadata);
         if let Some(guard) = &self.guard {
             query = query.bind(guard.owner.to_string());
+        } else if A::TYPE == User::TYPE {
+            query = query.bind(self.password_hash.as_deref());
         }
         let mut connection = self.writers.acquire().await?;
         let inserted: Result<Vec<(String, i64, Option<i64>)>, sqlx::Error> =

@@ -51,6 +51,14 @@ pub async fn user_by_email(
     Ok(id.and_then(|id| id.parse().ok()))
 }
 
+/// A user's password hash (PHC string), kept apart from the events.
+pub async fn password_hash(pool: &PgPool, user_id: UserId) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT password_hash FROM credentials WHERE user_id = $1")
+        .bind(user_id.to_string())
+        .fetch_optional(pool)
+        .await
+}
+
 pub async fn standing(pool: &PgPool, user_id: UserId) -> Result<UserStanding, sqlx::Error> {
     let (registered, deactivated): (bool, bool) = sqlx::query_as(
         "SELECT count(*) > 0,

@@ -25,6 +25,15 @@
 //!                  "check_interval_secs": 3600, "selector": null}}
 //! ```
 //!
+//! # `UserRegistered` and `PasswordChanged` 1.0 → 2.0
+//!
+//! Version 1.0 carried the password hash (`"password_hash": "$argon2id$…"`). The
+//! event log is published to every subscriber of the event stream, so 2.0 keeps the
+//! hash out: the command side stores it with the user's credentials, written by the
+//! same statement as the event. The upcast drops the field; `PasswordChanged`
+//! becomes the bare `"PasswordChanged"`. (Stored 1.0 rows still hold their hash:
+//! events are never rewritten.)
+//!
 //! cqrs-es applies a `SemanticVersionEventUpcaster` to every stored event of its
 //! type whose version is *older* than the upcaster's version (1.0 < 2.0), and then
 //! records the event as being of the upcaster's version (written in full, "2.0.0",
@@ -36,14 +45,49 @@ use cqrs_es::persist::{EventUpcaster, SemanticVersionEventUpcaster};
 use serde_json::{Map, Value};
 
 use crate::order::ORDER_PLACED_EVENT_VERSION;
+use crate::user::USER_CREDENTIAL_EVENTS_VERSION;
 
 /// Every upcaster the event store must apply when it loads events.
 pub fn event_upcasters() -> Vec<Box<dyn EventUpcaster>> {
-    vec![Box::new(SemanticVersionEventUpcaster::new(
-        "OrderPlaced",
-        ORDER_PLACED_EVENT_VERSION,
-        Box::new(order_placed_v1_to_v2),
-    ))]
+    vec![
+        Box::new(SemanticVersionEventUpcaster::new(
+            "OrderPlaced",
+            ORDER_PLACED_EVENT_VERSION,
+            Box::new(order_placed_v1_to_v2),
+        )),
+        Box::new(SemanticVersionEventUpcaster::new(
+            "UserRegistered",
+            USER_CREDENTIAL_EVENTS_VERSION,
+            Box::new(user_registered_v1_to_v2),
+        )),
+        Box::new(SemanticVersionEventUpcaster::new(
+            "PasswordChanged",
+            USER_CREDENTIAL_EVENTS_VERSION,
+            Box::new(password_changed_v1_to_v2),
+        )),
+    ]
+}
+
+/// `UserRegistered` 1.0 → 2.0: the password hash is dropped.
+pub fn user_registered_v1_to_v2(payload: Value) -> Value {
+    let Value::Object(mut envelope) = payload else {
+        return payload;
+    };
+    if let Some(Value::Object(fields)) = envelope.get_mut("UserRegistered") {
+        fields.remove("password_hash");
+    }
+    Value::Object(envelope)
+}
+
+/// `PasswordChanged` 1.0 (`{"PasswordChanged": {"password_hash": …}}`) → 2.0
+/// (`"PasswordChanged"`).
+pub fn password_changed_v1_to_v2(payload: Value) -> Value {
+    match &payload {
+        Value::Object(envelope) if envelope.contains_key("PasswordChanged") => {
+            Value::String("PasswordChanged".to_owned())
+        }
+        _ => payload,
+    }
 }
 
 /// Turns a stored `OrderPlaced` 1.0 payload into the 2.0 shape: the flat
@@ -130,9 +174,10 @@ mod tests {
         }
     }
 
+    /// The upcaster of `OrderPlaced`, the first one registered.
     fn the_upcaster() -> Box<dyn EventUpcaster> {
         let mut upcasters = event_upcasters();
-        assert_eq!(upcasters.len(), 1);
+        assert!(upcasters[0].can_upcast("OrderPlaced", "1.0"));
         upcasters.remove(0)
     }
 
@@ -203,5 +248,44 @@ mod tests {
     fn order_placed_is_written_at_the_upcasters_version() {
         use cqrs_es::DomainEvent;
         assert_eq!(expected_event().event_version(), ORDER_PLACED_EVENT_VERSION);
+    }
+
+    #[test]
+    fn user_credential_events_of_version_1_lose_their_password_hash() {
+        use crate::email::EmailAddress;
+        use crate::user::UserEvent;
+
+        let registered = user_registered_v1_to_v2(json!({"UserRegistered": {
+            "user_id": OWNER, "email": "Ann@Example.com", "password_hash": "$argon2id$v=19$..."
+        }}));
+        assert_eq!(
+            serde_json::from_value::<UserEvent>(registered).unwrap(),
+            UserEvent::UserRegistered {
+                user_id: OWNER.parse::<UserId>().unwrap(),
+                email: EmailAddress::parse("Ann@Example.com").unwrap(),
+            }
+        );
+        let changed = password_changed_v1_to_v2(
+            json!({"PasswordChanged": {"password_hash": "$argon2id$v=19$..."}}),
+        );
+        assert_eq!(
+            serde_json::from_value::<UserEvent>(changed).unwrap(),
+            UserEvent::PasswordChanged
+        );
+        // Version 2.0 payloads pass through unchanged.
+        assert_eq!(
+            password_changed_v1_to_v2(json!("PasswordChanged")),
+            json!("PasswordChanged")
+        );
+        let upcasters = event_upcasters();
+        assert!(upcasters
+            .iter()
+            .any(|u| u.can_upcast("UserRegistered", "1.0")));
+        assert!(!upcasters
+            .iter()
+            .any(|u| u.can_upcast("UserRegistered", "2.0")));
+        assert!(upcasters
+            .iter()
+            .any(|u| u.can_upcast("PasswordChanged", "1.0")));
     }
 }

@@ -70,19 +70,17 @@ impl FromStr for Role {
 #[derive(Debug, Clone, PartialEq)]
 pub enum UserCommand {
     /// Creates the account. The command side has already checked the password
-    /// policy, hashed the password and reserved the normalised e-mail address.
+    /// policy and keeps the password's hash with its credentials, never in events:
+    /// the log is published to every subscriber of the event stream.
     Register {
         user_id: UserId,
         email: EmailAddress,
-        password_hash: String,
     },
     /// The user followed the link in the verification mail.
     VerifyEmail,
-    /// A new password hash (the command side checked the current password or the
-    /// reset token, and the policy).
-    ChangePassword {
-        password_hash: String,
-    },
+    /// A new password (the command side checked the current password or the reset
+    /// token, and the policy, and stores the new hash with the credentials).
+    ChangePassword,
     /// Sets (trimmed) or clears (`None` or blank) the display name.
     UpdateProfile {
         display_name: Option<String>,
@@ -102,18 +100,21 @@ pub enum UserCommand {
     },
 }
 
+/// The version of `UserRegistered` and `PasswordChanged` written now; "1.0" payloads
+/// (which carried a password hash) are upcast on read.
+pub const USER_CREDENTIAL_EVENTS_VERSION: &str = "2.0";
+
 /// What happened to a user. The variant names are the stored event types.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum UserEvent {
+    /// Version 2.0; 1.0 also carried the password hash (see [`crate::upcasting`]).
     UserRegistered {
         user_id: UserId,
         email: EmailAddress,
-        password_hash: String,
     },
     EmailVerified,
-    PasswordChanged {
-        password_hash: String,
-    },
+    /// Version 2.0; 1.0 carried the new password hash.
+    PasswordChanged,
     ProfileUpdated {
         display_name: Option<String>,
     },
@@ -136,7 +137,7 @@ impl DomainEvent for UserEvent {
         let event_type = match self {
             UserEvent::UserRegistered { .. } => "UserRegistered",
             UserEvent::EmailVerified => "EmailVerified",
-            UserEvent::PasswordChanged { .. } => "PasswordChanged",
+            UserEvent::PasswordChanged => "PasswordChanged",
             UserEvent::ProfileUpdated { .. } => "ProfileUpdated",
             UserEvent::NotificationPreferencesChanged { .. } => "NotificationPreferencesChanged",
             UserEvent::RoleGranted { .. } => "RoleGranted",
@@ -147,7 +148,12 @@ impl DomainEvent for UserEvent {
     }
 
     fn event_version(&self) -> String {
-        "1.0".to_owned()
+        match self {
+            UserEvent::UserRegistered { .. } | UserEvent::PasswordChanged => {
+                USER_CREDENTIAL_EVENTS_VERSION.to_owned()
+            }
+            _ => "1.0".to_owned(),
+        }
     }
 }
 
@@ -167,32 +173,15 @@ pub enum UserError {
 }
 
 /// A user's current state, rebuilt from its events.
-#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct User {
     user_id: Option<UserId>,
     email: Option<EmailAddress>,
-    password_hash: Option<String>,
     email_verified: bool,
     display_name: Option<String>,
     price_alerts_enabled: bool,
     roles: BTreeSet<Role>,
     deactivated: bool,
-}
-
-impl fmt::Debug for User {
-    /// Leaves the password hash out, so the state can be logged.
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter
-            .debug_struct("User")
-            .field("user_id", &self.user_id)
-            .field("email", &self.email)
-            .field("email_verified", &self.email_verified)
-            .field("display_name", &self.display_name)
-            .field("price_alerts_enabled", &self.price_alerts_enabled)
-            .field("roles", &self.roles)
-            .field("deactivated", &self.deactivated)
-            .finish_non_exhaustive()
-    }
 }
 
 impl User {
@@ -202,10 +191,6 @@ impl User {
 
     pub fn email(&self) -> Option<&EmailAddress> {
         self.email.as_ref()
-    }
-
-    pub fn password_hash(&self) -> Option<&str> {
-        self.password_hash.as_deref()
     }
 
     pub fn is_registered(&self) -> bool {
@@ -241,24 +226,16 @@ impl User {
     /// the command changes nothing (so retries are harmless), or why it is refused.
     pub fn decide(&self, command: UserCommand) -> Result<Vec<UserEvent>, UserError> {
         let events = match command {
-            UserCommand::Register {
-                user_id,
-                email,
-                password_hash,
-            } if !self.is_registered() => vec![UserEvent::UserRegistered {
-                user_id,
-                email,
-                password_hash,
-            }],
+            UserCommand::Register { user_id, email } if !self.is_registered() => {
+                vec![UserEvent::UserRegistered { user_id, email }]
+            }
             // Also for a deactivated user: the account exists, whatever its state.
             UserCommand::Register { .. } => return Err(UserError::AlreadyRegistered),
             _ if !self.is_registered() => return Err(UserError::NotRegistered),
             _ if self.deactivated => return Err(UserError::Deactivated),
             UserCommand::VerifyEmail if self.email_verified => vec![],
             UserCommand::VerifyEmail => vec![UserEvent::EmailVerified],
-            UserCommand::ChangePassword { password_hash } => {
-                vec![UserEvent::PasswordChanged { password_hash }]
-            }
+            UserCommand::ChangePassword => vec![UserEvent::PasswordChanged],
             UserCommand::UpdateProfile { display_name } => {
                 let display_name = checked_display_name(display_name)?;
                 if display_name == self.display_name {
@@ -330,20 +307,14 @@ impl Aggregate for User {
 
     fn apply(&mut self, event: Self::Event) {
         match event {
-            UserEvent::UserRegistered {
-                user_id,
-                email,
-                password_hash,
-            } => {
+            UserEvent::UserRegistered { user_id, email } => {
                 self.user_id = Some(user_id);
                 self.email = Some(email);
-                self.password_hash = Some(password_hash);
                 self.price_alerts_enabled = true;
             }
             UserEvent::EmailVerified => self.email_verified = true,
-            UserEvent::PasswordChanged { password_hash } => {
-                self.password_hash = Some(password_hash);
-            }
+            // Nothing of the password is part of the user's state.
+            UserEvent::PasswordChanged => {}
             UserEvent::ProfileUpdated { display_name } => self.display_name = display_name,
             UserEvent::NotificationPreferencesChanged { price_alerts } => {
                 self.price_alerts_enabled = price_alerts;

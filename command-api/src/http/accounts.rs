@@ -109,14 +109,11 @@ pub async fn register(
     };
     let receipt = state
         .events
-        .execute_on_new::<User>(
+        .execute_with_password(
             &user_id.to_string(),
-            UserCommand::Register {
-                user_id,
-                email,
-                password_hash,
-            },
+            UserCommand::Register { user_id, email },
             &metadata,
+            password_hash,
         )
         .await
         .map_err(|error| match error {
@@ -343,8 +340,11 @@ pub async fn login(
         .load::<User>(&user_id_or_none.to_string())
         .await
         .map_err(user_error)?;
-    let stored_hash = match (user_id, user.password_hash()) {
-        (Some(_), Some(hash)) => hash.to_owned(),
+    let stored_hash = user_lookup::password_hash(state.pool(), user_id_or_none)
+        .await
+        .context("reading credentials")?;
+    let stored_hash = match (user_id, stored_hash) {
+        (Some(_), Some(hash)) => hash,
         _ => state.dummy_password_hash.clone(),
     };
     let password_matches = verify_password(request.password, stored_hash).await?;

@@ -23,6 +23,7 @@ use crate::http::accounts::{user_error, ClientAddress};
 use crate::http::{with_position, RequestContext};
 use crate::login_throttle::ThrottleKeys;
 use crate::problem::{ApiError, AppJson};
+use crate::user_lookup;
 use crate::AppState;
 
 pub fn router() -> Router<Arc<AppState>> {
@@ -212,7 +213,10 @@ pub async fn change_password(
     }
     check_password(&change.new_password)
         .map_err(|error| ApiError::invalid_field("new_password", error.to_string()))?;
-    let stored = user.password_hash().unwrap_or_default().to_owned();
+    let stored = user_lookup::password_hash(state.pool(), caller.user_id)
+        .await
+        .context("reading credentials")?
+        .context("a registered user without credentials")?;
     if !verify_password(change.current_password, stored).await? {
         state
             .login_throttle
@@ -227,10 +231,11 @@ pub async fn change_password(
     let password_hash = hash_password(change.new_password).await?;
     let receipt = state
         .events
-        .execute::<User>(
+        .execute_with_password(
             &caller.user_id.to_string(),
-            UserCommand::ChangePassword { password_hash },
+            UserCommand::ChangePassword,
             &metadata_for(caller, context),
+            password_hash,
         )
         .await
         .map_err(user_error)?;

@@ -354,3 +354,75 @@ async fn a_deactivated_user_is_refused_on_the_next_request_whatever_the_token_sa
         StatusCode::UNAUTHORIZED
     );
 }
+
+#[tokio::test]
+async fn no_event_carries_the_password_hash() {
+    let app = spawn_app_with(lenient_throttle).await;
+    let session = app.signed_up_user().await;
+    let changed = app
+        .post_json(
+            "/me/password",
+            &json!({"current_password": "a long enough password", "new_password": "a brand new password"}),
+            Some(&session.token),
+        )
+        .await;
+    assert_eq!(changed.status(), StatusCode::NO_CONTENT);
+    let payloads: Vec<String> = sqlx::query_scalar(
+        "SELECT payload::text || metadata::text FROM events WHERE aggregate_type = 'user'",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(payloads.len(), 2);
+    for payload in payloads {
+        assert!(
+            !payload.contains("argon2") && !payload.contains("password_hash"),
+            "{payload}"
+        );
+    }
+    // The hash lives with the credentials, written with the event.
+    let hash: String =
+        sqlx::query_scalar("SELECT password_hash FROM credentials WHERE user_id = $1")
+            .bind(session.user_id.to_string())
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert!(hash.starts_with("$argon2id$"));
+}
+
+#[tokio::test]
+async fn a_user_registered_in_the_old_v1_shape_is_upcast_when_loaded() {
+    let app = spawn_app().await;
+    let user_id = Uuid::now_v7();
+    // UserRegistered 1.0 carried the password hash in the event.
+    let v1_payload = json!({"UserRegistered": {
+        "user_id": user_id, "email": "Old@Example.com", "password_hash": "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA"
+    }});
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         VALUES ('user', $1, 1, 'UserRegistered', '1.0', $2, $3)",
+    )
+    .bind(user_id.to_string())
+    .bind(&v1_payload)
+    .bind(json!({"actor": format!("user:{user_id}"), "correlation_id": user_id.to_string(),
+                 "causation_id": user_id.to_string(), "request_id": user_id.to_string()}))
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let token = app
+        .state
+        .access_tokens
+        .issue(UserId::from_uuid(user_id))
+        .unwrap();
+    let me = app
+        .http
+        .get(app.url("/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), StatusCode::OK);
+    let me: Value = me.json().await.unwrap();
+    assert_eq!(me["email"], "Old@Example.com");
+    assert_eq!(me["notification_preferences"]["price_alerts"], true);
+}

@@ -32,10 +32,28 @@ enum Command {
     Serve(ServeArgs),
     /// Apply the database migrations (services also do this at start).
     Migrate(DatabaseArgs),
+    /// NATS JetStream: `setup` creates or updates the stream and buckets.
+    Nats {
+        #[command(subcommand)]
+        nats: NatsCommand,
+    },
     /// Benchmarks, each beside the ceiling measured in the same run.
     Bench {
         #[command(subcommand)]
         bench: bench::BenchCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum NatsCommand {
+    /// Create or update the log stream and the key-value buckets (idempotent).
+    Setup {
+        /// NATS URL, e.g. nats://127.0.0.1:4222.
+        #[arg(long, env = "ORDERS_NATS_URL")]
+        nats_url: Option<String>,
+        /// Replicas of the stream and buckets: 1 on one server, 3 on a cluster.
+        #[arg(long, env = "ORDERS_NATS_REPLICAS", default_value_t = 1)]
+        nats_replicas: usize,
     },
 }
 
@@ -153,6 +171,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let pool = orders_command_api::database::connect(database.url()?, 2).await?;
             orders_command_api::database::migrate(&pool).await?;
             println!("database migrated");
+            Ok(())
+        }
+        Command::Nats {
+            nats:
+                NatsCommand::Setup {
+                    nats_url,
+                    nats_replicas,
+                },
+        } => {
+            let url = nats_url
+                .filter(|url| !url.is_empty())
+                .context("ORDERS_NATS_URL is not set (e.g. nats://127.0.0.1:4222)")?;
+            let client = async_nats::connect(&url)
+                .await
+                .with_context(|| format!("connecting to NATS at {url} (ORDERS_NATS_URL)"))?;
+            let jetstream = async_nats::jetstream::new(client);
+            orders_nats::ensure_topology(&jetstream, nats_replicas).await?;
+            println!(
+                "NATS topology ready: stream {}, buckets {} and {}",
+                orders_nats::LOG_STREAM,
+                orders_nats::LEADER_BUCKET,
+                orders_nats::RELAY_BUCKET
+            );
             Ok(())
         }
         Command::Bench { bench } => bench::run(bench).await,

@@ -182,3 +182,39 @@ fn the_service_stops_cleanly_on_sigterm() {
     };
     assert!(status.success(), "exit status {status}");
 }
+
+#[test]
+fn nats_setup_creates_the_topology_and_can_run_again() {
+    let server = orders_nats::test_server::NatsServer::start();
+    for _ in 0..2 {
+        let output = orders()
+            .args(["nats", "setup"])
+            .env("ORDERS_NATS_URL", server.url())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(String::from_utf8_lossy(&output.stdout).contains("stream ORDERS_EVENTS"));
+    }
+}
+
+#[test]
+fn nats_setup_without_a_server_fails_with_one_line() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let output = orders()
+        .args(["nats", "setup"])
+        .env("ORDERS_NATS_URL", format!("nats://127.0.0.1:{port}"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let lines = stderr_lines(&output);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("connecting to NATS"), "{lines:?}");
+}

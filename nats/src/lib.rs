@@ -1,8 +1,17 @@
-//! The JetStream topology of Orders: the names integrators subscribe to.
+//! The JetStream topology of Orders: the names integrators subscribe to, the stream
+//! and buckets (created idempotently by `ensure_topology`), and the envelope codec
+//! that carries a stored event in one NATS message.
 //!
-//! The relay (next issue) publishes every stored event to exactly one subject of the
-//! log stream; this crate owns those names so that the relay, the projectors, the
-//! workers and integrators cannot disagree about them.
+//! The relay publishes every stored event to exactly one subject of the log stream;
+//! this crate owns those names so that the relay, the projectors, the workers and
+//! integrators cannot disagree about them.
+
+mod envelope;
+pub mod test_server;
+mod topology;
+
+pub use envelope::{EnvelopeError, LogEvent};
+pub use topology::{ensure_topology, TopologyError, LEADER_BUCKET, LEADER_LEASE, RELAY_BUCKET};
 
 /// The stream that holds the whole event log, one message per stored event.
 pub const LOG_STREAM: &str = "ORDERS_EVENTS";

@@ -79,6 +79,8 @@ impl DatabaseArgs {
 enum Service {
     /// The HTTP API.
     Api,
+    /// The relay: stored events into the JetStream log stream, in commit order.
+    Relay,
     /// Every service this build has, in one process.
     All,
 }
@@ -100,6 +102,18 @@ struct ServeArgs {
     /// Database connections of this process.
     #[arg(long, env = "ORDERS_DATABASE_MAX_CONNECTIONS", default_value_t = 32)]
     database_max_connections: u32,
+    /// NATS URL (the relay, `serve all`), e.g. nats://127.0.0.1:4222.
+    #[arg(long, env = "ORDERS_NATS_URL")]
+    nats_url: Option<String>,
+    /// Replicas of the stream and buckets: 1 on one server, 3 on a cluster.
+    #[arg(long, env = "ORDERS_NATS_REPLICAS", default_value_t = 1)]
+    nats_replicas: usize,
+    /// Events the relay reads and publishes (pipelined) per batch.
+    #[arg(long, env = "ORDERS_RELAY_BATCH_SIZE", default_value_t = 1000)]
+    relay_batch_size: i64,
+    /// How often an idle relay looks for new events.
+    #[arg(long, env = "ORDERS_RELAY_POLL_MS", default_value_t = 100)]
+    relay_poll_ms: u64,
 }
 
 fn init_telemetry() {
@@ -146,22 +160,88 @@ async fn shutdown_signal() {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Everything that can be wrong with the configuration is reported before any
     // connection is made.
-    let jwt_secret = Secret::from_env_value("ORDERS_JWT_SECRET", args.jwt_secret)?;
+    let runs_api = matches!(args.service, Service::Api | Service::All);
+    let runs_relay = matches!(args.service, Service::Relay | Service::All);
+    let jwt_secret = if runs_api {
+        Some(Secret::from_env_value(
+            "ORDERS_JWT_SECRET",
+            args.jwt_secret,
+        )?)
+    } else {
+        None
+    };
     let database_url = args.database.url()?.to_owned();
-    let public_url = args
-        .public_url
-        .unwrap_or_else(|| format!("http://{}", args.http_addr));
+    let nats_url = if runs_relay {
+        Some(
+            args.nats_url
+                .clone()
+                .filter(|url| !url.is_empty())
+                .context("ORDERS_NATS_URL is not set (e.g. nats://127.0.0.1:4222)")?,
+        )
+    } else {
+        None
+    };
     let pool =
         orders_command_api::database::connect(&database_url, args.database_max_connections).await?;
     orders_command_api::database::migrate(&pool).await?;
-    let state = AppState::new(ApiConfig::new(jwt_secret, public_url.clone()), pool).await?;
-    let listener = TcpListener::bind(args.http_addr)
-        .await
-        .with_context(|| format!("listening on {} (ORDERS_HTTP_ADDR)", args.http_addr))?;
-    tracing::info!(addr = %listener.local_addr()?, %public_url, service = ?args.service, "serving the HTTP API");
-    // `all` is every service built so far: the relay, projectors and workers join
-    // here as they are written.
-    orders_command_api::run(state, listener, shutdown_signal()).await
+
+    // One shutdown signal for every service of this process.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let stop = std::sync::Arc::new(stop);
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop.send(true);
+        });
+    }
+    let until_stopped = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        }
+    };
+
+    let mut services = tokio::task::JoinSet::new();
+    if let Some(nats_url) = nats_url {
+        let client = async_nats::connect(&nats_url)
+            .await
+            .with_context(|| format!("connecting to NATS at {nats_url} (ORDERS_NATS_URL)"))?;
+        let jetstream = async_nats::jetstream::new(client);
+        orders_nats::ensure_topology(&jetstream, args.nats_replicas).await?;
+        let relay =
+            orders_command_api::relay::Relay::new(pool.clone(), jetstream, args.relay_batch_size);
+        let poll = std::time::Duration::from_millis(args.relay_poll_ms.max(1));
+        let shutdown = until_stopped();
+        tracing::info!(%nats_url, "relaying events to the log stream");
+        services.spawn(async move { relay.run(poll, shutdown).await.context("the relay") });
+    }
+    if let Some(jwt_secret) = jwt_secret {
+        let public_url = args
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", args.http_addr));
+        let state = AppState::new(ApiConfig::new(jwt_secret, public_url.clone()), pool).await?;
+        let listener = TcpListener::bind(args.http_addr)
+            .await
+            .with_context(|| format!("listening on {} (ORDERS_HTTP_ADDR)", args.http_addr))?;
+        tracing::info!(addr = %listener.local_addr()?, %public_url, "serving the HTTP API");
+        let shutdown = until_stopped();
+        services.spawn(async move { orders_command_api::run(state, listener, shutdown).await });
+    }
+    // The first service to stop, for whatever reason, stops the others (each
+    // finishing its work in flight): a half-running process would look alive to its
+    // supervisor. The first error is the process's.
+    let mut outcome = Ok(());
+    while let Some(finished) = services.join_next().await {
+        let _ = stop.send(true);
+        let result = finished
+            .unwrap_or_else(|join_error| Err(anyhow::anyhow!("a service panicked: {join_error}")));
+        if let (Ok(()), Err(error)) = (&outcome, result) {
+            outcome = Err(error);
+        }
+    }
+    outcome
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

@@ -218,3 +218,70 @@ fn nats_setup_without_a_server_fails_with_one_line() {
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(lines[0].contains("connecting to NATS"), "{lines:?}");
 }
+
+#[test]
+fn serve_relay_publishes_what_is_stored_and_stops_on_sigterm() {
+    let database_url = fresh_database_url();
+    let migrated = orders()
+        .arg("migrate")
+        .env("ORDERS_DATABASE_URL", &database_url)
+        .output()
+        .unwrap();
+    assert!(migrated.status.success());
+    let psql = std::env::var("ORDERS_TEST_PG_BINDIR")
+        .map(|bindir| format!("{bindir}/psql"))
+        .unwrap_or_else(|_| "psql".to_owned());
+    let inserted = Command::new(psql)
+        .arg(&database_url)
+        .args([
+            "-qc",
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+             SELECT 'probe', 'p' || i, 1, 'Probed', '1.0', '{}',
+                    '{\"actor\": \"cli:test@localhost\", \"correlation_id\": \"c\", \"causation_id\": \"c\", \"request_id\": \"r\"}'
+               FROM generate_series(1, 25) AS i",
+        ])
+        .status()
+        .unwrap();
+    assert!(inserted.success());
+    let server = orders_nats::test_server::NatsServer::start();
+    let mut relay = orders()
+        .args(["serve", "relay"])
+        .env("ORDERS_DATABASE_URL", &database_url)
+        .env("ORDERS_NATS_URL", server.url())
+        .env("ORDERS_RELAY_POLL_MS", "20")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let published = runtime.block_on(async {
+        let client = async_nats::connect(server.url()).await.unwrap();
+        let jetstream = async_nats::jetstream::new(client);
+        let started = std::time::Instant::now();
+        loop {
+            if let Ok(mut stream) = jetstream.get_stream(orders_nats::LOG_STREAM).await {
+                let messages = stream.info().await.unwrap().state.messages;
+                if messages >= 25 || started.elapsed() > std::time::Duration::from_secs(30) {
+                    break messages;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    });
+    assert_eq!(published, 25);
+
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(relay.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let stopping = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = relay.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            stopping.elapsed() < std::time::Duration::from_secs(10),
+            "the relay did not stop"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit status {status}");
+}

@@ -27,10 +27,11 @@ CREATE TABLE events (
     PRIMARY KEY (aggregate_type, aggregate_id, sequence)
 );
 
--- The relay reads forward from its checkpoint by position and stops at the first
--- event whose transaction is not below the horizon; no index on tx_id is needed
--- for that, and every index costs every command.
 CREATE UNIQUE INDEX events_global_position ON events (global_position);
+
+-- The relay's order: events of ended transactions, by transaction, then position
+-- (command-api/src/relay.rs says why that is commit order).
+CREATE INDEX events_log_order ON events (tx_id, global_position);
 
 -- One registration per e-mail address, compared case-insensitively. The event store
 -- itself refuses the second registration, so concurrent registrations of one

@@ -21,6 +21,7 @@ pub mod http;
 pub mod login_throttle;
 pub mod metrics;
 pub mod problem;
+pub mod relay;
 pub mod signed_tokens;
 pub mod user_lookup;
 pub mod writer_connections;

@@ -5,4 +5,5 @@ mod accounts;
 mod helpers;
 mod operations;
 mod orders;
+mod relay;
 mod writer_connections;

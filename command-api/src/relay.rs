@@ -1,0 +1,235 @@
+//! The relay: every stored event into the JetStream log stream, once, in commit
+//! order.
+//!
+//! **Which order.** Events are read only from transactions below the *horizon*
+//! `pg_snapshot_xmin(pg_current_snapshot())`: every transaction with a smaller id has
+//! ended, and every transaction still running or yet to start has a larger one. So
+//! the set of events below the horizon only grows at its end when it is ordered by
+//! `(tx_id, global_position)`, and that is the order the relay publishes in. A
+//! `global_position` alone is not enough: positions are taken when rows are
+//! inserted, and transactions commit in another order.
+//!
+//! **Why an aggregate's events keep their sequence order.** The command side appends
+//! each command's events with one statement in a transaction of its own, and
+//! PostgreSQL gives a transaction its id at its first write. A command that appends
+//! sequence n+1 has read sequence n, so n was committed before that statement ran,
+//! and its transaction got its id before n+1's did.
+//!
+//! **Exactly once.** The relay's position is not kept anywhere but in the stream: at
+//! start (and after any error) it reads the last message of the stream and resumes
+//! after the event it carries, so a stream that lost its tail (JetStream flushes to
+//! disk every two minutes) is healed by republishing. Every publish carries the
+//! stream sequence it expects to follow (`Nats-Expected-Last-Sequence`): a relay
+//! whose view of the stream is stale (another relay published meanwhile) cannot
+//! append, and a retried publish is also recognised by its `Nats-Msg-Id`.
+//!
+//! **Never a gap skipped.** A long transaction holds the horizon back; the relay
+//! waits for it, it never skips it. Our sessions end idle transactions after 5 s
+//! (`idle_in_transaction_session_timeout`, see `database`).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, message::PublishMessage};
+use orders_nats::{LogEvent, LOG_STREAM};
+use sqlx::PgPool;
+
+/// Where the stream ends: its last sequence and the log position of the event it
+/// carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StreamHead {
+    pub stream_sequence: u64,
+    pub tx_id: u64,
+    pub global_position: i64,
+}
+
+/// Events below the horizon after a log position, in log order.
+const EVENTS_AFTER: &str = "
+SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata,
+       tx_id::text, global_position,
+       to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')
+  FROM events
+ WHERE (tx_id, global_position) > ($1::text::xid8, $2)
+   AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
+ ORDER BY tx_id, global_position
+ LIMIT $3";
+
+type EventRow = (
+    String,
+    String,
+    i64,
+    String,
+    String,
+    serde_json::Value,
+    serde_json::Value,
+    String,
+    i64,
+    String,
+);
+
+fn log_event(row: EventRow) -> LogEvent {
+    let (
+        aggregate_type,
+        aggregate_id,
+        sequence,
+        event_type,
+        event_version,
+        payload,
+        metadata,
+        tx_id,
+        global_position,
+        recorded_at,
+    ) = row;
+    let metadata = match metadata {
+        serde_json::Value::Object(map) => map
+            .into_iter()
+            .map(|(key, value)| match value {
+                serde_json::Value::String(text) => (key, text),
+                other => (key, other.to_string()),
+            })
+            .collect(),
+        _ => BTreeMap::new(),
+    };
+    LogEvent {
+        aggregate_type,
+        aggregate_id,
+        sequence,
+        event_type,
+        event_version,
+        tx_id: tx_id.parse().unwrap_or_default(),
+        global_position,
+        recorded_at,
+        payload,
+        metadata,
+    }
+}
+
+pub struct Relay {
+    pool: PgPool,
+    jetstream: jetstream::Context,
+    batch_size: i64,
+}
+
+impl Relay {
+    pub fn new(pool: PgPool, jetstream: jetstream::Context, batch_size: i64) -> Self {
+        Self {
+            pool,
+            jetstream,
+            batch_size: batch_size.max(1),
+        }
+    }
+
+    /// Reads where the stream really ends.
+    pub async fn stream_head(&self) -> anyhow::Result<StreamHead> {
+        let mut stream = self
+            .jetstream
+            .get_stream(LOG_STREAM)
+            .await
+            .context("opening the log stream (run `orders nats setup`)")?;
+        let last = stream
+            .info()
+            .await
+            .context("reading the log stream")?
+            .state
+            .last_sequence;
+        if last == 0 {
+            return Ok(StreamHead::default());
+        }
+        let message = stream
+            .get_raw_message(last)
+            .await
+            .context("reading the log stream's last message")?;
+        let event = LogEvent::decode(&message.headers, &message.payload)
+            .context("the log stream's last message is not an Orders event")?;
+        Ok(StreamHead {
+            stream_sequence: last,
+            tx_id: event.tx_id,
+            global_position: event.global_position,
+        })
+    }
+
+    /// Publishes the next batch after `head`, pipelined, and moves `head` past what
+    /// was acknowledged. Returns how many events were published (0: caught up).
+    /// After an error `head` may be behind the stream: read it again.
+    pub async fn step(&self, head: &mut StreamHead) -> anyhow::Result<usize> {
+        let rows: Vec<EventRow> = sqlx::query_as(EVENTS_AFTER)
+            .bind(head.tx_id.to_string())
+            .bind(head.global_position)
+            .bind(self.batch_size)
+            .fetch_all(&self.pool)
+            .await
+            .context("reading events below the horizon")?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let events: Vec<LogEvent> = rows.into_iter().map(log_event).collect();
+        let mut acknowledgements = Vec::with_capacity(events.len());
+        for (offset, event) in events.iter().enumerate() {
+            let publish = PublishMessage::build()
+                .headers(event.headers())
+                .expected_last_sequence(head.stream_sequence + offset as u64)
+                .payload(event.body());
+            let subject = event
+                .subject()
+                .context("an event id that cannot be a subject")?;
+            acknowledgements.push(
+                self.jetstream
+                    .send_publish(subject, publish)
+                    .await
+                    .context("publishing to the log stream")?,
+            );
+        }
+        let published = events.len();
+        for (event, acknowledgement) in events.iter().zip(acknowledgements) {
+            let ack = acknowledgement
+                .await
+                .with_context(|| format!("publishing event {}", event.event_id()))?;
+            *head = StreamHead {
+                stream_sequence: ack.sequence,
+                tx_id: event.tx_id,
+                global_position: event.global_position,
+            };
+        }
+        Ok(published)
+    }
+
+    /// Relays until `shutdown` resolves: catches up in batches, then polls.
+    pub async fn run(
+        &self,
+        poll_interval: Duration,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        tokio::pin!(shutdown);
+        let mut head = self.stream_head().await?;
+        loop {
+            let published = tokio::select! {
+                () = &mut shutdown => return Ok(()),
+                result = self.step(&mut head) => result,
+            };
+            match published {
+                Ok(0) => {
+                    tokio::select! {
+                        () = &mut shutdown => return Ok(()),
+                        () = tokio::time::sleep(poll_interval) => {}
+                    }
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        "relay step failed; resuming from the stream's head"
+                    );
+                    tokio::time::sleep(poll_interval).await;
+                    match self.stream_head().await {
+                        Ok(fresh) => head = fresh,
+                        Err(error) => tracing::warn!(
+                            error = format!("{error:#}"),
+                            "reading the stream's head failed"
+                        ),
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! The relay against a real PostgreSQL and a real nats-server: every stored event in
+//! the log stream once, each aggregate's events in sequence order, whatever the
+//! commit order, across restarts and with a second relay about.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use orders_command_api::event_store::{CommandMetadata, EventStore};
+use orders_command_api::relay::{Relay, StreamHead};
+use orders_domain::email::EmailAddress;
+use orders_domain::ids::UserId;
+use orders_domain::user::UserCommand;
+use orders_nats::test_server::NatsServer;
+use orders_nats::{ensure_topology, LogEvent, LOG_STREAM};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::helpers::fresh_database;
+
+async fn log_stream(server: &NatsServer) -> async_nats::jetstream::Context {
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let jetstream = async_nats::jetstream::new(client);
+    ensure_topology(&jetstream, 1).await.unwrap();
+    jetstream
+}
+
+fn metadata() -> CommandMetadata {
+    let id = Uuid::now_v7();
+    CommandMetadata {
+        actor: "cli:test@localhost".to_owned(),
+        correlation_id: id,
+        causation_id: id,
+        request_id: id,
+        idempotency_key: None,
+    }
+}
+
+/// Registers a user and changes their profile `changes` times: 1 + changes events.
+async fn user_with_history(events: &EventStore, changes: usize) {
+    let user_id = UserId::new();
+    events
+        .execute_with_password(
+            &user_id.to_string(),
+            UserCommand::Register {
+                user_id,
+                email: EmailAddress::parse(&format!("{}@example.com", user_id.as_uuid().simple()))
+                    .unwrap(),
+            },
+            &metadata(),
+            "$argon2id$v=19$not-a-real-hash".to_owned(),
+        )
+        .await
+        .unwrap();
+    for change in 0..changes {
+        events
+            .execute::<orders_domain::user::User>(
+                &user_id.to_string(),
+                UserCommand::UpdateProfile {
+                    display_name: Some(format!("name {change}")),
+                },
+                &metadata(),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+/// Every message of the log stream, decoded, in stream order.
+async fn stream_contents(jetstream: &async_nats::jetstream::Context) -> Vec<LogEvent> {
+    let mut stream = jetstream.get_stream(LOG_STREAM).await.unwrap();
+    let last = stream.info().await.unwrap().state.last_sequence;
+    let mut events = Vec::new();
+    for sequence in 1..=last {
+        let message = stream.get_raw_message(sequence).await.unwrap();
+        events.push(LogEvent::decode(&message.headers, &message.payload).unwrap());
+    }
+    events
+}
+
+/// The stream holds exactly the table's events, once each, every aggregate's in
+/// sequence order.
+async fn assert_stream_equals_table(pool: &PgPool, jetstream: &async_nats::jetstream::Context) {
+    let published = stream_contents(jetstream).await;
+    let stored: Vec<(String, String, i64)> =
+        sqlx::query_as("SELECT aggregate_type, aggregate_id, sequence FROM events")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    let stored_ids: HashSet<String> = stored
+        .iter()
+        .map(|(kind, id, sequence)| format!("{kind}/{id}/{sequence}"))
+        .collect();
+    let published_ids: Vec<String> = published.iter().map(LogEvent::event_id).collect();
+    let unique: HashSet<String> = published_ids.iter().cloned().collect();
+    assert_eq!(
+        unique.len(),
+        published_ids.len(),
+        "an event was published twice"
+    );
+    let missing: Vec<&String> = stored_ids.difference(&unique).collect();
+    let extra: Vec<&String> = unique.difference(&stored_ids).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{} stored events not in the stream (e.g. {:?}), {} in the stream not stored (e.g. {:?})",
+        missing.len(),
+        missing.iter().take(3).collect::<Vec<_>>(),
+        extra.len(),
+        extra.iter().take(3).collect::<Vec<_>>()
+    );
+    let mut last_sequence: BTreeMap<String, i64> = BTreeMap::new();
+    for event in &published {
+        let previous = last_sequence.insert(event.aggregate_id.clone(), event.sequence);
+        assert_eq!(
+            previous.unwrap_or(0) + 1,
+            event.sequence,
+            "{} out of order",
+            event.event_id()
+        );
+    }
+}
+
+/// Steps until the stream holds as many events as the table. The horizon is
+/// cluster-wide, so another test's open transaction may hold the relay back for a
+/// moment: a step that publishes nothing is not the end.
+async fn relay_until_caught_up(relay: &Relay, head: &mut StreamHead, pool: &PgPool) {
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while head.stream_sequence < stored as u64 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the relay did not catch up: {} of {stored}",
+            head.stream_sequence
+        );
+        if relay.step(head).await.unwrap() == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn concurrent_writers_with_out_of_order_commits_reach_the_stream_once_in_order() {
+    let pool = fresh_database().await;
+    let server = NatsServer::start();
+    let jetstream = log_stream(&server).await;
+    let events = EventStore::new(pool.clone());
+    let relay = Arc::new(Relay::new(pool.clone(), jetstream.clone(), 64));
+
+    // A transaction that takes its position early and commits late: its event must
+    // not be skipped, nor published after events of the same aggregate that follow.
+    let mut slow = pool.begin().await.unwrap();
+    // Ours end idle transactions after 5 s; this one is idle on purpose.
+    sqlx::query("SET LOCAL idle_in_transaction_session_timeout = '60s'")
+        .execute(&mut *slow)
+        .await
+        .unwrap();
+    let slow_id = Uuid::now_v7().to_string();
+    // (A probe aggregate of its own.)
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         VALUES ('probe', $1, 1, 'Probed', '1.0', '{}', '{}')",
+    )
+    .bind(&slow_id)
+    .execute(&mut *slow)
+    .await
+    .unwrap();
+    let slow_tx: String = sqlx::query_scalar("SELECT pg_current_xact_id()::text")
+        .fetch_one(&mut *slow)
+        .await
+        .unwrap();
+    let slow_tx: u64 = slow_tx.parse().unwrap();
+
+    let relaying = {
+        let relay = relay.clone();
+        tokio::spawn(async move {
+            let mut head = relay.stream_head().await.unwrap();
+            for _ in 0..200 {
+                relay.step(&mut head).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let writers: Vec<_> = (0..16)
+        .map(|_| {
+            let events = events.clone();
+            tokio::spawn(async move {
+                for _ in 0..4 {
+                    user_with_history(&events, 5).await;
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    // Nothing of the slow transaction, nor of any later one, is in the stream yet:
+    // the horizon holds them back.
+    let before_commit = stream_contents(&jetstream).await;
+    assert!(before_commit.iter().all(|event| event.tx_id < slow_tx));
+    assert!(before_commit
+        .iter()
+        .all(|event| event.aggregate_id != slow_id));
+    slow.commit().await.unwrap();
+    relaying.await.unwrap();
+
+    let mut head = relay.stream_head().await.unwrap();
+    relay_until_caught_up(&relay, &mut head, &pool).await;
+    assert_stream_equals_table(&pool, &jetstream).await;
+    assert_eq!(stream_contents(&jetstream).await.len(), 16 * 4 * 6 + 1);
+}
+
+#[tokio::test]
+async fn a_relay_restarted_mid_catch_up_resumes_from_the_stream_without_duplicates() {
+    let pool = fresh_database().await;
+    let server = NatsServer::start();
+    let jetstream = log_stream(&server).await;
+    let events = EventStore::new(pool.clone());
+    for _ in 0..40 {
+        user_with_history(&events, 4).await;
+    }
+    // The first relay publishes a part and dies.
+    let first = Relay::new(pool.clone(), jetstream.clone(), 50);
+    let mut head = first.stream_head().await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while head.stream_sequence < 100 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first relay made no progress"
+        );
+        if first.step(&mut head).await.unwrap() == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let published_by_first = head.stream_sequence;
+    drop(first);
+    assert!(published_by_first < 200);
+
+    // Its successor knows nothing but what the stream holds.
+    let second = Relay::new(pool.clone(), jetstream.clone(), 50);
+    let mut head = second.stream_head().await.unwrap();
+    assert_eq!(head.stream_sequence, published_by_first);
+    relay_until_caught_up(&second, &mut head, &pool).await;
+    assert_stream_equals_table(&pool, &jetstream).await;
+}
+
+#[tokio::test]
+async fn a_relay_whose_view_of_the_stream_is_stale_cannot_append() {
+    let pool = fresh_database().await;
+    let server = NatsServer::start();
+    let jetstream = log_stream(&server).await;
+    let events = EventStore::new(pool.clone());
+    for _ in 0..10 {
+        user_with_history(&events, 2).await;
+    }
+    let deposed = Relay::new(pool.clone(), jetstream.clone(), 10);
+    let mut stale_head = deposed.stream_head().await.unwrap();
+    let leader = Relay::new(pool.clone(), jetstream.clone(), 10);
+    let mut head = leader.stream_head().await.unwrap();
+    while leader.step(&mut head).await.unwrap() == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // The deposed relay still believes the stream is empty: JetStream refuses its
+    // appends (a step publishing nothing means the horizon held it back: retry).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the deposed relay was never refused"
+        );
+        match deposed.step(&mut stale_head).await {
+            Err(_) => break,
+            Ok(0) => tokio::time::sleep(Duration::from_millis(10)).await,
+            Ok(published) => panic!("a relay with a stale view appended {published} events"),
+        }
+    }
+    relay_until_caught_up(&leader, &mut head, &pool).await;
+    assert_stream_equals_table(&pool, &jetstream).await;
+}

@@ -134,6 +134,16 @@ fn init_telemetry() {
     }
 }
 
+/// This process among the instances of a service: host and process id, as leader
+/// keys show it.
+fn instance_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "unknown-host".to_owned());
+    format!("{host}:{}", std::process::id())
+}
+
 /// Resolves on SIGINT or SIGTERM.
 async fn shutdown_signal() {
     let interrupt = async {
@@ -209,12 +219,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("connecting to NATS at {nats_url} (ORDERS_NATS_URL)"))?;
         let jetstream = async_nats::jetstream::new(client);
         orders_nats::ensure_topology(&jetstream, args.nats_replicas).await?;
+        let leaders = jetstream
+            .get_key_value(orders_nats::LEADER_BUCKET)
+            .await
+            .context("opening the leader bucket")?;
+        let lease = orders_command_api::leader::LeaderLease::new(leaders, "relay", instance_name());
         let relay =
             orders_command_api::relay::Relay::new(pool.clone(), jetstream, args.relay_batch_size);
         let poll = std::time::Duration::from_millis(args.relay_poll_ms.max(1));
         let shutdown = until_stopped();
-        tracing::info!(%nats_url, "relaying events to the log stream");
-        services.spawn(async move { relay.run(poll, shutdown).await.context("the relay") });
+        tracing::info!(%nats_url, "relaying events to the log stream while leader");
+        services.spawn(async move {
+            relay
+                .run_as_leader(lease, orders_nats::LEADER_LEASE, poll, shutdown)
+                .await
+                .context("the relay")
+        });
     }
     if let Some(jwt_secret) = jwt_secret {
         let public_url = args

@@ -18,6 +18,7 @@ pub mod auth;
 pub mod database;
 pub mod event_store;
 pub mod http;
+pub mod leader;
 pub mod login_throttle;
 pub mod metrics;
 pub mod problem;

@@ -31,6 +31,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Context as _;
+
+use crate::leader::{renewal_interval, LeaderLease};
 use async_nats::jetstream::{self, message::PublishMessage};
 use orders_nats::{LogEvent, LOG_STREAM};
 use sqlx::PgPool;
@@ -227,6 +229,97 @@ impl Relay {
                             error = format!("{error:#}"),
                             "reading the stream's head failed"
                         ),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Relays while this instance holds the relay's leader lease, and stands by
+    /// otherwise, until `shutdown` resolves (then gives the lease up).
+    pub async fn run_as_leader(
+        &self,
+        mut lease: LeaderLease,
+        lease_duration: Duration,
+        poll_interval: Duration,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        tokio::pin!(shutdown);
+        let renew_every = renewal_interval(lease_duration);
+        loop {
+            // Standing by.
+            loop {
+                match lease.try_acquire().await {
+                    Ok(true) => break,
+                    Ok(false) => {}
+                    Err(error) => tracing::warn!(
+                        error = format!("{error:#}"),
+                        "contending for the relay's lease failed"
+                    ),
+                }
+                tokio::select! {
+                    () = &mut shutdown => return Ok(()),
+                    () = tokio::time::sleep(renew_every) => {}
+                }
+            }
+            // Leading: resume from what the stream holds, whoever wrote it.
+            let mut head = match self.stream_head().await {
+                Ok(head) => head,
+                Err(error) => {
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        "reading the stream's head failed"
+                    );
+                    lease.release().await;
+                    continue;
+                }
+            };
+            let mut renew_at = tokio::time::Instant::now() + renew_every;
+            loop {
+                if tokio::time::Instant::now() >= renew_at {
+                    match lease.renew().await {
+                        Ok(true) => renew_at = tokio::time::Instant::now() + renew_every,
+                        Ok(false) => break,
+                        Err(error) => {
+                            tracing::warn!(
+                                error = format!("{error:#}"),
+                                "renewing the relay's lease failed"
+                            );
+                            break;
+                        }
+                    }
+                }
+                let published = tokio::select! {
+                    () = &mut shutdown => {
+                        lease.release().await;
+                        return Ok(());
+                    }
+                    result = self.step(&mut head) => result,
+                };
+                match published {
+                    Ok(0) => {
+                        tokio::select! {
+                            () = &mut shutdown => {
+                                lease.release().await;
+                                return Ok(());
+                            }
+                            () = tokio::time::sleep(poll_interval) => {}
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::warn!(
+                            error = format!("{error:#}"),
+                            "relay step failed; resuming from the stream's head"
+                        );
+                        tokio::time::sleep(poll_interval).await;
+                        match self.stream_head().await {
+                            Ok(fresh) => head = fresh,
+                            Err(error) => tracing::warn!(
+                                error = format!("{error:#}"),
+                                "reading the stream's head failed"
+                            ),
+                        }
                     }
                 }
             }

@@ -3,10 +3,14 @@
 //! that talks to NATS. The binary is `NATS_SERVER_BIN` (which `make test` sets to
 //! the one it installs) or `nats-server` on the `PATH`.
 
-use std::net::TcpListener;
+use std::io::{BufRead as _, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// Numbers the store directories of the servers one process starts.
+static STORES: AtomicUsize = AtomicUsize::new(0);
 
 pub struct NatsServer {
     process: Child,
@@ -15,39 +19,50 @@ pub struct NatsServer {
 }
 
 impl NatsServer {
-    /// Starts a server and waits until it accepts connections.
+    /// Starts a server and waits until it listens.
     ///
     /// # Panics
     /// When the binary cannot be started or does not listen within 10 s: a test
     /// cannot go on without its server.
     pub fn start() -> Self {
         let binary = std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| "nats-server".to_owned());
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .map(|addr| addr.port())
-            .expect("a free port");
-        let store = std::env::temp_dir().join(format!("orders-nats-{}-{port}", std::process::id()));
-        let process = Command::new(&binary)
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        let store = std::env::temp_dir().join(format!(
+            "orders-nats-{}-{}",
+            std::process::id(),
+            STORES.fetch_add(1, Ordering::SeqCst)
+        ));
+        // `-p -1`: the server picks a free port itself and logs it. (Picking one here
+        // and passing it would race with other tests doing the same, and a test
+        // could end up talking to another test's server.)
+        let mut process = Command::new(&binary)
+            .args(["-js", "-a", "127.0.0.1", "-p", "-1", "-sd"])
             .arg(&store)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|error| {
                 panic!("starting {binary} (set NATS_SERVER_BIN; `make test` does): {error}")
             });
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "nats-server did not listen on port {port} within 10 s"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let (port_found, port) = std::sync::mpsc::channel();
+        let log = process.stderr.take().expect("stderr is piped");
+        std::thread::spawn(move || {
+            let mut port_found = Some(port_found);
+            for line in BufReader::new(log).lines().map_while(Result::ok) {
+                if let Some(address) = line.split("Listening for client connections on ").nth(1) {
+                    if let Some(sender) = port_found.take() {
+                        let _ = sender.send(address.trim().to_owned());
+                    }
+                }
+                // Keep reading, so the server never blocks on a full pipe.
+            }
+        });
+        let address = port
+            .recv_timeout(Duration::from_secs(10))
+            .expect("nats-server did not start listening within 10 s");
         Self {
             process,
             store,
-            url: format!("nats://127.0.0.1:{port}"),
+            url: format!("nats://{address}"),
         }
     }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use orders_command_api::event_store::{CommandMetadata, EventStore};
+use orders_command_api::leader::LeaderLease;
 use orders_command_api::relay::{Relay, StreamHead};
 use orders_domain::email::EmailAddress;
 use orders_domain::ids::UserId;
@@ -111,12 +112,13 @@ async fn assert_stream_equals_table(pool: &PgPool, jetstream: &async_nats::jetst
     let mut last_sequence: BTreeMap<String, i64> = BTreeMap::new();
     for event in &published {
         let previous = last_sequence.insert(event.aggregate_id.clone(), event.sequence);
-        assert_eq!(
-            previous.unwrap_or(0) + 1,
-            event.sequence,
-            "{} out of order",
-            event.event_id()
-        );
+        if previous.unwrap_or(0) + 1 != event.sequence {
+            let order: Vec<(String, u64, i64)> = published
+                .iter()
+                .map(|e| (e.event_id(), e.tx_id, e.global_position))
+                .collect();
+            panic!("{} out of order; the stream: {order:?}", event.event_id());
+        }
     }
 }
 
@@ -173,43 +175,58 @@ async fn concurrent_writers_with_out_of_order_commits_reach_the_stream_once_in_o
         .unwrap();
     let slow_tx: u64 = slow_tx.parse().unwrap();
 
+    // The relay runs all along, while writers write.
+    let stop_relaying = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let relaying = {
         let relay = relay.clone();
+        let stop_relaying = stop_relaying.clone();
         tokio::spawn(async move {
             let mut head = relay.stream_head().await.unwrap();
-            for _ in 0..200 {
+            while !stop_relaying.load(std::sync::atomic::Ordering::SeqCst) {
                 relay.step(&mut head).await.unwrap();
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         })
     };
-    let writers: Vec<_> = (0..16)
-        .map(|_| {
-            let events = events.clone();
-            tokio::spawn(async move {
-                for _ in 0..4 {
-                    user_with_history(&events, 5).await;
-                }
-            })
-        })
-        .collect();
-    for writer in writers {
-        writer.await.unwrap();
-    }
+    let write = |tasks: usize, users: usize| {
+        let events = events.clone();
+        async move {
+            let writers: Vec<_> = (0..tasks)
+                .map(|_| {
+                    let events = events.clone();
+                    tokio::spawn(async move {
+                        for _ in 0..users {
+                            user_with_history(&events, 5).await;
+                        }
+                    })
+                })
+                .collect();
+            for writer in writers {
+                writer.await.unwrap();
+            }
+        }
+    };
+    // While the slow transaction is open (kept short: the horizon is cluster-wide,
+    // so it holds back every relay on this server, other tests' too).
+    write(8, 1).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
     // Nothing of the slow transaction, nor of any later one, is in the stream yet:
     // the horizon holds them back.
     let before_commit = stream_contents(&jetstream).await;
     assert!(before_commit.iter().all(|event| event.tx_id < slow_tx));
-    assert!(before_commit
-        .iter()
-        .all(|event| event.aggregate_id != slow_id));
     slow.commit().await.unwrap();
+    // And after it, more writers, with the relay catching up as they go.
+    write(16, 3).await;
+    stop_relaying.store(true, std::sync::atomic::Ordering::SeqCst);
     relaying.await.unwrap();
 
     let mut head = relay.stream_head().await.unwrap();
     relay_until_caught_up(&relay, &mut head, &pool).await;
     assert_stream_equals_table(&pool, &jetstream).await;
-    assert_eq!(stream_contents(&jetstream).await.len(), 16 * 4 * 6 + 1);
+    assert_eq!(
+        stream_contents(&jetstream).await.len(),
+        (8 + 16 * 3) * 6 + 1
+    );
 }
 
 #[tokio::test]
@@ -279,4 +296,123 @@ async fn a_relay_whose_view_of_the_stream_is_stale_cannot_append() {
     }
     relay_until_caught_up(&leader, &mut head, &pool).await;
     assert_stream_equals_table(&pool, &jetstream).await;
+}
+
+async fn leader_bucket(
+    jetstream: &async_nats::jetstream::Context,
+    lease: Duration,
+) -> async_nats::jetstream::kv::Store {
+    jetstream
+        .create_key_value(async_nats::jetstream::kv::Config {
+            bucket: "TEST_LEADERS".to_owned(),
+            history: 1,
+            max_age: lease,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn one_contender_leads_until_it_lets_go_or_its_lease_ages_out() {
+    let server = NatsServer::start();
+    let jetstream = log_stream(&server).await;
+    let bucket = leader_bucket(&jetstream, Duration::from_secs(1)).await;
+    let mut first = LeaderLease::new(bucket.clone(), "relay", "first");
+    let mut second = LeaderLease::new(bucket.clone(), "relay", "second");
+    assert!(first.try_acquire().await.unwrap());
+    assert!(!second.try_acquire().await.unwrap());
+    assert!(first.renew().await.unwrap());
+    first.release().await;
+    assert!(second.try_acquire().await.unwrap());
+    // The first one's old revision no longer holds anything.
+    assert!(!first.renew().await.unwrap());
+    assert!(!first.try_acquire().await.unwrap());
+    // A leader that stops renewing loses the key when the bucket ages it out.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(first.try_acquire().await.unwrap());
+    assert!(!second.renew().await.unwrap());
+}
+
+/// Waits until the stream holds every stored event.
+async fn wait_until_relayed(pool: &PgPool, jetstream: &async_nats::jetstream::Context) {
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut stream = jetstream.get_stream(LOG_STREAM).await.unwrap();
+        let published = stream.info().await.unwrap().state.messages;
+        if published >= stored as u64 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "relayed {published} of {stored} events"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn two_relays_publish_every_event_once_and_the_standby_takes_over_from_a_dead_leader() {
+    let pool = fresh_database().await;
+    let server = NatsServer::start();
+    let jetstream = log_stream(&server).await;
+    let lease = Duration::from_secs(1);
+    let bucket = leader_bucket(&jetstream, lease).await;
+    let events = EventStore::new(pool.clone());
+    let relays: BTreeMap<&str, tokio::task::JoinHandle<()>> = ["first", "second"]
+        .into_iter()
+        .map(|name| {
+            let relay = Relay::new(pool.clone(), jetstream.clone(), 20);
+            let lease_key = LeaderLease::new(bucket.clone(), "relay", name);
+            let task = tokio::spawn(async move {
+                relay
+                    .run_as_leader(
+                        lease_key,
+                        lease,
+                        Duration::from_millis(10),
+                        std::future::pending(),
+                    )
+                    .await
+                    .unwrap();
+            });
+            (name, task)
+        })
+        .collect();
+
+    let write = |users: usize| {
+        let events = events.clone();
+        async move {
+            let writers: Vec<_> = (0..4)
+                .map(|_| {
+                    let events = events.clone();
+                    tokio::spawn(async move {
+                        for _ in 0..users / 4 {
+                            user_with_history(&events, 3).await;
+                        }
+                    })
+                })
+                .collect();
+            for writer in writers {
+                writer.await.unwrap();
+            }
+        }
+    };
+    write(20).await;
+    wait_until_relayed(&pool, &jetstream).await;
+
+    // The leader dies without letting go; the standby takes over once the lease ages
+    // out, and carries on from what the stream holds.
+    let leader = bucket.get("relay").await.unwrap().expect("a leader");
+    let leader = String::from_utf8(leader.to_vec()).unwrap();
+    relays[leader.as_str()].abort();
+    write(12).await;
+    wait_until_relayed(&pool, &jetstream).await;
+    assert_stream_equals_table(&pool, &jetstream).await;
+    for task in relays.values() {
+        task.abort();
+    }
 }

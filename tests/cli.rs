@@ -135,6 +135,24 @@ fn http_get_status(addr: &str, path: &str) -> Option<u16> {
     response.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// Sends SIGTERM and expects a successful exit within 10 s.
+fn stops_cleanly_on_sigterm(service: &mut std::process::Child) {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(service.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let stopping = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = service.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            stopping.elapsed() < std::time::Duration::from_secs(10),
+            "the service did not stop within 10 s of SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit status {status}");
+}
+
 #[test]
 fn the_service_stops_cleanly_on_sigterm() {
     let database_url = fresh_database_url();
@@ -167,20 +185,7 @@ fn the_service_stops_cleanly_on_sigterm() {
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(service.id()).unwrap());
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    let stopping = std::time::Instant::now();
-    let status = loop {
-        if let Some(status) = service.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            stopping.elapsed() < std::time::Duration::from_secs(10),
-            "the service did not stop within 10 s of SIGTERM"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
-    assert!(status.success(), "exit status {status}");
+    stops_cleanly_on_sigterm(&mut service);
 }
 
 #[test]
@@ -270,18 +275,5 @@ fn serve_relay_publishes_what_is_stored_and_stops_on_sigterm() {
     });
     assert_eq!(published, 25);
 
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(relay.id()).unwrap());
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    let stopping = std::time::Instant::now();
-    let status = loop {
-        if let Some(status) = relay.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            stopping.elapsed() < std::time::Duration::from_secs(10),
-            "the relay did not stop"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
-    assert!(status.success(), "exit status {status}");
+    stops_cleanly_on_sigterm(&mut relay);
 }

@@ -205,32 +205,44 @@ impl Relay {
         tokio::pin!(shutdown);
         let mut head = self.stream_head().await?;
         loop {
-            let published = tokio::select! {
+            let stepped = tokio::select! {
                 () = &mut shutdown => return Ok(()),
                 result = self.step(&mut head) => result,
             };
-            match published {
-                Ok(0) => {
-                    tokio::select! {
-                        () = &mut shutdown => return Ok(()),
-                        () = tokio::time::sleep(poll_interval) => {}
-                    }
+            if self.pause_after(stepped, &mut head, poll_interval).await {
+                tokio::select! {
+                    () = &mut shutdown => return Ok(()),
+                    () = tokio::time::sleep(poll_interval) => {}
                 }
-                Ok(_) => {}
-                Err(error) => {
-                    tracing::warn!(
+            }
+        }
+    }
+
+    /// After a step: whether to wait before the next one (caught up, or failed; after a
+    /// failure `head` is read again from the stream, which is the truth).
+    async fn pause_after(
+        &self,
+        stepped: anyhow::Result<usize>,
+        head: &mut StreamHead,
+        poll_interval: Duration,
+    ) -> bool {
+        match stepped {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(error) => {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "relay step failed; resuming from the stream's head"
+                );
+                tokio::time::sleep(poll_interval).await;
+                match self.stream_head().await {
+                    Ok(fresh) => *head = fresh,
+                    Err(error) => tracing::warn!(
                         error = format!("{error:#}"),
-                        "relay step failed; resuming from the stream's head"
-                    );
-                    tokio::time::sleep(poll_interval).await;
-                    match self.stream_head().await {
-                        Ok(fresh) => head = fresh,
-                        Err(error) => tracing::warn!(
-                            error = format!("{error:#}"),
-                            "reading the stream's head failed"
-                        ),
-                    }
+                        "reading the stream's head failed"
+                    ),
                 }
+                false
             }
         }
     }
@@ -289,37 +301,20 @@ impl Relay {
                         }
                     }
                 }
-                let published = tokio::select! {
+                let stepped = tokio::select! {
                     () = &mut shutdown => {
                         lease.release().await;
                         return Ok(());
                     }
                     result = self.step(&mut head) => result,
                 };
-                match published {
-                    Ok(0) => {
-                        tokio::select! {
-                            () = &mut shutdown => {
-                                lease.release().await;
-                                return Ok(());
-                            }
-                            () = tokio::time::sleep(poll_interval) => {}
+                if self.pause_after(stepped, &mut head, poll_interval).await {
+                    tokio::select! {
+                        () = &mut shutdown => {
+                            lease.release().await;
+                            return Ok(());
                         }
-                    }
-                    Ok(_) => {}
-                    Err(error) => {
-                        tracing::warn!(
-                            error = format!("{error:#}"),
-                            "relay step failed; resuming from the stream's head"
-                        );
-                        tokio::time::sleep(poll_interval).await;
-                        match self.stream_head().await {
-                            Ok(fresh) => head = fresh,
-                            Err(error) => tracing::warn!(
-                                error = format!("{error:#}"),
-                                "reading the stream's head failed"
-                            ),
-                        }
+                        () = tokio::time::sleep(poll_interval) => {}
                     }
                 }
             }

@@ -237,6 +237,12 @@ pub async fn place_order(
 
     let metadata = metadata_for(caller, context, idempotency_key.clone());
     let owner = caller.user_id;
+    let asked = AskedPlacement {
+        url: &url,
+        target,
+        check_interval_secs,
+        selector: request.selector.as_deref(),
+    };
     // The owner's facts are taken from this instance's cache when it has them; the
     // append's guard has the last word, and any refusal, by the domain on cached
     // facts or by the guard, is judged again on facts read fresh.
@@ -306,25 +312,10 @@ pub async fn place_order(
             // the owner's guard refusing (the 100th place taken meanwhile, or a
             // deactivation): judged again on fresh facts.
             Err(AggregateError::AggregateConflict) => {
-                if let Some(key) = &idempotency_key {
-                    if let Some((existing, placed)) =
-                        order_by_idempotency_key(state.pool(), owner, key)
-                            .await
-                            .context("looking up an idempotency key")?
-                    {
-                        return replay_placement(
-                            &state,
-                            existing,
-                            &placed,
-                            (
-                                &url,
-                                target,
-                                check_interval_secs,
-                                request.selector.as_deref(),
-                            ),
-                        )
-                        .await;
-                    }
+                if let Some(response) =
+                    replay_if_known(&state, owner, idempotency_key.as_deref(), &asked).await?
+                {
+                    return Ok(response);
                 }
                 state.placement_facts.forget(owner);
                 trust_cache = false;
@@ -332,25 +323,10 @@ pub async fn place_order(
             // A retry of a request that placed the 100th order must still get its
             // order back, not the refusal a new placement would get.
             Err(AggregateError::UserError(OrderError::TooManyActiveOrders { max })) => {
-                if let Some(key) = &idempotency_key {
-                    if let Some((existing, placed)) =
-                        order_by_idempotency_key(state.pool(), owner, key)
-                            .await
-                            .context("looking up an idempotency key")?
-                    {
-                        return replay_placement(
-                            &state,
-                            existing,
-                            &placed,
-                            (
-                                &url,
-                                target,
-                                check_interval_secs,
-                                request.selector.as_deref(),
-                            ),
-                        )
-                        .await;
-                    }
+                if let Some(response) =
+                    replay_if_known(&state, owner, idempotency_key.as_deref(), &asked).await?
+                {
+                    return Ok(response);
                 }
                 return Err(order_error(AggregateError::UserError(
                     OrderError::TooManyActiveOrders { max },
@@ -364,15 +340,39 @@ pub async fn place_order(
     ))
 }
 
-/// The answer to a retried `POST /orders`: the order the first request created, if
-/// the retry asks for the same thing.
-async fn replay_placement(
+/// What a `POST /orders` asked for, to compare a retry with the first request.
+struct AskedPlacement<'a> {
+    url: &'a ProductUrl,
+    target: Money,
+    check_interval_secs: u32,
+    selector: Option<&'a str>,
+}
+
+/// The answer to a retried `POST /orders`: the order the first request with this
+/// `Idempotency-Key` created, if there is one and the retry asks for the same thing
+/// (422 if it asks for something else); `None` when the key is new or absent.
+async fn replay_if_known(
     state: &AppState,
-    existing: OrderId,
-    placed: &serde_json::Value,
-    (url, target, check_interval_secs, selector): (&ProductUrl, Money, u32, Option<&str>),
-) -> Result<Response, ApiError> {
-    if !same_placement(placed, url, target, check_interval_secs, selector) {
+    owner: UserId,
+    idempotency_key: Option<&str>,
+    asked: &AskedPlacement<'_>,
+) -> Result<Option<Response>, ApiError> {
+    let Some(key) = idempotency_key else {
+        return Ok(None);
+    };
+    let Some((existing, placed)) = order_by_idempotency_key(state.pool(), owner, key)
+        .await
+        .context("looking up an idempotency key")?
+    else {
+        return Ok(None);
+    };
+    if !same_placement(
+        &placed,
+        asked.url,
+        asked.target,
+        asked.check_interval_secs,
+        asked.selector,
+    ) {
         return Err(ApiError::invalid_field(
             "Idempotency-Key",
             "this Idempotency-Key was already used for a different order",
@@ -387,7 +387,7 @@ async fn replay_placement(
     response
         .headers_mut()
         .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
-    Ok(response)
+    Ok(Some(response))
 }
 
 /// Parses an order id from the path; an id that is not even a UUID names no order.

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use futures::FutureExt as _;
 use orders_command_api::{ApiConfig, AppState, Secret};
 use tokio::net::TcpListener;
 
@@ -42,6 +43,53 @@ enum Command {
         #[command(subcommand)]
         bench: bench::BenchCommand,
     },
+    /// Rebuild a view (or all) from the start of the log, while the live one serves.
+    Replay(ReplayArgs),
+    /// How far the relay and each view's projector are behind the log.
+    Lag {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[command(flatten)]
+        nats: NatsArgs,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+struct NatsArgs {
+    /// NATS with JetStream, e.g. nats://127.0.0.1:4222.
+    #[arg(long, env = "ORDERS_NATS_URL")]
+    nats_url: Option<String>,
+}
+
+impl NatsArgs {
+    async fn jetstream(&self) -> anyhow::Result<async_nats::jetstream::Context> {
+        let url = self
+            .nats_url
+            .as_deref()
+            .filter(|url| !url.is_empty())
+            .context("ORDERS_NATS_URL is not set (e.g. nats://127.0.0.1:4222)")?;
+        let client = async_nats::connect(url)
+            .await
+            .with_context(|| format!("connecting to NATS at {url} (ORDERS_NATS_URL)"))?;
+        Ok(async_nats::jetstream::new(client))
+    }
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["view", "all"])))]
+struct ReplayArgs {
+    /// users, orders, price_history or admin_overview.
+    view: Option<String>,
+    /// Every view, one after the other.
+    #[arg(long)]
+    all: bool,
+    /// Log messages applied per transaction.
+    #[arg(long, env = "ORDERS_REPLAY_BATCH_SIZE", default_value_t = orders_projectors::projector::DEFAULT_BATCH_SIZE)]
+    batch_size: usize,
+    #[command(flatten)]
+    database: DatabaseArgs,
+    #[command(flatten)]
+    nats: NatsArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -81,6 +129,8 @@ enum Service {
     Api,
     /// The relay: stored events into the JetStream log stream, in commit order.
     Relay,
+    /// The projectors of every view (each leader-elected).
+    Projectors,
     /// Every service this build has, in one process.
     All,
 }
@@ -172,6 +222,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // connection is made.
     let runs_api = matches!(args.service, Service::Api | Service::All);
     let runs_relay = matches!(args.service, Service::Relay | Service::All);
+    let runs_projectors = matches!(args.service, Service::Projectors | Service::All);
     let jwt_secret = if runs_api {
         Some(Secret::from_env_value(
             "ORDERS_JWT_SECRET",
@@ -181,7 +232,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None
     };
     let database_url = args.database.url()?.to_owned();
-    let nats_url = if runs_relay {
+    let nats_url = if runs_relay || runs_projectors {
         Some(
             args.nats_url
                 .clone()
@@ -197,6 +248,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     // One shutdown signal for every service of this process.
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let stopped_receiver = stopped.clone();
     let stop = std::sync::Arc::new(stop);
     {
         let stop = stop.clone();
@@ -223,18 +275,38 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .get_key_value(orders_nats::LEADER_BUCKET)
             .await
             .context("opening the leader bucket")?;
-        let lease = orders_command_api::leader::LeaderLease::new(leaders, "relay", instance_name());
-        let relay =
-            orders_command_api::relay::Relay::new(pool.clone(), jetstream, args.relay_batch_size);
-        let poll = std::time::Duration::from_millis(args.relay_poll_ms.max(1));
-        let shutdown = until_stopped();
-        tracing::info!(%nats_url, "relaying events to the log stream while leader");
-        services.spawn(async move {
-            relay
-                .run_as_leader(lease, orders_nats::LEADER_LEASE, poll, shutdown)
-                .await
-                .context("the relay")
-        });
+        if runs_relay {
+            let lease =
+                orders_nats::leader::LeaderLease::new(leaders.clone(), "relay", instance_name());
+            let relay = orders_command_api::relay::Relay::new(
+                pool.clone(),
+                jetstream.clone(),
+                args.relay_batch_size,
+            );
+            let poll = std::time::Duration::from_millis(args.relay_poll_ms.max(1));
+            let shutdown = until_stopped();
+            tracing::info!(%nats_url, "relaying events to the log stream while leader");
+            services.spawn(async move {
+                relay
+                    .run_as_leader(lease, orders_nats::LEADER_LEASE, poll, shutdown)
+                    .await
+                    .context("the relay")
+            });
+        }
+        if runs_projectors {
+            tracing::info!(%nats_url, "projecting the views while leader of each");
+            services.spawn(
+                orders_projectors::run(
+                    pool.clone(),
+                    jetstream,
+                    leaders,
+                    instance_name(),
+                    orders_nats::LEADER_LEASE,
+                    stopped_receiver.clone(),
+                )
+                .map(|result| result.context("the projectors")),
+            );
+        }
     }
     if let Some(jwt_secret) = jwt_secret {
         let public_url = args
@@ -262,6 +334,29 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     outcome
+}
+
+async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
+    let views = match (&args.view, args.all) {
+        (Some(name), false) => vec![name.parse::<orders_projectors::View>()?],
+        (None, true) => orders_projectors::View::ALL.to_vec(),
+        _ => anyhow::bail!("name one view, or --all"),
+    };
+    let pool = orders_command_api::database::connect(args.database.url()?, 4).await?;
+    orders_command_api::database::migrate(&pool).await?;
+    let jetstream = args.nats.jetstream().await?;
+    for view in views {
+        let report =
+            orders_projectors::replay::replay(&pool, &jetstream, view, args.batch_size).await?;
+        println!(
+            "{view}: rebuilt from {} log messages in {:.1} s ({:.0} messages/s), swapped in at position {}",
+            report.checkpoint.stream_sequence,
+            report.elapsed.as_secs_f64(),
+            report.rate(),
+            report.checkpoint.position
+        );
+    }
+    Ok(())
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -297,6 +392,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench { bench } => bench::run(bench).await,
+        Command::Replay(args) => replay(args).await,
+        Command::Lag { database, nats } => {
+            let pool = orders_command_api::database::connect(database.url()?, 2).await?;
+            let jetstream = nats.jetstream().await?;
+            println!(
+                "{}",
+                orders_projectors::lag::measure(&pool, &jetstream).await?
+            );
+            Ok(())
+        }
     }
 }
 

@@ -12,11 +12,18 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
 /// The schema, in order. Never edit a migration that has shipped: add one.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "event store",
-    include_str!("../migrations/0001_event_store.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "event store",
+        include_str!("../migrations/0001_event_store.sql"),
+    ),
+    (
+        2,
+        "query views",
+        include_str!("../migrations/0002_views.sql"),
+    ),
+];
 
 pub fn migrator() -> Migrator {
     let migrations = MIGRATIONS

@@ -14,8 +14,6 @@
 //! corrupt state (see ARCHITECTURE.md). Aggregate streams are kept short instead.
 
 use std::collections::HashMap;
-use std::fmt;
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
 use cqrs_es::persist::{
@@ -62,36 +60,7 @@ impl CommandMetadata {
     }
 }
 
-/// The place of an event in the log order: the writing transaction and the global
-/// position. Rendered as the opaque `Orders-Position` token `<tx_id>.<position>`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct LogPosition {
-    pub tx_id: u64,
-    pub global_position: i64,
-}
-
-impl fmt::Display for LogPosition {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", self.tx_id, self.global_position)
-    }
-}
-
-/// A token that is not `<tx_id>.<position>`.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("not a log position token")]
-pub struct InvalidLogPosition;
-
-impl FromStr for LogPosition {
-    type Err = InvalidLogPosition;
-
-    fn from_str(token: &str) -> Result<Self, Self::Err> {
-        let (tx, position) = token.split_once('.').ok_or(InvalidLogPosition)?;
-        Ok(Self {
-            tx_id: tx.parse().map_err(|_| InvalidLogPosition)?,
-            global_position: position.parse().map_err(|_| InvalidLogPosition)?,
-        })
-    }
-}
+pub use orders_nats::{InvalidLogPosition, LogPosition};
 
 /// What a command did to the log.
 #[derive(Debug, Clone, Copy)]

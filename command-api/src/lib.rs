@@ -18,7 +18,6 @@ pub mod auth;
 pub mod database;
 pub mod event_store;
 pub mod http;
-pub mod leader;
 pub mod login_throttle;
 pub mod metrics;
 pub mod problem;
@@ -77,6 +76,8 @@ pub struct ApiConfig {
     pub access_token_lifetime: Duration,
     pub verification_token_lifetime: Duration,
     pub login_throttle: ThrottlePolicy,
+    /// How long a read with `Orders-Min-Position` waits for its view.
+    pub read_your_writes_timeout: Duration,
 }
 
 impl ApiConfig {
@@ -87,6 +88,7 @@ impl ApiConfig {
             access_token_lifetime: Duration::from_secs(3600),
             verification_token_lifetime: Duration::from_secs(48 * 3600),
             login_throttle: ThrottlePolicy::default(),
+            read_your_writes_timeout: Duration::from_secs(2),
         }
     }
 }

@@ -32,19 +32,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use crate::leader::{renewal_interval, LeaderLease};
 use async_nats::jetstream::{self, message::PublishMessage};
-use orders_nats::{LogEvent, LOG_STREAM};
+use orders_nats::leader::{renewal_interval, LeaderLease};
+use orders_nats::LogEvent;
+pub use orders_nats::StreamHead;
 use sqlx::PgPool;
-
-/// Where the stream ends: its last sequence and the log position of the event it
-/// carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct StreamHead {
-    pub stream_sequence: u64,
-    pub tx_id: u64,
-    pub global_position: i64,
-}
 
 /// Events below the horizon after a log position, in log order.
 const EVENTS_AFTER: &str = "
@@ -124,31 +116,7 @@ impl Relay {
 
     /// Reads where the stream really ends.
     pub async fn stream_head(&self) -> anyhow::Result<StreamHead> {
-        let mut stream = self
-            .jetstream
-            .get_stream(LOG_STREAM)
-            .await
-            .context("opening the log stream (run `orders nats setup`)")?;
-        let last = stream
-            .info()
-            .await
-            .context("reading the log stream")?
-            .state
-            .last_sequence;
-        if last == 0 {
-            return Ok(StreamHead::default());
-        }
-        let message = stream
-            .get_raw_message(last)
-            .await
-            .context("reading the log stream's last message")?;
-        let event = LogEvent::decode(&message.headers, &message.payload)
-            .context("the log stream's last message is not an Orders event")?;
-        Ok(StreamHead {
-            stream_sequence: last,
-            tx_id: event.tx_id,
-            global_position: event.global_position,
-        })
+        orders_nats::stream_head(&self.jetstream).await
     }
 
     /// Publishes the next batch after `head`, pipelined, and moves `head` past what

@@ -105,9 +105,17 @@ impl LogEvent {
         )
     }
 
+    /// The event's place in the log order.
+    pub fn position(&self) -> crate::LogPosition {
+        crate::LogPosition {
+            tx_id: self.tx_id,
+            global_position: self.global_position,
+        }
+    }
+
     /// The log-order token, as the API's `Orders-Position` header carries it.
     pub fn position_token(&self) -> String {
-        format!("{}.{}", self.tx_id, self.global_position)
+        self.position().to_string()
     }
 
     /// `orders.events.<aggregate_type>.<aggregate_id>`.

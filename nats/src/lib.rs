@@ -7,10 +7,15 @@
 //! integrators cannot disagree about them.
 
 mod envelope;
+mod head;
+pub mod leader;
+mod position;
 pub mod test_server;
 mod topology;
 
 pub use envelope::{EnvelopeError, LogEvent};
+pub use head::{stream_head, StreamHead};
+pub use position::{InvalidLogPosition, LogPosition};
 pub use topology::{ensure_topology, TopologyError, LEADER_BUCKET, LEADER_LEASE, RELAY_BUCKET};
 
 /// The stream that holds the whole event log, one message per stored event.

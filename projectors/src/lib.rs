@@ -1,9 +1,31 @@
 //! Projectors build the query views from the log; `orders replay <view>` rebuilds
-//! one. This crate starts with the names of the views, which the CLI, the replay
-//! and operators share.
+//! one; `orders lag` says how far each is behind. The API reads the views through
+//! [`query`].
+//!
+//! Each view is a set of PostgreSQL tables and a checkpoint row (see
+//! `command-api/migrations/0002_views.sql`), written in one transaction per batch of
+//! log messages. A view's projector is single-active: [`run`] contends for one
+//! leader lease per view, and the checkpoint row guards the writes of a leader that
+//! lost its lease without knowing it yet.
+
+pub mod checkpoint;
+pub mod lag;
+pub mod projector;
+pub mod query;
+pub mod record;
+pub mod replay;
+pub mod views;
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
+use orders_nats::leader::{lead, LeaderLease};
+use sqlx::PgPool;
+
+pub use checkpoint::{Checkpoint, Generation};
+pub use projector::{Applied, Projector};
 
 /// A query view that can be rebuilt from the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -57,6 +79,38 @@ impl FromStr for View {
             .find(|view| view.name() == name)
             .ok_or_else(|| UnknownView(name.to_owned()))
     }
+}
+
+/// Runs the projector of every view, each while this instance holds that view's
+/// leader lease (`projector-<view>` in the leader bucket), until `shutdown` resolves.
+pub async fn run(
+    pool: PgPool,
+    jetstream: jetstream::Context,
+    leaders: kv::Store,
+    holder: String,
+    lease_duration: Duration,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for view in View::ALL {
+        let projector = Projector::new(pool.clone(), jetstream.clone(), view, Generation::Live);
+        let lease = LeaderLease::new(leaders.clone(), format!("projector-{view}"), holder.clone());
+        let mut shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            let stopped = async move {
+                let _ = shutdown.wait_for(|stop| *stop).await;
+            };
+            lead(lease, lease_duration, stopped, || {
+                let projector = projector.clone();
+                async move { projector.follow(None).await.map(|_| ()) }
+            })
+            .await
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        joined??;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

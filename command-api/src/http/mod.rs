@@ -21,6 +21,7 @@ pub mod accounts;
 pub mod operations;
 pub mod orders;
 pub mod profile;
+pub mod queries;
 
 /// The header carrying the log position of a command's last event.
 pub const ORDERS_POSITION: HeaderName = HeaderName::from_static("orders-position");
@@ -33,6 +34,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(accounts::router())
         .merge(profile::router())
         .merge(orders::router())
+        .merge(queries::router())
         .merge(operations::router())
         .fallback(no_such_route)
         .method_not_allowed_fallback(method_not_allowed)

@@ -1,5 +1,5 @@
-//! Tracking orders: place, change the target, pause, resume, cancel, and (until the
-//! query views exist) read one order from its aggregate.
+//! Tracking orders: place, change the target, pause, resume, cancel. The reads are
+//! in `queries`, served from the views.
 //!
 //! Another user's order is answered exactly like one that does not exist (404).
 
@@ -23,7 +23,7 @@ use utoipa::ToSchema;
 
 use crate::auth::CurrentUser;
 use crate::event_store::{CommandMetadata, PlacementGuard};
-use crate::http::{with_position, RequestContext};
+use crate::http::{queries, with_position, RequestContext};
 use crate::problem::{ApiError, AppJson};
 use crate::user_lookup;
 use crate::user_lookup::PlacementFacts;
@@ -38,10 +38,12 @@ pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
 
 pub fn router() -> Router<Arc<AppState>> {
     Router::new()
-        .route("/orders", post(place_order))
+        .route("/orders", post(place_order).get(queries::list_orders))
         .route(
             "/orders/{id}",
-            get(show_order).patch(change_target).delete(cancel_order),
+            get(queries::show_order)
+                .patch(change_target)
+                .delete(cancel_order),
         )
         .route("/orders/{id}/pause", post(pause_order))
         .route("/orders/{id}/resume", post(resume_order))
@@ -66,26 +68,6 @@ pub struct PlaceOrderRequest {
 pub struct PlaceOrderResponse {
     #[schema(value_type = String, format = Uuid)]
     pub order_id: OrderId,
-}
-
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct OrderDetails {
-    #[schema(value_type = String, format = Uuid)]
-    pub order_id: OrderId,
-    pub url: String,
-    pub target_price: String,
-    pub currency: String,
-    pub check_interval_secs: u32,
-    pub selector: Option<String>,
-    /// `active`, `paused` or `cancelled`.
-    pub status: String,
-    /// The last price observed, in the order's currency.
-    pub last_price: Option<String>,
-    /// `InStock`, `OutOfStock`, `PreOrder`, `BackOrder`, `Discontinued` or `Unknown`.
-    pub availability: String,
-    /// Whether reaching the target will send an alert (it fires once, then re-arms
-    /// when the price goes back above the target).
-    pub alert_armed: bool,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -414,37 +396,6 @@ async fn load_own_order(
         return Err(ApiError::NotFound("no such order"));
     }
     Ok(order)
-}
-
-#[utoipa::path(get, path = "/orders/{id}", tag = "orders", security(("bearer" = [])),
-    params(("id" = String, Path)),
-    responses((status = 200, body = OrderDetails), (status = 404, body = crate::problem::Problem)))]
-pub async fn show_order(
-    State(state): State<Arc<AppState>>,
-    caller: CurrentUser,
-    Path(id): Path<String>,
-) -> Result<Json<OrderDetails>, ApiError> {
-    let order_id = order_id_from_path(&id)?;
-    let order = load_own_order(&state, caller, order_id).await?;
-    let target = order.target().context("a placed order without a target")?;
-    Ok(Json(OrderDetails {
-        order_id,
-        url: order
-            .url()
-            .map(|url| url.as_str().to_owned())
-            .unwrap_or_default(),
-        target_price: target.amount_string(),
-        currency: target.currency().code().to_owned(),
-        check_interval_secs: order.check_interval_secs(),
-        selector: order.selector().map(str::to_owned),
-        status: order
-            .status()
-            .map(|status| status.as_str().to_owned())
-            .unwrap_or_default(),
-        last_price: order.last_price().map(|price| price.amount_string()),
-        availability: order.availability().as_str().to_owned(),
-        alert_armed: order.is_armed(),
-    }))
 }
 
 /// Runs a command on the caller's own order and answers 204.

@@ -2,9 +2,13 @@
 //! `make test` starts (`ORDERS_TEST_DATABASE_URL`), on port 0.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use orders_command_api::login_throttle::ThrottlePolicy;
+use orders_command_api::relay::Relay;
 use orders_command_api::{ApiConfig, AppState, Secret};
+use orders_nats::test_server::NatsServer;
+use orders_nats::{ensure_topology, LEADER_BUCKET, LEADER_LEASE};
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
 use sqlx::postgres::PgConnectOptions;
@@ -18,7 +22,72 @@ pub(crate) struct TestApp {
     pub(crate) pool: PgPool,
     pub(crate) state: Arc<AppState>,
     pub(crate) http: reqwest::Client,
+    /// The log behind the views, when the test reads views.
+    pub(crate) log: Option<Log>,
     _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+/// A nats-server of the test's own, with the relay and the projectors running on it.
+pub(crate) struct Log {
+    pub(crate) jetstream: async_nats::jetstream::Context,
+    stop: tokio::sync::watch::Sender<bool>,
+    _server: NatsServer,
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// Starts a nats-server, and the relay and every projector against `pool`.
+pub(crate) async fn start_log(pool: &PgPool) -> Log {
+    start_log_with(pool, true).await
+}
+
+/// Starts a nats-server and the relay, and the projectors if asked.
+pub(crate) async fn start_log_with(pool: &PgPool, projectors: bool) -> Log {
+    let server = NatsServer::start();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let jetstream = async_nats::jetstream::new(client);
+    ensure_topology(&jetstream, 1).await.unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let relay = Relay::new(pool.clone(), jetstream.clone(), 1000);
+    let mut relay_stopped = stopped.clone();
+    tokio::spawn(async move {
+        relay
+            .run(Duration::from_millis(5), async move {
+                let _ = relay_stopped.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
+    if projectors {
+        let leaders = jetstream.get_key_value(LEADER_BUCKET).await.unwrap();
+        tokio::spawn(orders_projectors::run(
+            pool.clone(),
+            jetstream.clone(),
+            leaders,
+            "test".to_owned(),
+            LEADER_LEASE,
+            stopped,
+        ));
+    }
+    Log {
+        jetstream,
+        stop,
+        _server: server,
+    }
+}
+
+/// The API with the log and the views behind it.
+pub(crate) async fn spawn_app_with_log() -> TestApp {
+    spawn_app_with_log_and(|_| {}).await
+}
+
+pub(crate) async fn spawn_app_with_log_and(configure: impl FnOnce(&mut ApiConfig)) -> TestApp {
+    let mut app = spawn_app_with(configure).await;
+    app.log = Some(start_log(&app.pool).await);
+    app
 }
 
 /// A fresh, migrated database of its own.
@@ -82,6 +151,7 @@ async fn spawn_instance(pool: PgPool, configure: impl FnOnce(&mut ApiConfig)) ->
         pool,
         state,
         http: reqwest::Client::new(),
+        log: None,
         _shutdown: shutdown,
     }
 }
@@ -181,6 +251,31 @@ impl TestApp {
             .unwrap()
     }
 
+    /// A GET that waits for the views to reach `position` (an `Orders-Position`).
+    pub(crate) async fn get_after(
+        &self,
+        path: &str,
+        token: &str,
+        position: Option<&str>,
+    ) -> Response {
+        let mut request = self.http.get(self.url(path)).bearer_auth(token);
+        if let Some(position) = position {
+            request = request.header("orders-min-position", position);
+        }
+        request.send().await.expect("request sent")
+    }
+
+    /// Like `get_after`, for a read that must be up to date: 200 and not stale.
+    pub(crate) async fn get_fresh_json(&self, path: &str, token: &str, position: &str) -> Value {
+        let response = self.get_after(path, token, Some(position)).await;
+        assert_eq!(response.status(), StatusCode::OK, "GET {path}");
+        assert!(
+            !response.headers().contains_key("orders-stale"),
+            "GET {path} after {position} answered stale"
+        );
+        response.json().await.unwrap()
+    }
+
     pub(crate) async fn count_events(&self, event_type: &str) -> i64 {
         sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = $1")
             .bind(event_type)
@@ -188,6 +283,17 @@ impl TestApp {
             .await
             .unwrap()
     }
+}
+
+/// The `Orders-Position` token of a command's answer.
+pub(crate) fn position_of(response: &Response) -> String {
+    response
+        .headers()
+        .get("orders-position")
+        .expect("an Orders-Position header")
+        .to_str()
+        .unwrap()
+        .to_owned()
 }
 
 /// The problem document of an error response, checking its content type.

@@ -6,4 +6,5 @@ mod helpers;
 mod operations;
 mod orders;
 mod relay;
+mod views;
 mod writer_connections;

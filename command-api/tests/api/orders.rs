@@ -5,7 +5,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::helpers::{problem, spawn_app};
+use crate::helpers::{position_of, problem, spawn_app, spawn_app_with_log};
 
 fn order_body() -> Value {
     json!({"url": "http://127.0.0.1:8000/product", "target_price": "3199.00", "currency": "UAH"})
@@ -13,7 +13,7 @@ fn order_body() -> Value {
 
 #[tokio::test]
 async fn an_order_is_placed_changed_paused_resumed_and_cancelled() {
-    let app = spawn_app().await;
+    let app = spawn_app_with_log().await;
     let user = app.signed_up_user().await;
     let placed = app.place_order(&user.token, &order_body()).await;
     assert_eq!(placed.status(), StatusCode::CREATED);
@@ -32,16 +32,7 @@ async fn an_order_is_placed_changed_paused_resumed_and_cancelled() {
         "an opaque <tx>.<position> token: {position}"
     );
 
-    let order: Value = app
-        .http
-        .get(app.url(&location))
-        .bearer_auth(&user.token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let order = app.get_fresh_json(&location, &user.token, &position).await;
     assert_eq!(order["status"], "active");
     assert_eq!(order["target_price"], "3199.00");
     assert_eq!(order["currency"], "UAH");
@@ -78,6 +69,7 @@ async fn an_order_is_placed_changed_paused_resumed_and_cancelled() {
         .await
         .unwrap();
     assert_eq!(cancel.status(), StatusCode::NO_CONTENT);
+    let cancelled_at = position_of(&cancel);
     let change_cancelled = app
         .http
         .patch(app.url(&location))
@@ -92,16 +84,9 @@ async fn an_order_is_placed_changed_paused_resumed_and_cancelled() {
         .await;
     assert_eq!(resume_cancelled.status(), StatusCode::CONFLICT);
 
-    let order: Value = app
-        .http
-        .get(app.url(&location))
-        .bearer_auth(&user.token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let order = app
+        .get_fresh_json(&location, &user.token, &cancelled_at)
+        .await;
     assert_eq!(order["status"], "cancelled");
     assert_eq!(order["target_price"], "2999.50");
 
@@ -422,7 +407,7 @@ async fn a_user_may_have_at_most_100_active_orders() {
 
 #[tokio::test]
 async fn an_order_stored_in_the_old_v1_shape_is_upcast_when_loaded() {
-    let app = spawn_app().await;
+    let app = spawn_app_with_log().await;
     let user = app.signed_up_user().await;
     let order_id = Uuid::now_v7();
     // OrderPlaced 1.0 kept the target flat, as the HTTP body had it.
@@ -442,20 +427,7 @@ async fn an_order_stored_in_the_old_v1_shape_is_upcast_when_loaded() {
     .await
     .unwrap();
 
-    let order: Value = app
-        .http
-        .get(app.url(&format!("/orders/{order_id}")))
-        .bearer_auth(&user.token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(order["target_price"], "1299.00");
-    assert_eq!(order["currency"], "UAH");
-    assert_eq!(order["check_interval_secs"], 900);
-    // And commands on it work, appending to the old stream.
+    // Commands on it work, appending to the old stream (the aggregate upcasts it) ...
     let pause = app
         .post_json(
             &format!("/orders/{order_id}/pause"),
@@ -464,6 +436,18 @@ async fn an_order_stored_in_the_old_v1_shape_is_upcast_when_loaded() {
         )
         .await;
     assert_eq!(pause.status(), StatusCode::NO_CONTENT);
+    // ... and the view, built from the log, reads it in today's shape too.
+    let order = app
+        .get_fresh_json(
+            &format!("/orders/{order_id}"),
+            &user.token,
+            &position_of(&pause),
+        )
+        .await;
+    assert_eq!(order["target_price"], "1299.00");
+    assert_eq!(order["currency"], "UAH");
+    assert_eq!(order["check_interval_secs"], 900);
+    assert_eq!(order["status"], "paused");
     // The stored event itself is never rewritten.
     let stored: (String, Value) = sqlx::query_as(
         "SELECT event_version, payload FROM events WHERE aggregate_id = $1 AND sequence = 1",

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use orders_command_api::event_store::{CommandMetadata, EventStore};
-use orders_command_api::leader::LeaderLease;
 use orders_command_api::relay::{Relay, StreamHead};
 use orders_domain::email::EmailAddress;
 use orders_domain::ids::UserId;
 use orders_domain::user::UserCommand;
+use orders_nats::leader::LeaderLease;
 use orders_nats::test_server::NatsServer;
 use orders_nats::{ensure_topology, LogEvent, LOG_STREAM};
 use sqlx::PgPool;

@@ -1,5 +1,5 @@
-//! Leader election for single-active duties (the relay now; the scheduler and each
-//! view's projector later): one key per duty in a JetStream key-value bucket whose
+//! Leader election for single-active duties (the relay, each view's projector, and
+//! the scheduler): one key per duty in a JetStream key-value bucket whose
 //! `max_age` is the lease.
 //!
 //! A contender becomes leader by creating the key (which fails while another holds
@@ -99,4 +99,87 @@ impl LeaderLease {
 /// before it ages out.
 pub fn renewal_interval(lease: Duration) -> Duration {
     lease / 3
+}
+
+/// Runs `work` whenever this instance holds `lease`, renewing the lease meanwhile,
+/// until `shutdown` resolves (then the lease is given up). `work` runs until it
+/// fails; it is started again, after a pause, as long as the lease is held. When the
+/// lease is lost, `work` is dropped at its next await and this instance stands by.
+///
+/// `work` must be safe to stop at any await and to run twice at once on two
+/// instances (a lease can be lost without the holder knowing yet): the duties that
+/// use this guard their writes themselves (a projector by its checkpoint row).
+pub async fn lead<W, F>(
+    mut lease: LeaderLease,
+    lease_duration: Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+    mut work: W,
+) -> anyhow::Result<()>
+where
+    W: FnMut() -> F,
+    F: std::future::Future<Output = anyhow::Result<()>>,
+{
+    enum Turn {
+        Shutdown,
+        WorkEnded(anyhow::Result<()>),
+        LeaseLost,
+    }
+    tokio::pin!(shutdown);
+    let every = renewal_interval(lease_duration);
+    loop {
+        loop {
+            match lease.try_acquire().await {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(error) => tracing::warn!(error = format!("{error:#}"), "contending failed"),
+            }
+            tokio::select! {
+                () = &mut shutdown => return Ok(()),
+                () = tokio::time::sleep(every) => {}
+            }
+        }
+        let mut renew_at = tokio::time::Instant::now() + every;
+        loop {
+            let renewing = async {
+                loop {
+                    tokio::time::sleep_until(renew_at).await;
+                    match lease.renew().await {
+                        Ok(true) => renew_at = tokio::time::Instant::now() + every,
+                        Ok(false) => return,
+                        Err(error) => {
+                            tracing::warn!(error = format!("{error:#}"), "renewing failed");
+                            return;
+                        }
+                    }
+                }
+            };
+            let turn = tokio::select! {
+                () = &mut shutdown => Turn::Shutdown,
+                result = work() => Turn::WorkEnded(result),
+                () = renewing => Turn::LeaseLost,
+            };
+            match turn {
+                Turn::Shutdown => {
+                    lease.release().await;
+                    return Ok(());
+                }
+                Turn::LeaseLost => break,
+                Turn::WorkEnded(result) => {
+                    if let Err(error) = result {
+                        tracing::warn!(
+                            error = format!("{error:#}"),
+                            "leader's work failed; retrying"
+                        );
+                    }
+                    tokio::select! {
+                        () = &mut shutdown => {
+                            lease.release().await;
+                            return Ok(());
+                        }
+                        () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    }
+                }
+            }
+        }
+    }
 }

@@ -1,0 +1,345 @@
+//! The reads of a user's orders, served from the query views (crate `projectors`).
+//!
+//! Views follow the log, so a read may not yet show a command that was just
+//! answered. A client that needs it sends the command's `Orders-Position` back as
+//! `Orders-Min-Position`: the read waits (at most `ApiConfig::read_your_writes_timeout`)
+//! until the view has applied that place in the log, and otherwise answers what it
+//! has with `Orders-Stale: true`.
+//!
+//! Lists are pages: `?limit=` (1 to 100, default 20) and `?cursor=` (the
+//! `next_cursor` of the previous page, opaque) give `{"items": [...], "next_cursor": ...}`.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderName, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use orders_domain::ids::OrderId;
+use orders_projectors::query;
+use orders_projectors::views::orders::OrderRow;
+use orders_projectors::views::price_history::PricePoint;
+use orders_projectors::View;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::auth::CurrentUser;
+use crate::event_store::LogPosition;
+use crate::problem::ApiError;
+use crate::user_lookup;
+use crate::AppState;
+
+/// A query waits until its view has applied this log position.
+pub const ORDERS_MIN_POSITION: HeaderName = HeaderName::from_static("orders-min-position");
+/// Set (to `true`) when the view had not reached `Orders-Min-Position` in time.
+pub const ORDERS_STALE: HeaderName = HeaderName::from_static("orders-stale");
+
+pub const DEFAULT_PAGE_SIZE: i64 = 20;
+pub const MAX_PAGE_SIZE: i64 = 100;
+
+/// `GET /orders` and `GET /orders/{id}` share their paths with commands, so
+/// `orders::router` routes them; this one has the rest.
+pub fn router() -> Router<Arc<AppState>> {
+    Router::new().route("/orders/{id}/prices", get(price_history))
+}
+
+/// The `Orders-Min-Position` a read must wait for, if any.
+#[derive(Debug, Clone, Copy)]
+pub struct MinPosition(pub Option<LogPosition>);
+
+impl<S: Send + Sync> FromRequestParts<S> for MinPosition {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let Some(value) = parts.headers.get(ORDERS_MIN_POSITION) else {
+            return Ok(Self(None));
+        };
+        value
+            .to_str()
+            .ok()
+            .and_then(|token| token.trim().parse().ok())
+            .map(|position| Self(Some(position)))
+            .ok_or_else(|| {
+                ApiError::BadRequest(
+                    "Orders-Min-Position is not a token from an Orders-Position header".to_owned(),
+                )
+            })
+    }
+}
+
+impl MinPosition {
+    /// Waits for every view the read uses; `true` when one is still behind.
+    async fn wait(self, state: &AppState, views: &[View]) -> Result<bool, ApiError> {
+        let Some(position) = self.0 else {
+            return Ok(false);
+        };
+        let deadline = tokio::time::Instant::now() + state.config.read_your_writes_timeout;
+        for view in views {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if !query::wait_for(state.pool(), *view, position, left)
+                .await
+                .context("waiting for a view")?
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// Marks a response stale.
+fn answer(body: impl IntoResponse, stale: bool) -> Response {
+    let mut response = body.into_response();
+    if stale {
+        response
+            .headers_mut()
+            .insert(ORDERS_STALE, HeaderValue::from_static("true"));
+    }
+    response
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageParams {
+    /// 1 to 100; 20 when left out.
+    pub limit: Option<String>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl PageParams {
+    fn from_query(query: Result<Query<Self>, QueryRejection>) -> Result<Self, ApiError> {
+        query
+            .map(|Query(params)| params)
+            .map_err(|rejection| ApiError::BadRequest(rejection.body_text()))
+    }
+
+    fn limit(&self) -> Result<i64, ApiError> {
+        match &self.limit {
+            None => Ok(DEFAULT_PAGE_SIZE),
+            Some(text) => text
+                .parse::<i64>()
+                .ok()
+                .filter(|limit| (1..=MAX_PAGE_SIZE).contains(limit))
+                .ok_or_else(|| {
+                    ApiError::invalid_field(
+                        "limit",
+                        format!("must be a whole number from 1 to {MAX_PAGE_SIZE}"),
+                    )
+                }),
+        }
+    }
+
+    /// The cursor's bytes (`None` for the first page).
+    fn cursor<const N: usize>(&self) -> Result<Option<[u8; N]>, ApiError> {
+        let Some(text) = &self.cursor else {
+            return Ok(None);
+        };
+        URL_SAFE_NO_PAD
+            .decode(text)
+            .ok()
+            .and_then(|bytes| <[u8; N]>::try_from(bytes).ok())
+            .map(Some)
+            .ok_or_else(|| ApiError::invalid_field("cursor", "not a cursor this API gave out"))
+    }
+}
+
+fn encode_cursor(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A page of a list.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Pass as `?cursor=` for the next page; `null` on the last one.
+    pub next_cursor: Option<String>,
+}
+
+/// Splits the one-more row a page query fetched off, into the page and its cursor.
+fn page<R, T>(
+    mut rows: Vec<R>,
+    limit: i64,
+    cursor: impl Fn(&R) -> String,
+    item: impl Fn(R) -> T,
+) -> Page<T> {
+    let more = rows.len() as i64 > limit;
+    rows.truncate(usize::try_from(limit).unwrap_or(0));
+    let next_cursor = if more { rows.last().map(cursor) } else { None };
+    Page {
+        items: rows.into_iter().map(item).collect(),
+        next_cursor,
+    }
+}
+
+/// One order, as its owner sees it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct OrderDetails {
+    #[schema(value_type = String, format = Uuid)]
+    pub order_id: Uuid,
+    pub url: String,
+    pub target_price: String,
+    pub currency: String,
+    pub check_interval_secs: i32,
+    pub selector: Option<String>,
+    /// `active`, `paused` or `cancelled`.
+    pub status: String,
+    /// The last price observed, in the order's currency.
+    pub last_price: Option<String>,
+    /// `InStock`, `OutOfStock`, `PreOrder`, `BackOrder`, `Discontinued` or `Unknown`.
+    pub availability: String,
+    /// Whether reaching the target will send an alert (it fires once, then re-arms
+    /// when the price goes back above the target).
+    pub alert_armed: bool,
+    /// RFC 3339, UTC.
+    pub placed_at: String,
+    pub updated_at: String,
+}
+
+fn rfc3339(time: chrono::DateTime<chrono::Utc>) -> String {
+    time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+impl From<OrderRow> for OrderDetails {
+    fn from(row: OrderRow) -> Self {
+        Self {
+            order_id: row.order_id,
+            url: row.url,
+            target_price: row.target_price.to_string(),
+            currency: row.currency,
+            check_interval_secs: row.check_interval_secs,
+            selector: row.selector,
+            status: row.status,
+            last_price: row.last_price.map(|price| price.to_string()),
+            availability: row.availability,
+            alert_armed: row.armed,
+            placed_at: rfc3339(row.placed_at),
+            updated_at: rfc3339(row.updated_at),
+        }
+    }
+}
+
+/// One observed price change.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PriceChange {
+    /// RFC 3339, UTC: when the check that saw it was recorded.
+    pub observed_at: String,
+    pub price: String,
+    pub currency: String,
+    /// The price before (`null` for the first price seen).
+    pub previous: Option<String>,
+    /// Which extractor found the price (`json-ld`, `microdata`, ...).
+    pub extractor: Option<String>,
+}
+
+impl From<PricePoint> for PriceChange {
+    fn from(point: PricePoint) -> Self {
+        Self {
+            observed_at: rfc3339(point.observed_at),
+            price: point.price.to_string(),
+            currency: point.currency,
+            previous: point.previous.map(|price| price.to_string()),
+            extractor: point.extractor,
+        }
+    }
+}
+
+async fn require_active(state: &AppState, caller: CurrentUser) -> Result<(), ApiError> {
+    user_lookup::standing(state.pool(), caller.user_id)
+        .await
+        .context("reading the caller's standing")?
+        .require_active()
+}
+
+fn order_id_from_path(id: &str) -> Result<Uuid, ApiError> {
+    id.parse::<OrderId>()
+        .map(|id| id.as_uuid())
+        .map_err(|_| ApiError::NotFound("no such order"))
+}
+
+#[utoipa::path(get, path = "/orders", tag = "orders", security(("bearer" = [])),
+    params(PageParams, ("Orders-Min-Position" = Option<String>, Header)),
+    responses((status = 200, body = Page<OrderDetails>), (status = 422, body = crate::problem::Problem)))]
+pub async fn list_orders(
+    State(state): State<Arc<AppState>>,
+    caller: CurrentUser,
+    min_position: MinPosition,
+    params: Result<Query<PageParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let params = PageParams::from_query(params)?;
+    let limit = params.limit()?;
+    let after = params.cursor::<16>()?.map(Uuid::from_bytes);
+    require_active(&state, caller).await?;
+    let stale = min_position.wait(&state, &[View::Orders]).await?;
+    let rows = query::orders_of(state.pool(), caller.user_id.as_uuid(), after, limit + 1)
+        .await
+        .context("reading the orders view")?;
+    let page = page(
+        rows,
+        limit,
+        |row| encode_cursor(row.order_id.as_bytes()),
+        OrderDetails::from,
+    );
+    Ok(answer(Json(page), stale))
+}
+
+#[utoipa::path(get, path = "/orders/{id}", tag = "orders", security(("bearer" = [])),
+    params(("id" = String, Path), ("Orders-Min-Position" = Option<String>, Header)),
+    responses((status = 200, body = OrderDetails), (status = 404, body = crate::problem::Problem)))]
+pub async fn show_order(
+    State(state): State<Arc<AppState>>,
+    caller: CurrentUser,
+    min_position: MinPosition,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let order_id = order_id_from_path(&id)?;
+    require_active(&state, caller).await?;
+    let stale = min_position.wait(&state, &[View::Orders]).await?;
+    let row = query::order_of(state.pool(), caller.user_id.as_uuid(), order_id)
+        .await
+        .context("reading the orders view")?
+        .ok_or(ApiError::NotFound("no such order"))?;
+    Ok(answer(Json(OrderDetails::from(row)), stale))
+}
+
+#[utoipa::path(get, path = "/orders/{id}/prices", tag = "orders", security(("bearer" = [])),
+    params(("id" = String, Path), PageParams, ("Orders-Min-Position" = Option<String>, Header)),
+    responses((status = 200, body = Page<PriceChange>), (status = 404, body = crate::problem::Problem),
+              (status = 422, body = crate::problem::Problem)))]
+pub async fn price_history(
+    State(state): State<Arc<AppState>>,
+    caller: CurrentUser,
+    min_position: MinPosition,
+    Path(id): Path<String>,
+    params: Result<Query<PageParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let order_id = order_id_from_path(&id)?;
+    let params = PageParams::from_query(params)?;
+    let limit = params.limit()?;
+    let after = params.cursor::<8>()?.map(i64::from_be_bytes);
+    require_active(&state, caller).await?;
+    let stale = min_position
+        .wait(&state, &[View::Orders, View::PriceHistory])
+        .await?;
+    query::order_of(state.pool(), caller.user_id.as_uuid(), order_id)
+        .await
+        .context("reading the orders view")?
+        .ok_or(ApiError::NotFound("no such order"))?;
+    let points = query::price_history(state.pool(), order_id, after, limit + 1)
+        .await
+        .context("reading the price history view")?;
+    let page = page(
+        points,
+        limit,
+        |point| encode_cursor(&point.sequence.to_be_bytes()),
+        PriceChange::from,
+    );
+    Ok(answer(Json(page), stale))
+}

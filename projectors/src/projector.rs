@@ -1,0 +1,206 @@
+//! A view's projector: follows the log stream from the view's checkpoint and applies
+//! it in batches, each batch and the new checkpoint in one transaction.
+//!
+//! **The checkpoint is the only truth.** The projector reads the log through an
+//! ordered consumer that starts right after the checkpoint, so the consumer holds no
+//! state worth keeping. Every batch transaction first locks the checkpoint row and
+//! checks that it is where this projector left it: if anything else moved it (a
+//! second projector whose lease had not yet run out, or a replay that swapped a
+//! rebuilt view in), the batch is rolled back and the projector starts again from
+//! the checkpoint it found. A message at or below the checkpoint is never applied
+//! twice, and a message is never skipped: the stream sequences of a batch must follow
+//! the checkpoint without a gap.
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, consumer};
+use futures::{FutureExt as _, StreamExt as _};
+use orders_nats::LOG_STREAM;
+use sqlx::PgPool;
+
+use crate::checkpoint::{self, Checkpoint, Generation};
+use crate::record::LogRecord;
+use crate::{views, View};
+
+/// Most messages applied in one transaction.
+pub const DEFAULT_BATCH_SIZE: usize = 1_000;
+
+/// What became of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// Applied; the view is now at this checkpoint.
+    Advanced(Checkpoint),
+    /// Not applied: the checkpoint was not where the batch expected it.
+    Moved(Checkpoint),
+}
+
+#[derive(Clone)]
+pub struct Projector {
+    pool: PgPool,
+    jetstream: jetstream::Context,
+    view: View,
+    generation: Generation,
+    batch_size: usize,
+}
+
+impl Projector {
+    pub fn new(
+        pool: PgPool,
+        jetstream: jetstream::Context,
+        view: View,
+        generation: Generation,
+    ) -> Self {
+        Self {
+            pool,
+            jetstream,
+            view,
+            generation,
+            batch_size: DEFAULT_BATCH_SIZE,
+        }
+    }
+
+    pub fn with_batch_size(mut self, batch_size: usize) -> Self {
+        self.batch_size = batch_size.max(1);
+        self
+    }
+
+    pub fn view(&self) -> View {
+        self.view
+    }
+
+    pub async fn checkpoint(&self) -> anyhow::Result<Checkpoint> {
+        checkpoint::read(&self.pool, self.view, self.generation)
+            .await?
+            .with_context(|| {
+                format!(
+                    "the {} view has no {} checkpoint",
+                    self.view,
+                    self.generation.as_str()
+                )
+            })
+    }
+
+    /// Applies `records` (consecutive stream messages right after `expected`) and
+    /// moves the checkpoint past them, in one transaction.
+    pub async fn apply_batch(
+        &self,
+        expected: Checkpoint,
+        records: &[LogRecord],
+    ) -> anyhow::Result<Applied> {
+        let Some(last) = records.last() else {
+            return Ok(Applied::Advanced(expected));
+        };
+        let mut transaction = self.pool.begin().await?;
+        let current = checkpoint::lock(&mut transaction, self.view, self.generation)
+            .await?
+            .with_context(|| format!("the {} view's checkpoint is gone", self.view))?;
+        if current != expected {
+            transaction.rollback().await?;
+            return Ok(Applied::Moved(current));
+        }
+        views::apply(&mut transaction, self.view, self.generation, records)
+            .await
+            .with_context(|| format!("applying a batch to the {} view", self.view))?;
+        let advanced = Checkpoint {
+            stream_sequence: last.stream_sequence,
+            position: last.position,
+        };
+        checkpoint::store(&mut transaction, self.view, self.generation, advanced).await?;
+        transaction.commit().await?;
+        Ok(Applied::Advanced(advanced))
+    }
+
+    /// An ordered consumer of the log from `start` (a stream sequence, 1 = the start).
+    async fn subscribe(&self, start: u64) -> anyhow::Result<consumer::pull::Ordered> {
+        let stream = self
+            .jetstream
+            .get_stream(LOG_STREAM)
+            .await
+            .context("opening the log stream (run `orders nats setup`)")?;
+        let deliver_policy = if start <= 1 {
+            consumer::DeliverPolicy::All
+        } else {
+            consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: start,
+            }
+        };
+        let consumer = stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                description: Some(format!(
+                    "projector of the {} view ({})",
+                    self.view,
+                    self.generation.as_str()
+                )),
+                deliver_policy,
+                ..Default::default()
+            })
+            .await
+            .context("creating an ordered consumer of the log")?;
+        consumer.messages().await.context("reading the log stream")
+    }
+
+    /// Applies the log from the checkpoint on: for ever (`until` = `None`; returns
+    /// only on an error), or until the checkpoint reaches the stream sequence `until`.
+    pub async fn follow(&self, until: Option<u64>) -> anyhow::Result<Checkpoint> {
+        let mut checkpoint = self.checkpoint().await?;
+        'subscription: loop {
+            if until.is_some_and(|until| checkpoint.stream_sequence >= until) {
+                return Ok(checkpoint);
+            }
+            let mut messages = self.subscribe(checkpoint.stream_sequence + 1).await?;
+            loop {
+                let Some(first) = messages.next().await else {
+                    continue 'subscription;
+                };
+                let mut batch = vec![first.context("reading the log stream")?];
+                while batch.len() < self.batch_size {
+                    match messages.next().now_or_never() {
+                        Some(Some(Ok(message))) => batch.push(message),
+                        _ => break,
+                    }
+                }
+                let no_headers = async_nats::HeaderMap::new();
+                let mut records = Vec::with_capacity(batch.len());
+                let mut next = checkpoint.stream_sequence + 1;
+                for message in &batch {
+                    let sequence = message
+                        .info()
+                        .map_err(|error| anyhow::anyhow!("a log message without info: {error}"))?
+                        .stream_sequence;
+                    if sequence < next {
+                        continue;
+                    }
+                    if sequence > next {
+                        tracing::warn!(
+                            view = %self.view,
+                            expected = next,
+                            got = sequence,
+                            "a gap in the log stream; reading again from the checkpoint"
+                        );
+                        continue 'subscription;
+                    }
+                    records.push(LogRecord::decode(
+                        sequence,
+                        message.headers.as_ref().unwrap_or(&no_headers),
+                        &message.payload,
+                    )?);
+                    next += 1;
+                }
+                match self.apply_batch(checkpoint, &records).await? {
+                    Applied::Advanced(advanced) => checkpoint = advanced,
+                    Applied::Moved(found) => {
+                        tracing::info!(
+                            view = %self.view,
+                            at = found.stream_sequence,
+                            "the checkpoint moved (replay or another projector); following from it"
+                        );
+                        checkpoint = found;
+                        continue 'subscription;
+                    }
+                }
+                if until.is_some_and(|until| checkpoint.stream_sequence >= until) {
+                    return Ok(checkpoint);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! One message of the log stream, decoded for the views: its place in the stream and
+//! in the log order, the aggregate it belongs to, and the event in today's shape
+//! (stored payloads of older versions are upcast, as when an aggregate is loaded).
+
+use async_nats::HeaderMap;
+use chrono::{DateTime, Utc};
+use orders_domain::order::OrderEvent;
+use orders_domain::upcasting::upcast_payload;
+use orders_domain::user::UserEvent;
+use orders_nats::{LogEvent, LogPosition};
+use uuid::Uuid;
+
+/// An event of the log, as the projectors apply it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogRecord {
+    /// The log stream's sequence of the message.
+    pub stream_sequence: u64,
+    pub position: LogPosition,
+    pub aggregate_id: String,
+    /// The aggregate's own sequence of the event.
+    pub sequence: i64,
+    pub recorded_at: DateTime<Utc>,
+    pub event: Event,
+}
+
+/// The events the views know; others (of aggregates no view reads) pass by.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    User(UserEvent),
+    Order(OrderEvent),
+    Other,
+}
+
+/// A log message no view can make sense of. Views must equal the log, so a projector
+/// stops at such a message (and says why) rather than skip it.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error(transparent)]
+    Envelope(#[from] orders_nats::EnvelopeError),
+    #[error("stream message {stream_sequence}: recorded_at {value:?} is not RFC 3339")]
+    RecordedAt { stream_sequence: u64, value: String },
+    #[error("stream message {stream_sequence} ({event_type} {event_version}) does not read as a {aggregate_type} event: {reason}")]
+    Payload {
+        stream_sequence: u64,
+        aggregate_type: String,
+        event_type: String,
+        event_version: String,
+        reason: String,
+    },
+}
+
+impl LogRecord {
+    pub fn decode(
+        stream_sequence: u64,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Self, RecordError> {
+        Self::from_log_event(stream_sequence, LogEvent::decode(headers, body)?)
+    }
+
+    pub fn from_log_event(stream_sequence: u64, event: LogEvent) -> Result<Self, RecordError> {
+        let recorded_at = DateTime::parse_from_rfc3339(&event.recorded_at)
+            .map_err(|_| RecordError::RecordedAt {
+                stream_sequence,
+                value: event.recorded_at.clone(),
+            })?
+            .with_timezone(&Utc);
+        let position = event.position();
+        let payload_error = |reason: String| RecordError::Payload {
+            stream_sequence,
+            aggregate_type: event.aggregate_type.clone(),
+            event_type: event.event_type.clone(),
+            event_version: event.event_version.clone(),
+            reason,
+        };
+        let upcast = || {
+            upcast_payload(
+                &event.event_type,
+                &event.event_version,
+                event.payload.clone(),
+            )
+        };
+        let decoded = match event.aggregate_type.as_str() {
+            "user" => Event::User(
+                serde_json::from_value(upcast()).map_err(|e| payload_error(e.to_string()))?,
+            ),
+            "order" => Event::Order(
+                serde_json::from_value(upcast()).map_err(|e| payload_error(e.to_string()))?,
+            ),
+            _ => Event::Other,
+        };
+        if !matches!(decoded, Event::Other) && event.aggregate_id.parse::<Uuid>().is_err() {
+            return Err(payload_error(format!(
+                "aggregate id {:?} is not a UUID",
+                event.aggregate_id
+            )));
+        }
+        Ok(Self {
+            stream_sequence,
+            position,
+            aggregate_id: event.aggregate_id,
+            sequence: event.sequence,
+            recorded_at,
+            event: decoded,
+        })
+    }
+
+    /// The aggregate's id (checked to be a UUID for users and orders).
+    pub fn aggregate_uuid(&self) -> Uuid {
+        self.aggregate_id.parse().unwrap_or_default()
+    }
+}

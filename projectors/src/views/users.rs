@@ -1,0 +1,168 @@
+//! `users`: one row per user (profile, verification, preferences, roles, status).
+
+use std::collections::{BTreeSet, HashMap};
+
+use chrono::{DateTime, Utc};
+use orders_domain::user::UserEvent;
+use sqlx::{PgConnection, Row as _};
+use uuid::Uuid;
+
+use crate::checkpoint::Generation;
+use crate::record::{Event, LogRecord};
+use crate::views::OutOfOrder;
+
+pub(crate) const TABLES: &[&str] = &["view_users"];
+
+/// One row of the `users` view.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserRow {
+    pub user_id: Uuid,
+    pub email: String,
+    pub email_verified: bool,
+    pub display_name: Option<String>,
+    pub price_alerts: bool,
+    /// Sorted role names.
+    pub roles: Vec<String>,
+    pub deactivated: bool,
+    pub registered_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// The user aggregate's last sequence applied.
+    pub version: i64,
+}
+
+/// The row after one event (`None` before registration).
+pub fn fold(
+    row: Option<UserRow>,
+    record: &LogRecord,
+    event: &UserEvent,
+) -> Result<UserRow, OutOfOrder> {
+    let mut row = match (row, event) {
+        (None, UserEvent::UserRegistered { user_id, email }) => UserRow {
+            user_id: user_id.as_uuid(),
+            email: email.as_str().to_owned(),
+            email_verified: false,
+            display_name: None,
+            price_alerts: true,
+            roles: Vec::new(),
+            deactivated: false,
+            registered_at: record.recorded_at,
+            updated_at: record.recorded_at,
+            version: record.sequence,
+        },
+        (None, _) | (Some(_), UserEvent::UserRegistered { .. }) => {
+            return Err(OutOfOrder::new(record))
+        }
+        (Some(row), _) => row,
+    };
+    match event {
+        UserEvent::UserRegistered { .. } | UserEvent::PasswordChanged => {}
+        UserEvent::EmailVerified => row.email_verified = true,
+        UserEvent::ProfileUpdated { display_name } => row.display_name = display_name.clone(),
+        UserEvent::NotificationPreferencesChanged { price_alerts } => {
+            row.price_alerts = *price_alerts;
+        }
+        UserEvent::RoleGranted { role } => {
+            let role = role.as_str().to_owned();
+            if let Err(at) = row.roles.binary_search(&role) {
+                row.roles.insert(at, role);
+            }
+        }
+        UserEvent::RoleRevoked { role } => row.roles.retain(|held| held != role.as_str()),
+        UserEvent::UserDeactivated { .. } => row.deactivated = true,
+    }
+    row.updated_at = record.recorded_at;
+    row.version = record.sequence;
+    Ok(row)
+}
+
+pub(crate) const COLUMNS: &str =
+    "user_id, email, email_verified, display_name, price_alerts, roles, \
+                       deactivated, registered_at, updated_at, version";
+
+pub(crate) fn from_row(row: &sqlx::postgres::PgRow) -> sqlx::Result<UserRow> {
+    Ok(UserRow {
+        user_id: row.try_get("user_id")?,
+        email: row.try_get("email")?,
+        email_verified: row.try_get("email_verified")?,
+        display_name: row.try_get("display_name")?,
+        price_alerts: row.try_get("price_alerts")?,
+        roles: row.try_get("roles")?,
+        deactivated: row.try_get("deactivated")?,
+        registered_at: row.try_get("registered_at")?,
+        updated_at: row.try_get("updated_at")?,
+        version: row.try_get("version")?,
+    })
+}
+
+/// Applies a batch: loads the rows it touches, folds the events over them, and
+/// writes them back with one statement.
+pub(crate) async fn apply(
+    connection: &mut PgConnection,
+    generation: Generation,
+    records: &[LogRecord],
+) -> anyhow::Result<()> {
+    let table = generation.table(TABLES[0]);
+    let ids: Vec<Uuid> = records
+        .iter()
+        .filter(|record| matches!(record.event, Event::User(_)))
+        .map(LogRecord::aggregate_uuid)
+        .collect();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let mut rows: HashMap<Uuid, UserRow> = HashMap::new();
+    for row in sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM {table} WHERE user_id = ANY($1)"
+    ))
+    .bind(&ids)
+    .fetch_all(&mut *connection)
+    .await?
+    {
+        let row = from_row(&row)?;
+        rows.insert(row.user_id, row);
+    }
+    let mut touched = BTreeSet::new();
+    for record in records {
+        let Event::User(event) = &record.event else {
+            continue;
+        };
+        let id = record.aggregate_uuid();
+        let next = fold(rows.remove(&id), record, event)?;
+        rows.insert(id, next);
+        touched.insert(id);
+    }
+    let written: Vec<&UserRow> = touched.iter().filter_map(|id| rows.get(id)).collect();
+    sqlx::query(&format!(
+        "INSERT INTO {table} ({COLUMNS})
+         SELECT u.user_id, u.email, u.email_verified, u.display_name, u.price_alerts,
+                string_to_array(u.roles, ','), u.deactivated, u.registered_at, u.updated_at, u.version
+           FROM UNNEST($1::uuid[], $2::text[], $3::bool[], $4::text[], $5::bool[], $6::text[],
+                       $7::bool[], $8::timestamptz[], $9::timestamptz[], $10::int8[])
+                AS u(user_id, email, email_verified, display_name, price_alerts, roles,
+                     deactivated, registered_at, updated_at, version)
+         ON CONFLICT (user_id) DO UPDATE SET
+                email = EXCLUDED.email, email_verified = EXCLUDED.email_verified,
+                display_name = EXCLUDED.display_name, price_alerts = EXCLUDED.price_alerts,
+                roles = EXCLUDED.roles, deactivated = EXCLUDED.deactivated,
+                registered_at = EXCLUDED.registered_at, updated_at = EXCLUDED.updated_at,
+                version = EXCLUDED.version"
+    ))
+    .bind(written.iter().map(|r| r.user_id).collect::<Vec<_>>())
+    .bind(written.iter().map(|r| r.email.clone()).collect::<Vec<_>>())
+    .bind(written.iter().map(|r| r.email_verified).collect::<Vec<_>>())
+    .bind(
+        written
+            .iter()
+            .map(|r| r.display_name.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(written.iter().map(|r| r.price_alerts).collect::<Vec<_>>())
+    .bind(written.iter().map(|r| r.roles.join(",")).collect::<Vec<_>>())
+    .bind(written.iter().map(|r| r.deactivated).collect::<Vec<_>>())
+    .bind(written.iter().map(|r| r.registered_at).collect::<Vec<_>>())
+    .bind(written.iter().map(|r| r.updated_at).collect::<Vec<_>>())
+    .bind(written.iter().map(|r| r.version).collect::<Vec<_>>())
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
+}

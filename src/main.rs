@@ -232,15 +232,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None
     };
     let database_url = args.database.url()?.to_owned();
-    let nats_url = if runs_relay || runs_projectors {
-        Some(
-            args.nats_url
-                .clone()
-                .filter(|url| !url.is_empty())
-                .context("ORDERS_NATS_URL is not set (e.g. nats://127.0.0.1:4222)")?,
-        )
-    } else {
-        None
+    // The relay and the projectors need NATS; the API uses it, when given, to wake
+    // the relay after each commit.
+    let nats_url = match args.nats_url.clone().filter(|url| !url.is_empty()) {
+        Some(url) => Some(url),
+        None if runs_relay || runs_projectors => {
+            anyhow::bail!("ORDERS_NATS_URL is not set (e.g. nats://127.0.0.1:4222)")
+        }
+        None => None,
     };
     let pool =
         orders_command_api::database::connect(&database_url, args.database_max_connections).await?;
@@ -265,11 +264,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
 
     let mut services = tokio::task::JoinSet::new();
-    if let Some(nats_url) = nats_url {
-        let client = async_nats::connect(&nats_url)
-            .await
-            .with_context(|| format!("connecting to NATS at {nats_url} (ORDERS_NATS_URL)"))?;
-        let jetstream = async_nats::jetstream::new(client);
+    let nats = match &nats_url {
+        Some(nats_url) => Some(
+            async_nats::connect(nats_url)
+                .await
+                .with_context(|| format!("connecting to NATS at {nats_url} (ORDERS_NATS_URL)"))?,
+        ),
+        None => None,
+    };
+    if let (Some(nats_url), Some(client), true) = (&nats_url, &nats, runs_relay || runs_projectors)
+    {
+        let jetstream = async_nats::jetstream::new(client.clone());
         orders_nats::ensure_topology(&jetstream, args.nats_replicas).await?;
         let leaders = jetstream
             .get_key_value(orders_nats::LEADER_BUCKET)
@@ -282,7 +287,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 pool.clone(),
                 jetstream.clone(),
                 args.relay_batch_size,
-            );
+            )
+            .with_wake_ups(orders_command_api::relay::listen_for_wake_ups(client).await?);
             let poll = std::time::Duration::from_millis(args.relay_poll_ms.max(1));
             let shutdown = until_stopped();
             tracing::info!(%nats_url, "relaying events to the log stream while leader");
@@ -313,7 +319,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://{}", args.http_addr));
-        let state = AppState::new(ApiConfig::new(jwt_secret, public_url.clone()), pool).await?;
+        let mut config = ApiConfig::new(jwt_secret, public_url.clone());
+        config.relay_waker = nats
+            .clone()
+            .map(orders_command_api::event_store::RelayWaker::new);
+        let state = AppState::new(config, pool).await?;
         let listener = TcpListener::bind(args.http_addr)
             .await
             .with_context(|| format!("listening on {} (ORDERS_HTTP_ADDR)", args.http_addr))?;

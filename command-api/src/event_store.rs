@@ -96,6 +96,34 @@ pub struct EventStore {
     pool: PgPool,
     loader: Arc<PostgresEventRepository>,
     writers: Arc<WriterConnections>,
+    relay_waker: Option<RelayWaker>,
+}
+
+/// Tells the relay, after a commit, that there is something to relay, so that it
+/// does not wait for its next poll: a core NATS message on [`RELAY_WAKE_SUBJECT`],
+/// sent after the event transaction (never inside it) and lost without harm (the
+/// relay polls anyway).
+///
+/// [`RELAY_WAKE_SUBJECT`]: orders_nats::RELAY_WAKE_SUBJECT
+#[derive(Debug, Clone)]
+pub struct RelayWaker {
+    client: async_nats::Client,
+}
+
+impl RelayWaker {
+    pub fn new(client: async_nats::Client) -> Self {
+        Self { client }
+    }
+
+    pub async fn wake(&self) {
+        if let Err(error) = self
+            .client
+            .publish(orders_nats::RELAY_WAKE_SUBJECT, bytes::Bytes::new())
+            .await
+        {
+            tracing::debug!(%error, "could not wake the relay; it will poll");
+        }
+    }
 }
 
 impl EventStore {
@@ -108,7 +136,14 @@ impl EventStore {
             loader: Arc::new(PostgresEventRepository::new(pool.clone())),
             writers: Arc::new(writers),
             pool,
+            relay_waker: None,
         }
+    }
+
+    /// Wakes the relay after every command that stored events.
+    pub fn with_relay_waker(mut self, waker: Option<RelayWaker>) -> Self {
+        self.relay_waker = waker;
+        self
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -263,11 +298,16 @@ impl EventStore {
             .await?;
         let stored = *receipt.lock().expect("receipt lock poisoned");
         match stored {
-            Some(written) => Ok(CommandReceipt {
-                position: Some(written.position),
-                events_stored: written.events,
-                owner_active_orders: written.owner_active_orders,
-            }),
+            Some(written) => {
+                if let Some(waker) = &self.relay_waker {
+                    waker.wake().await;
+                }
+                Ok(CommandReceipt {
+                    position: Some(written.position),
+                    events_stored: written.events,
+                    owner_active_orders: written.owner_active_orders,
+                })
+            }
             None => Ok(CommandReceipt {
                 owner_active_orders: None,
                 position: self

@@ -78,6 +78,8 @@ pub struct ApiConfig {
     pub login_throttle: ThrottlePolicy,
     /// How long a read with `Orders-Min-Position` waits for its view.
     pub read_your_writes_timeout: Duration,
+    /// Wakes the relay after each command (when the API has a NATS connection).
+    pub relay_waker: Option<event_store::RelayWaker>,
 }
 
 impl ApiConfig {
@@ -89,6 +91,7 @@ impl ApiConfig {
             verification_token_lifetime: Duration::from_secs(48 * 3600),
             login_throttle: ThrottlePolicy::default(),
             read_your_writes_timeout: Duration::from_secs(2),
+            relay_waker: None,
         }
     }
 }
@@ -114,7 +117,7 @@ impl AppState {
             .await
             .context("hashing the dummy password")?;
         Ok(Arc::new(Self {
-            events: EventStore::new(pool.clone()),
+            events: EventStore::new(pool.clone()).with_relay_waker(config.relay_waker.clone()),
             access_tokens: AccessTokens::new(
                 config.jwt_secret.expose(),
                 config.access_token_lifetime,

@@ -28,15 +28,18 @@
 //! (`idle_in_transaction_session_timeout`, see `database`).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 
 use async_nats::jetstream::{self, message::PublishMessage};
+use futures::StreamExt as _;
 use orders_nats::leader::{renewal_interval, LeaderLease};
 use orders_nats::LogEvent;
 pub use orders_nats::StreamHead;
 use sqlx::PgPool;
+use tokio::sync::Notify;
 
 /// Events below the horizon after a log position, in log order.
 const EVENTS_AFTER: &str = "
@@ -103,6 +106,26 @@ pub struct Relay {
     pool: PgPool,
     jetstream: jetstream::Context,
     batch_size: i64,
+    /// Notified when the command side says it committed events.
+    wake: Arc<Notify>,
+}
+
+/// Subscribes to the command side's wake-ups (see `event_store::RelayWaker`) and
+/// turns them into notifications for [`Relay::with_wake_ups`]. Many wake-ups while
+/// the relay is busy are one: the relay reads everything there is when it wakes.
+pub async fn listen_for_wake_ups(client: &async_nats::Client) -> anyhow::Result<Arc<Notify>> {
+    let mut subscription = client
+        .subscribe(orders_nats::RELAY_WAKE_SUBJECT)
+        .await
+        .context("subscribing to the relay's wake-ups")?;
+    let wake = Arc::new(Notify::new());
+    let notify = wake.clone();
+    tokio::spawn(async move {
+        while subscription.next().await.is_some() {
+            notify.notify_one();
+        }
+    });
+    Ok(wake)
 }
 
 impl Relay {
@@ -111,6 +134,21 @@ impl Relay {
             pool,
             jetstream,
             batch_size: batch_size.max(1),
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Wakes up, when caught up, on these notifications as well as on its poll.
+    pub fn with_wake_ups(mut self, wake: Arc<Notify>) -> Self {
+        self.wake = wake;
+        self
+    }
+
+    /// Waits for a wake-up or the next poll.
+    async fn idle(&self, poll_interval: Duration) {
+        tokio::select! {
+            () = self.wake.notified() => {}
+            () = tokio::time::sleep(poll_interval) => {}
         }
     }
 
@@ -180,7 +218,7 @@ impl Relay {
             if self.pause_after(stepped, &mut head, poll_interval).await {
                 tokio::select! {
                     () = &mut shutdown => return Ok(()),
-                    () = tokio::time::sleep(poll_interval) => {}
+                    () = self.idle(poll_interval) => {}
                 }
             }
         }
@@ -282,7 +320,7 @@ impl Relay {
                             lease.release().await;
                             return Ok(());
                         }
-                        () = tokio::time::sleep(poll_interval) => {}
+                        () = self.idle(poll_interval) => {}
                     }
                 }
             }

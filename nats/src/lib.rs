@@ -21,6 +21,10 @@ pub use topology::{ensure_topology, TopologyError, LEADER_BUCKET, LEADER_LEASE, 
 /// The stream that holds the whole event log, one message per stored event.
 pub const LOG_STREAM: &str = "ORDERS_EVENTS";
 
+/// A core NATS subject (not in any stream) on which the command side says, after a
+/// commit, that the relay has something to publish.
+pub const RELAY_WAKE_SUBJECT: &str = "orders.relay.wake";
+
 /// The prefix of every log subject.
 pub const LOG_SUBJECT_PREFIX: &str = "orders.events";
 

@@ -121,9 +121,10 @@ pub async fn wait_for(
         if applied.is_some_and(|applied| applied >= position) {
             return Ok(true);
         }
-        if tokio::time::Instant::now() + POLL > deadline {
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
             return Ok(false);
         }
-        tokio::time::sleep(POLL).await;
+        tokio::time::sleep(POLL.min(deadline - now)).await;
     }
 }

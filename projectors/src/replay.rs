@@ -57,8 +57,19 @@ pub async fn replay(
     let target = orders_nats::stream_head(jetstream).await?.stream_sequence;
     let shadow = Projector::new(pool.clone(), jetstream.clone(), view, Generation::Shadow)
         .with_batch_size(batch_size);
-    let checkpoint = shadow.follow(Some(target)).await?;
-    swap_in(pool, view).await?;
+    shadow.follow(Some(target)).await?;
+    // The live view must never go back (a read that waited for a position must find
+    // it), so the shadow is swapped in only when it has reached the live checkpoint;
+    // the live projector keeps going meanwhile, so this may take a few rounds.
+    let checkpoint = loop {
+        let live = checkpoint::read(pool, view, Generation::Live)
+            .await?
+            .unwrap_or_default();
+        let reached = shadow.follow(Some(live.stream_sequence)).await?;
+        if swap_in(pool, view).await? {
+            break reached;
+        }
+    };
     lock_connection.close().await?;
     Ok(ReplayReport {
         view,
@@ -97,10 +108,20 @@ async fn prepare_shadow(pool: &PgPool, view: View) -> anyhow::Result<()> {
 
 /// Renames the shadow tables over the live ones and makes the shadow's checkpoint the
 /// live one, in one transaction that holds the live checkpoint's lock (so no batch of
-/// the live projector is half in the old tables and half in the new).
-async fn swap_in(pool: &PgPool, view: View) -> anyhow::Result<()> {
+/// the live projector is half in the old tables and half in the new). `false`, and
+/// nothing done, when the live view has gone past the shadow meanwhile.
+async fn swap_in(pool: &PgPool, view: View) -> anyhow::Result<bool> {
     let mut transaction = pool.begin().await?;
-    checkpoint::lock(&mut transaction, view, Generation::Live).await?;
+    let live = checkpoint::lock(&mut transaction, view, Generation::Live)
+        .await?
+        .unwrap_or_default();
+    let shadow = checkpoint::lock(&mut transaction, view, Generation::Shadow)
+        .await?
+        .with_context(|| format!("the {view} view's shadow checkpoint is gone"))?;
+    if shadow.stream_sequence < live.stream_sequence {
+        transaction.rollback().await?;
+        return Ok(false);
+    }
     for base in view.tables() {
         let shadow = Generation::Shadow.table(base);
         let retired = format!("{base}_retired");
@@ -125,5 +146,6 @@ async fn swap_in(pool: &PgPool, view: View) -> anyhow::Result<()> {
     transaction
         .commit()
         .await
-        .with_context(|| format!("swapping the rebuilt {view} view in"))
+        .with_context(|| format!("swapping the rebuilt {view} view in"))?;
+    Ok(true)
 }

@@ -4,8 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use orders_command_api::event_store::RelayWaker;
 use orders_command_api::login_throttle::ThrottlePolicy;
-use orders_command_api::relay::Relay;
+use orders_command_api::relay::{listen_for_wake_ups, Relay};
 use orders_command_api::{ApiConfig, AppState, Secret};
 use orders_nats::test_server::NatsServer;
 use orders_nats::{ensure_topology, LEADER_BUCKET, LEADER_LEASE};
@@ -29,6 +30,7 @@ pub(crate) struct TestApp {
 
 /// A nats-server of the test's own, with the relay and the projectors running on it.
 pub(crate) struct Log {
+    pub(crate) client: async_nats::Client,
     pub(crate) jetstream: async_nats::jetstream::Context,
     stop: tokio::sync::watch::Sender<bool>,
     _server: NatsServer,
@@ -49,14 +51,16 @@ pub(crate) async fn start_log(pool: &PgPool) -> Log {
 pub(crate) async fn start_log_with(pool: &PgPool, projectors: bool) -> Log {
     let server = NatsServer::start();
     let client = async_nats::connect(server.url()).await.unwrap();
-    let jetstream = async_nats::jetstream::new(client);
+    let jetstream = async_nats::jetstream::new(client.clone());
     ensure_topology(&jetstream, 1).await.unwrap();
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let relay = Relay::new(pool.clone(), jetstream.clone(), 1000);
+    // Woken by the API after each commit; the poll is the relay's default.
+    let relay = Relay::new(pool.clone(), jetstream.clone(), 1000)
+        .with_wake_ups(listen_for_wake_ups(&client).await.unwrap());
     let mut relay_stopped = stopped.clone();
     tokio::spawn(async move {
         relay
-            .run(Duration::from_millis(5), async move {
+            .run(Duration::from_millis(100), async move {
                 let _ = relay_stopped.wait_for(|stop| *stop).await;
             })
             .await
@@ -73,6 +77,7 @@ pub(crate) async fn start_log_with(pool: &PgPool, projectors: bool) -> Log {
         ));
     }
     Log {
+        client,
         jetstream,
         stop,
         _server: server,
@@ -85,8 +90,15 @@ pub(crate) async fn spawn_app_with_log() -> TestApp {
 }
 
 pub(crate) async fn spawn_app_with_log_and(configure: impl FnOnce(&mut ApiConfig)) -> TestApp {
-    let mut app = spawn_app_with(configure).await;
-    app.log = Some(start_log(&app.pool).await);
+    let pool = fresh_database().await;
+    let log = start_log(&pool).await;
+    let waker = RelayWaker::new(log.client.clone());
+    let mut app = spawn_instance(pool, |config| {
+        config.relay_waker = Some(waker);
+        configure(config);
+    })
+    .await;
+    app.log = Some(log);
     app
 }
 

@@ -16,6 +16,38 @@ pub struct NatsServer {
     process: Child,
     store: PathBuf,
     url: String,
+    binary: String,
+}
+
+/// Starts `binary` with JetStream on `port` (`-1`: one it picks) and `store`, and
+/// waits until it listens; returns the process and its address.
+fn spawn(binary: &str, port: &str, store: &PathBuf) -> (Child, String) {
+    let mut process = Command::new(binary)
+        .args(["-js", "-a", "127.0.0.1", "-p", port, "-sd"])
+        .arg(store)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| {
+            panic!("starting {binary} (set NATS_SERVER_BIN; `make test` does): {error}")
+        });
+    let (port_found, address) = std::sync::mpsc::channel();
+    let log = process.stderr.take().expect("stderr is piped");
+    std::thread::spawn(move || {
+        let mut port_found = Some(port_found);
+        for line in BufReader::new(log).lines().map_while(Result::ok) {
+            if let Some(address) = line.split("Listening for client connections on ").nth(1) {
+                if let Some(sender) = port_found.take() {
+                    let _ = sender.send(address.trim().to_owned());
+                }
+            }
+            // Keep reading, so the server never blocks on a full pipe.
+        }
+    });
+    let address = address
+        .recv_timeout(Duration::from_secs(10))
+        .expect("nats-server did not start listening within 10 s");
+    (process, address)
 }
 
 impl NatsServer {
@@ -34,36 +66,28 @@ impl NatsServer {
         // `-p -1`: the server picks a free port itself and logs it. (Picking one here
         // and passing it would race with other tests doing the same, and a test
         // could end up talking to another test's server.)
-        let mut process = Command::new(&binary)
-            .args(["-js", "-a", "127.0.0.1", "-p", "-1", "-sd"])
-            .arg(&store)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|error| {
-                panic!("starting {binary} (set NATS_SERVER_BIN; `make test` does): {error}")
-            });
-        let (port_found, port) = std::sync::mpsc::channel();
-        let log = process.stderr.take().expect("stderr is piped");
-        std::thread::spawn(move || {
-            let mut port_found = Some(port_found);
-            for line in BufReader::new(log).lines().map_while(Result::ok) {
-                if let Some(address) = line.split("Listening for client connections on ").nth(1) {
-                    if let Some(sender) = port_found.take() {
-                        let _ = sender.send(address.trim().to_owned());
-                    }
-                }
-                // Keep reading, so the server never blocks on a full pipe.
-            }
-        });
-        let address = port
-            .recv_timeout(Duration::from_secs(10))
-            .expect("nats-server did not start listening within 10 s");
+        let (process, address) = spawn(&binary, "-1", &store);
         Self {
             process,
             store,
             url: format!("nats://{address}"),
+            binary,
         }
+    }
+
+    /// Kills the server with SIGKILL (no shutdown, no flush) and starts it again on
+    /// the same port with the same store, as after a crash.
+    pub fn kill_and_restart(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+        let port = self
+            .url
+            .rsplit(':')
+            .next()
+            .expect("the URL has a port")
+            .to_owned();
+        let (process, _) = spawn(&self.binary, &port, &self.store);
+        self.process = process;
     }
 
     pub fn url(&self) -> &str {

@@ -1,0 +1,229 @@
+//! The relay as users run it (`orders serve relay`), crashed on purpose: killed with
+//! SIGKILL in the middle of a catch-up, and the nats-server under it killed and
+//! restarted mid-run. Each ends with the stream holding exactly the event table, once,
+//! in log order.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+use orders_nats::test_server::NatsServer;
+use orders_nats::{LogEvent, LOG_STREAM};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions as _, PgPool};
+
+/// A fresh, migrated database; its URL and a pool on it.
+async fn fresh_database() -> (String, PgPool) {
+    let server_url = std::env::var("ORDERS_TEST_DATABASE_URL")
+        .expect("ORDERS_TEST_DATABASE_URL is not set: run the tests with `make test`");
+    let server: PgConnectOptions = server_url.parse().unwrap();
+    let name = format!("crash_{}", uuid::Uuid::now_v7().simple());
+    let mut admin = server.clone().connect().await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let url = server.database(&name).to_url_lossy().to_string();
+    let pool = orders_command_api::database::connect(&url, 8)
+        .await
+        .unwrap();
+    orders_command_api::database::migrate(&pool).await.unwrap();
+    (url, pool)
+}
+
+fn relay_process(database_url: &str, nats_url: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_orders"))
+        .args(["serve", "relay"])
+        .env("ORDERS_DATABASE_URL", database_url)
+        .env("ORDERS_NATS_URL", nats_url)
+        .env("ORDERS_RELAY_POLL_MS", "20")
+        .env("ORDERS_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn kill(mut process: Child) {
+    let _ = process.kill();
+    let _ = process.wait();
+}
+
+/// Stores `users` users with `events_each` events each, in transactions of
+/// `per_transaction` users, straight into the events table (what the relay reads;
+/// the payloads are never decoded here).
+async fn store_events(pool: &PgPool, users: i64, events_each: i64, per_transaction: i64) {
+    let mut first = 0;
+    while first < users {
+        let last = (first + per_transaction).min(users);
+        sqlx::query(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version,
+                                 payload, metadata)
+             SELECT 'user', '00000000-0000-7000-8000-' || lpad(to_hex(u), 12, '0'), s,
+                    'ProfileUpdated', '1.0',
+                    jsonb_build_object('ProfileUpdated', jsonb_build_object('display_name', 'n' || s)),
+                    '{\"actor\": \"cli:test@localhost\"}'
+               FROM generate_series($1::bigint, $2::bigint - 1) AS u,
+                    generate_series(1::bigint, $3::bigint) AS s
+              ORDER BY u, s",
+        )
+        .bind(first)
+        .bind(last)
+        .bind(events_each)
+        .execute(pool)
+        .await
+        .unwrap();
+        first = last;
+    }
+}
+
+async fn stream_length(jetstream: &async_nats::jetstream::Context) -> u64 {
+    match jetstream.get_stream(LOG_STREAM).await {
+        Ok(mut stream) => stream
+            .info()
+            .await
+            .map(|info| info.state.messages)
+            .unwrap_or(0),
+        Err(_) => 0,
+    }
+}
+
+/// Waits until the stream holds `count` messages (or fails after `within`).
+async fn wait_for_stream(jetstream: &async_nats::jetstream::Context, count: u64, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let length = stream_length(jetstream).await;
+        if length >= count {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stream has {length} of {count} events after {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The stream = the event table: every event once, in log order, on its subject.
+async fn assert_stream_is_the_table(pool: &PgPool, jetstream: &async_nats::jetstream::Context) {
+    let table: Vec<(String, String, i64, String, i64)> = sqlx::query_as(
+        "SELECT aggregate_type, aggregate_id, sequence, tx_id::text, global_position
+           FROM events ORDER BY tx_id, global_position",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let expected: Vec<(String, u64, i64)> = table
+        .into_iter()
+        .map(|(kind, id, sequence, tx, position)| {
+            (
+                format!("{kind}/{id}/{sequence}"),
+                tx.parse().unwrap(),
+                position,
+            )
+        })
+        .collect();
+    let stream = jetstream.get_stream(LOG_STREAM).await.unwrap();
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+        .await
+        .unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    let mut streamed = Vec::with_capacity(expected.len());
+    while streamed.len() < expected.len() {
+        let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
+            .await
+            .expect("the stream ended early")
+            .unwrap()
+            .unwrap();
+        let event = LogEvent::decode(message.headers.as_ref().unwrap(), &message.payload).unwrap();
+        assert_eq!(message.subject.as_str(), event.subject().unwrap());
+        streamed.push((event.event_id(), event.tx_id, event.global_position));
+    }
+    assert_eq!(
+        stream_length(jetstream).await,
+        expected.len() as u64,
+        "extra messages"
+    );
+    if streamed != expected {
+        let first = streamed
+            .iter()
+            .zip(&expected)
+            .position(|(got, want)| got != want);
+        panic!("the stream differs from the table at index {first:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_killed_mid_catch_up_resumes_with_every_event_once_in_order() {
+    let (database_url, pool) = fresh_database().await;
+    let nats = NatsServer::start();
+    let jetstream = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    // 60,000 events in 12 transactions of 5,000.
+    store_events(&pool, 6_000, 10, 500).await;
+    let total = 60_000;
+
+    let relay = relay_process(&database_url, nats.url());
+    wait_for_stream(&jetstream, 10_000, Duration::from_secs(30)).await;
+    kill(relay);
+    let at_kill = stream_length(&jetstream).await;
+    assert!(
+        at_kill < total,
+        "the relay finished before it could be killed; nothing was tested"
+    );
+
+    let relay = relay_process(&database_url, nats.url());
+    wait_for_stream(&jetstream, total, Duration::from_secs(60)).await;
+    // Killed again, right at the end, and started once more: nothing is added twice.
+    kill(relay);
+    let relay = relay_process(&database_url, nats.url());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_stream_is_the_table(&pool, &jetstream).await;
+    kill(relay);
+    eprintln!("killed after {at_kill} of {total} events; resumed to all of them, once each");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_server_killed_mid_run_and_restarted_loses_and_doubles_nothing() {
+    let (database_url, pool) = fresh_database().await;
+    let mut nats = NatsServer::start();
+    let relay = relay_process(&database_url, nats.url());
+    let jetstream = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+
+    // Writers keep committing small transactions throughout.
+    let writing = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let mut user = 0;
+            while started.elapsed() < Duration::from_secs(4) {
+                let mut transaction = pool.begin().await.unwrap();
+                sqlx::query(
+                    "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type,
+                                         event_version, payload, metadata)
+                     SELECT 'user', '00000000-0000-7000-9000-' || lpad(to_hex($1::bigint), 12, '0'),
+                            s, 'ProfileUpdated', '1.0', '{}', '{}'
+                       FROM generate_series(1, 5) AS s",
+                )
+                .bind(user)
+                .execute(&mut *transaction)
+                .await
+                .unwrap();
+                transaction.commit().await.unwrap();
+                user += 1;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    wait_for_stream(&jetstream, 50, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    nats.kill_and_restart();
+    writing.await.unwrap();
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    wait_for_stream(&jetstream, stored as u64, Duration::from_secs(60)).await;
+    assert_stream_is_the_table(&pool, &jetstream).await;
+    kill(relay);
+}

@@ -39,6 +39,12 @@ use uuid::Uuid;
 pub(crate) enum BenchCommand {
     /// `POST /orders` throughput beside pgbench ceilings of the same run.
     Commands(CommandsBenchArgs),
+    /// Relay catch-up beside the raw acknowledged-publish rate of the same server.
+    Relay(crate::bench_log::RelayBenchArgs),
+    /// Store→stream lag and command→view latency at a steady command rate.
+    Pipeline(crate::bench_log::PipelineBenchArgs),
+    /// Rebuilding a view from a long log, beside the raw read rate of the stream.
+    Replay(crate::bench_log::ReplayBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -65,18 +71,25 @@ pub(crate) struct CommandsBenchArgs {
     /// The pgbench executable (PostgreSQL's server binaries directory has it).
     #[arg(long, env = "ORDERS_PGBENCH", default_value = "pgbench")]
     pgbench: PathBuf,
+    /// Run the log as well (a nats-server of the benchmark's own, the relay woken by
+    /// the API, the projectors), as in production, during every measurement.
+    #[arg(long)]
+    with_log: bool,
 }
 
 pub(crate) async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Commands(args) => commands(args).await,
+        BenchCommand::Relay(args) => crate::bench_log::relay(args).await,
+        BenchCommand::Pipeline(args) => crate::bench_log::pipeline(args).await,
+        BenchCommand::Replay(args) => crate::bench_log::replay(args).await,
     }
 }
 
 /// Users created up front; enough for millions of orders.
-const BENCH_USERS: i64 = 50_000;
+pub(crate) const BENCH_USERS: i64 = 50_000;
 
-fn bench_user_id(index: i64) -> UserId {
+pub(crate) fn bench_user_id(index: i64) -> UserId {
     let uuid = Uuid::parse_str(&format!("00000000-0000-7000-8000-{index:012x}"))
         .expect("a well-formed UUID");
     UserId::from_uuid(uuid)
@@ -93,38 +106,62 @@ struct Measured {
     one_row_per_sec: f64,
 }
 
-async fn commands(args: CommandsBenchArgs) -> anyhow::Result<()> {
-    let server_url = args
-        .database_url
-        .as_deref()
-        .filter(|url| !url.is_empty())
-        .context("ORDERS_DATABASE_URL is not set")?;
-    let server: PgConnectOptions = server_url
-        .parse()
-        .context("ORDERS_DATABASE_URL is not a PostgreSQL URL")?;
-    let database = format!("orders_bench_{}", Uuid::now_v7().simple());
-    let mut admin = server
-        .clone()
-        .connect()
-        .await
-        .context("connecting to PostgreSQL")?;
-    sqlx::query(&format!("CREATE DATABASE {database}"))
-        .execute(&mut admin)
-        .await
-        .context("creating the benchmark database")?;
-    // The same URL with the database swapped: libpq (pgbench) must read it too.
-    let mut bench_url = url::Url::parse(server_url).context("ORDERS_DATABASE_URL is not a URL")?;
-    bench_url.set_path(&database);
-    let bench_url = bench_url.to_string();
-    let outcome = run_in_database(&args, &bench_url).await;
-    if args.keep_database {
-        eprintln!("kept the benchmark database: {bench_url}");
-    } else {
-        sqlx::query(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+/// A database created for one benchmark run, on the server of `ORDERS_DATABASE_URL`.
+pub(crate) struct BenchDatabase {
+    admin: sqlx::PgConnection,
+    name: String,
+    pub(crate) url: String,
+}
+
+impl BenchDatabase {
+    pub(crate) async fn create(server_url: Option<&str>) -> anyhow::Result<Self> {
+        let server_url = server_url
+            .filter(|url| !url.is_empty())
+            .context("ORDERS_DATABASE_URL is not set")?;
+        let server: PgConnectOptions = server_url
+            .parse()
+            .context("ORDERS_DATABASE_URL is not a PostgreSQL URL")?;
+        let name = format!("orders_bench_{}", Uuid::now_v7().simple());
+        let mut admin = server
+            .clone()
+            .connect()
+            .await
+            .context("connecting to PostgreSQL")?;
+        sqlx::query(&format!("CREATE DATABASE {name}"))
             .execute(&mut admin)
             .await
-            .context("dropping the benchmark database")?;
+            .context("creating the benchmark database")?;
+        // The same URL with the database swapped: libpq (pgbench) must read it too.
+        let mut url = url::Url::parse(server_url).context("ORDERS_DATABASE_URL is not a URL")?;
+        url.set_path(&name);
+        Ok(Self {
+            admin,
+            name,
+            url: url.to_string(),
+        })
     }
+
+    /// Drops the database, or says where it is when asked to keep it.
+    pub(crate) async fn finish(mut self, keep: bool) -> anyhow::Result<()> {
+        if keep {
+            eprintln!("kept the benchmark database: {}", self.url);
+            return Ok(());
+        }
+        sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ))
+        .execute(&mut self.admin)
+        .await
+        .context("dropping the benchmark database")?;
+        Ok(())
+    }
+}
+
+async fn commands(args: CommandsBenchArgs) -> anyhow::Result<()> {
+    let database = BenchDatabase::create(args.database_url.as_deref()).await?;
+    let outcome = run_in_database(&args, &database.url).await;
+    database.finish(args.keep_database).await?;
     let measured = outcome?;
     println!();
     println!(
@@ -174,11 +211,14 @@ async fn run_in_database(
             Uuid::new_v4().simple()
         )),
     )?;
-    let state = AppState::new(
-        ApiConfig::new(secret, "http://127.0.0.1".to_owned()),
-        pool.clone(),
-    )
-    .await?;
+    let log = if args.with_log {
+        Some(crate::bench_log::BenchLog::start(&pool, true).await?)
+    } else {
+        None
+    };
+    let mut config = ApiConfig::new(secret, "http://127.0.0.1".to_owned());
+    config.relay_waker = log.as_ref().map(crate::bench_log::BenchLog::relay_waker);
+    let state = AppState::new(config, pool.clone()).await?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -252,12 +292,15 @@ async fn run_in_database(
     }
     let _ = stop.send(());
     server.await??;
+    if let Some(log) = log {
+        log.stop().await;
+    }
     pool.close().await;
     let _ = std::fs::remove_dir_all(&scripts);
     Ok(measured)
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     match values.len() {
         0 => f64::NAN,
@@ -275,7 +318,7 @@ fn tempdir() -> anyhow::Result<PathBuf> {
 /// Registers the benchmark users with one statement each 10,000 (a fixture, not the
 /// thing measured): real `UserRegistered` payloads, as the domain serialises them,
 /// and the placement guards the command side keeps beside them.
-async fn create_bench_users(pool: &PgPool) -> anyhow::Result<()> {
+pub(crate) async fn create_bench_users(pool: &PgPool) -> anyhow::Result<()> {
     let template = serde_json::to_value(UserEvent::UserRegistered {
         user_id: bench_user_id(0),
         email: EmailAddress::parse("bench@example.com").expect("a valid address"),
@@ -373,7 +416,7 @@ async fn drive_api(
 
 const PLACE_ORDER_BODY: &str = r#"{"url": "https://shop.example.com/product/42", "target_price": "3199.00", "currency": "UAH", "check_interval_secs": 3600}"#;
 
-fn place_order_request(addr: SocketAddr, token: &str) -> Vec<u8> {
+pub(crate) fn place_order_request(addr: SocketAddr, token: &str) -> Vec<u8> {
     format!(
         "POST /orders HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{PLACE_ORDER_BODY}",
@@ -386,22 +429,30 @@ fn place_order_request(addr: SocketAddr, token: &str) -> Vec<u8> {
 /// prepared request, reads the status and the body it announces. Deliberately
 /// minimal, like pgbench's client, so that the two cores go to the server under test
 /// rather than to a general-purpose client.
-struct KeepAliveConnection {
+pub(crate) struct KeepAliveConnection {
     stream: BufReader<TcpStream>,
     line: String,
+    /// Of the last response: `Location`, `Orders-Position`, and whether it said
+    /// `Orders-Stale`.
+    pub(crate) location: Option<String>,
+    pub(crate) position: Option<String>,
+    pub(crate) stale: bool,
 }
 
 impl KeepAliveConnection {
-    async fn open(addr: SocketAddr) -> anyhow::Result<Self> {
+    pub(crate) async fn open(addr: SocketAddr) -> anyhow::Result<Self> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         Ok(Self {
             stream: BufReader::new(stream),
             line: String::new(),
+            location: None,
+            position: None,
+            stale: false,
         })
     }
 
-    async fn exchange(&mut self, request: &[u8]) -> anyhow::Result<u16> {
+    pub(crate) async fn exchange(&mut self, request: &[u8]) -> anyhow::Result<u16> {
         self.stream.get_mut().write_all(request).await?;
         self.line.clear();
         self.stream.read_line(&mut self.line).await?;
@@ -412,6 +463,9 @@ impl KeepAliveConnection {
             .and_then(|code| code.parse().ok())
             .with_context(|| format!("not an HTTP status line: {:?}", self.line))?;
         let mut content_length = 0_usize;
+        self.location = None;
+        self.position = None;
+        self.stale = false;
         loop {
             self.line.clear();
             if self.stream.read_line(&mut self.line).await? == 0 {
@@ -422,8 +476,15 @@ impl KeepAliveConnection {
                 break;
             }
             if let Some((name, value)) = header.split_once(':') {
+                let value = value.trim();
                 if name.eq_ignore_ascii_case("content-length") {
-                    content_length = value.trim().parse()?;
+                    content_length = value.parse()?;
+                } else if name.eq_ignore_ascii_case("location") {
+                    self.location = Some(value.to_owned());
+                } else if name.eq_ignore_ascii_case("orders-position") {
+                    self.position = Some(value.to_owned());
+                } else if name.eq_ignore_ascii_case("orders-stale") {
+                    self.stale = true;
                 }
             }
         }

@@ -15,6 +15,7 @@ use orders_command_api::{ApiConfig, AppState, Secret};
 use tokio::net::TcpListener;
 
 mod bench;
+mod bench_log;
 
 #[derive(Debug, Parser)]
 #[command(

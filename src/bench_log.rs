@@ -1,0 +1,836 @@
+//! Benchmarks of the log, each beside a ceiling (or floor) measured in the same run
+//! on the same servers. Each starts a nats-server of its own (`NATS_SERVER_BIN`, or
+//! `nats-server` on the `PATH`) and creates a fresh database on the PostgreSQL server
+//! of `ORDERS_DATABASE_URL`, dropped at the end.
+//!
+//! - `orders bench relay`: the relay catching up on a backlog, beside publishing the
+//!   same messages straight to JetStream with the same window of acknowledgements
+//!   in flight (target: ≥ 50%).
+//! - `orders bench pipeline`: `POST /orders` at a steady rate with the relay and the
+//!   projectors running; store→stream lag (from the event's `recorded_at` to its
+//!   arrival on a subscriber of its subject; target p99 < 20 ms) beside a core NATS
+//!   message's own latency, and command→view-visible (from the 201 to a read with
+//!   `Orders-Min-Position` that is not stale; target p99 < 50 ms).
+//! - `orders bench replay`: `orders replay <view>` (a process of its own, whose
+//!   resident memory is sampled as it goes) over a log of a million events, beside
+//!   reading the same stream without applying it (target: ≥ 50,000 events/s).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, message::PublishMessage, stream};
+use clap::Args;
+use futures::StreamExt as _;
+use orders_command_api::event_store::RelayWaker;
+use orders_command_api::relay::{listen_for_wake_ups, Relay};
+use orders_command_api::{ApiConfig, AppState, Secret};
+use orders_domain::email::EmailAddress;
+use orders_domain::ids::{OrderId, UserId};
+use orders_domain::money::{Currency, Money};
+use orders_domain::order::{OrderEvent, ProductUrl, MAX_ACTIVE_ORDERS_PER_USER};
+use orders_domain::user::UserEvent;
+use orders_nats::test_server::NatsServer;
+use orders_nats::{ensure_topology, LogEvent, LEADER_BUCKET, LEADER_LEASE, LOG_STREAM};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use uuid::Uuid;
+
+use crate::bench::{
+    bench_user_id, create_bench_users, median, place_order_request, BenchDatabase,
+    KeepAliveConnection, BENCH_USERS,
+};
+
+/// A nats-server of the benchmark's own, with the relay (woken by the API) and,
+/// if asked, the projectors running on it.
+pub(crate) struct BenchLog {
+    _server: NatsServer,
+    client: async_nats::Client,
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: tokio::task::JoinSet<anyhow::Result<()>>,
+}
+
+impl BenchLog {
+    pub(crate) async fn start(pool: &PgPool, projectors: bool) -> anyhow::Result<Self> {
+        let server = NatsServer::start();
+        let client = async_nats::connect(server.url()).await?;
+        let jetstream = jetstream::new(client.clone());
+        ensure_topology(&jetstream, 1).await?;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut tasks = tokio::task::JoinSet::new();
+        let relay = Relay::new(pool.clone(), jetstream.clone(), 1000)
+            .with_wake_ups(listen_for_wake_ups(&client).await?);
+        let mut relay_stopped = stopped.clone();
+        tasks.spawn(async move {
+            relay
+                .run(Duration::from_millis(100), async move {
+                    let _ = relay_stopped.wait_for(|stop| *stop).await;
+                })
+                .await
+        });
+        if projectors {
+            let leaders = jetstream.get_key_value(LEADER_BUCKET).await?;
+            tasks.spawn(orders_projectors::run(
+                pool.clone(),
+                jetstream.clone(),
+                leaders,
+                "bench".to_owned(),
+                LEADER_LEASE,
+                stopped,
+            ));
+        }
+        Ok(Self {
+            _server: server,
+            client,
+            stop,
+            tasks,
+        })
+    }
+
+    pub(crate) fn relay_waker(&self) -> RelayWaker {
+        RelayWaker::new(self.client.clone())
+    }
+
+    pub(crate) async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+fn percentile(sorted: &[f64], fraction: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * fraction).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+fn sorted(mut values: Vec<f64>) -> Vec<f64> {
+    values.sort_by(f64::total_cmp);
+    values
+}
+
+// ---------------------------------------------------------------------------------
+// A realistic log, written straight into the event table.
+
+/// Stores `events` real domain events (rounded down to whole users of 20 events: a
+/// registration, two placements and 17 price changes), 10,000 per transaction.
+async fn store_log(pool: &PgPool, events: u64) -> anyhow::Result<u64> {
+    const PER_USER: u64 = 20;
+    let users = (events / PER_USER).max(1);
+    let uah = Currency::from_code("UAH")?;
+    let url = ProductUrl::parse("https://shop.example.com/product/42")?;
+    let mut stored = 0;
+    let mut user = 0;
+    while user < users {
+        let mut columns = Columns::default();
+        for _ in 0..(10_000 / PER_USER) {
+            if user == users {
+                break;
+            }
+            let user_id = UserId::from_uuid(Uuid::now_v7());
+            columns.push(
+                "user",
+                user_id.as_uuid(),
+                1,
+                "UserRegistered",
+                "2.0",
+                serde_json::to_value(UserEvent::UserRegistered {
+                    user_id,
+                    email: EmailAddress::parse(&format!("bench-{user}@example.com"))?,
+                })?,
+                &format!("user:{user_id}"),
+            );
+            for (order, changes) in [(0, 9), (1, 8)] {
+                let order_id = OrderId::from_uuid(Uuid::now_v7());
+                let target = Money::parse(&format!("{}.00", 1000 + order), uah)?;
+                columns.push(
+                    "order",
+                    order_id.as_uuid(),
+                    1,
+                    "OrderPlaced",
+                    "2.0",
+                    serde_json::to_value(OrderEvent::OrderPlaced {
+                        order_id,
+                        owner: user_id,
+                        url: url.clone(),
+                        target,
+                        check_interval_secs: 3600,
+                        selector: None,
+                    })?,
+                    &format!("user:{user_id}"),
+                );
+                let mut previous = None;
+                for change in 0..changes {
+                    let price = Money::parse(&format!("{}.50", 1500 - change * 10), uah)?;
+                    columns.push(
+                        "order",
+                        order_id.as_uuid(),
+                        2 + change,
+                        "PriceChanged",
+                        "1.0",
+                        serde_json::to_value(OrderEvent::PriceChanged {
+                            check_id: Uuid::now_v7(),
+                            previous,
+                            price,
+                            extractor: Some("json-ld".to_owned()),
+                        })?,
+                        "system:scraper",
+                    );
+                    previous = Some(price);
+                }
+            }
+            user += 1;
+        }
+        stored += columns.insert(pool).await?;
+    }
+    sqlx::query("ANALYZE events").execute(pool).await?;
+    Ok(stored)
+}
+
+#[derive(Default)]
+struct Columns {
+    aggregate_types: Vec<&'static str>,
+    aggregate_ids: Vec<String>,
+    sequences: Vec<i64>,
+    event_types: Vec<&'static str>,
+    event_versions: Vec<&'static str>,
+    payloads: Vec<serde_json::Value>,
+    metadata: Vec<serde_json::Value>,
+}
+
+impl Columns {
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &mut self,
+        aggregate_type: &'static str,
+        aggregate_id: Uuid,
+        sequence: i64,
+        event_type: &'static str,
+        event_version: &'static str,
+        payload: serde_json::Value,
+        actor: &str,
+    ) {
+        let correlation = Uuid::now_v7().to_string();
+        self.aggregate_types.push(aggregate_type);
+        self.aggregate_ids.push(aggregate_id.to_string());
+        self.sequences.push(sequence);
+        self.event_types.push(event_type);
+        self.event_versions.push(event_version);
+        self.payloads.push(payload);
+        self.metadata.push(serde_json::json!({
+            "actor": actor, "correlation_id": correlation,
+            "causation_id": correlation, "request_id": correlation,
+        }));
+    }
+
+    async fn insert(self, pool: &PgPool) -> anyhow::Result<u64> {
+        let inserted = sqlx::query(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version,
+                                 payload, metadata)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[],
+                                  $6::jsonb[], $7::jsonb[])",
+        )
+        .bind(&self.aggregate_types)
+        .bind(&self.aggregate_ids)
+        .bind(&self.sequences)
+        .bind(&self.event_types)
+        .bind(&self.event_versions)
+        .bind(&self.payloads)
+        .bind(&self.metadata)
+        .execute(pool)
+        .await
+        .context("storing the benchmark's events")?;
+        Ok(inserted.rows_affected())
+    }
+}
+
+/// Relays everything stored (from an empty stream) and returns events/s.
+async fn relay_all(
+    pool: &PgPool,
+    jetstream: &jetstream::Context,
+    window: i64,
+) -> anyhow::Result<(u64, f64)> {
+    let relay = Relay::new(pool.clone(), jetstream.clone(), window);
+    let mut head = relay.stream_head().await?;
+    let started = Instant::now();
+    let mut relayed = 0;
+    loop {
+        let published = relay.step(&mut head).await? as u64;
+        if published == 0 {
+            break;
+        }
+        relayed += published;
+    }
+    Ok((relayed, relayed as f64 / started.elapsed().as_secs_f64()))
+}
+
+// ---------------------------------------------------------------------------------
+// orders bench relay
+
+#[derive(Debug, Args)]
+pub(crate) struct RelayBenchArgs {
+    #[arg(long, env = "ORDERS_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Events in the backlog.
+    #[arg(long, default_value_t = 100_000)]
+    events: u64,
+    /// Acknowledgements in flight (the relay's batch), for both measurements.
+    #[arg(long, default_value_t = 1000)]
+    window: i64,
+    /// Interleaved rounds; the medians are reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
+    #[arg(long)]
+    keep_database: bool,
+}
+
+/// The stored events as the relay would publish them, in log order.
+async fn load_log(pool: &PgPool) -> anyhow::Result<Vec<LogEvent>> {
+    type Row = (
+        String,
+        String,
+        i64,
+        String,
+        String,
+        serde_json::Value,
+        serde_json::Value,
+        String,
+        i64,
+        String,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata,
+                tx_id::text, global_position,
+                to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')
+           FROM events ORDER BY tx_id, global_position",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| LogEvent {
+            aggregate_type: row.0,
+            aggregate_id: row.1,
+            sequence: row.2,
+            event_type: row.3,
+            event_version: row.4,
+            payload: row.5,
+            metadata: match row.6 {
+                serde_json::Value::Object(map) => map
+                    .into_iter()
+                    .map(|(key, value)| (key, value.as_str().unwrap_or_default().to_owned()))
+                    .collect(),
+                _ => BTreeMap::new(),
+            },
+            tx_id: row.7.parse().unwrap_or_default(),
+            global_position: row.8,
+            recorded_at: row.9,
+        })
+        .collect())
+}
+
+/// Publishes `events` to a stream of their own (configured like the log stream),
+/// `window` acknowledgements in flight, as the relay does; returns messages/s.
+async fn raw_publish(
+    jetstream: &jetstream::Context,
+    events: &[LogEvent],
+    window: usize,
+) -> anyhow::Result<f64> {
+    let _ = jetstream.delete_stream("BENCH_RAW").await;
+    jetstream
+        .create_stream(stream::Config {
+            name: "BENCH_RAW".to_owned(),
+            subjects: vec!["bench.raw.>".to_owned()],
+            storage: stream::StorageType::File,
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        })
+        .await?;
+    let started = Instant::now();
+    let mut expected = 0_u64;
+    for chunk in events.chunks(window.max(1)) {
+        let mut acknowledgements = Vec::with_capacity(chunk.len());
+        for event in chunk {
+            let publish = PublishMessage::build()
+                .headers(event.headers())
+                .expected_last_sequence(expected)
+                .payload(event.body());
+            expected += 1;
+            acknowledgements.push(
+                jetstream
+                    .send_publish(
+                        format!("bench.raw.{}.{}", event.aggregate_type, event.aggregate_id),
+                        publish,
+                    )
+                    .await?,
+            );
+        }
+        for acknowledgement in acknowledgements {
+            acknowledgement.await?;
+        }
+    }
+    Ok(events.len() as f64 / started.elapsed().as_secs_f64())
+}
+
+pub(crate) async fn relay(args: RelayBenchArgs) -> anyhow::Result<()> {
+    let database = BenchDatabase::create(args.database_url.as_deref()).await?;
+    let outcome = async {
+        let pool = orders_command_api::database::connect(&database.url, 8).await?;
+        orders_command_api::database::migrate(&pool).await?;
+        eprintln!("storing {} events", args.events);
+        let stored = store_log(&pool, args.events).await?;
+        let events = load_log(&pool).await?;
+        let server = NatsServer::start();
+        let jetstream = jetstream::new(async_nats::connect(server.url()).await?);
+        let mut rounds = Vec::new();
+        for round in 1..=args.rounds {
+            let raw = raw_publish(&jetstream, &events, args.window as usize).await?;
+            let _ = jetstream.delete_stream(LOG_STREAM).await;
+            ensure_topology(&jetstream, 1).await?;
+            let (relayed, relay_rate) = relay_all(&pool, &jetstream, args.window).await?;
+            anyhow::ensure!(relayed == stored, "relayed {relayed} of {stored} events");
+            eprintln!(
+                "round {round}: relay {relay_rate:.0} events/s, raw publish {raw:.0} messages/s"
+            );
+            rounds.push((relay_rate, raw));
+        }
+        pool.close().await;
+        anyhow::Ok((stored, rounds))
+    }
+    .await;
+    database.finish(args.keep_database).await?;
+    let (stored, rounds) = outcome?;
+    let relay_rate = median(rounds.iter().map(|r| r.0).collect());
+    let raw = median(rounds.iter().map(|r| r.1).collect());
+    println!();
+    println!(
+        "relay catch-up of {stored} events, {} acknowledgements in flight (medians of {} interleaved rounds):",
+        args.window, args.rounds
+    );
+    println!(
+        "{:>16}  {:>22}  {:>6}",
+        "relay events/s", "raw publish messages/s", "ratio"
+    );
+    println!(
+        "{relay_rate:>16.0}  {raw:>22.0}  {:>5.0}%",
+        100.0 * relay_rate / raw
+    );
+    println!("target: ratio >= 50%");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------
+// orders bench pipeline
+
+#[derive(Debug, Args)]
+pub(crate) struct PipelineBenchArgs {
+    #[arg(long, env = "ORDERS_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Commands (`POST /orders`, one event each) per second.
+    #[arg(long, default_value_t = 1000)]
+    rate: u32,
+    /// Measured seconds (after the warm-up).
+    #[arg(long, default_value_t = 20)]
+    duration_secs: u64,
+    #[arg(long, default_value_t = 3)]
+    warmup_secs: u64,
+    /// Client connections sharing the rate.
+    #[arg(long, default_value_t = 32)]
+    connections: u32,
+    #[arg(long)]
+    keep_database: bool,
+}
+
+fn micros_since_epoch(time: SystemTime) -> i64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_micros() as i64)
+        .unwrap_or_default()
+}
+
+/// Milliseconds from an `Orders-Recorded-At` header to `received`.
+fn lag_ms(recorded_at: &str, received: SystemTime) -> Option<f64> {
+    let recorded = chrono::DateTime::parse_from_rfc3339(recorded_at).ok()?;
+    Some((micros_since_epoch(received) - recorded.timestamp_micros()) as f64 / 1000.0)
+}
+
+pub(crate) async fn pipeline(args: PipelineBenchArgs) -> anyhow::Result<()> {
+    let database = BenchDatabase::create(args.database_url.as_deref()).await?;
+    let outcome = run_pipeline(&args, &database.url).await;
+    database.finish(args.keep_database).await?;
+    let (achieved, lags, floor, visible, stale) = outcome?;
+    let lags = sorted(lags);
+    let floor = sorted(floor);
+    let visible = sorted(visible);
+    println!();
+    println!(
+        "POST /orders at {} /s asked, {achieved:.0} /s done, {} s measured, relay woken by the API, projectors running:",
+        args.rate, args.duration_secs
+    );
+    println!(
+        "{:<44} {:>8} {:>8} {:>8} {:>9}",
+        "", "p50 ms", "p99 ms", "max ms", "samples"
+    );
+    for (name, samples) in [
+        ("store -> stream (recorded_at -> subscriber)", &lags),
+        ("  floor: core NATS publish -> subscriber", &floor),
+        ("command -> view visible (201 -> fresh read)", &visible),
+    ] {
+        println!(
+            "{name:<44} {:>8.2} {:>8.2} {:>8.2} {:>9}",
+            percentile(samples, 0.5),
+            percentile(samples, 0.99),
+            samples.last().copied().unwrap_or(f64::NAN),
+            samples.len()
+        );
+    }
+    println!("reads answered stale (after the 2 s bound): {stale}");
+    println!("targets: store -> stream p99 < 20 ms; command -> view visible p99 < 50 ms");
+    Ok(())
+}
+
+type PipelineOutcome = (f64, Vec<f64>, Vec<f64>, Vec<f64>, u64);
+
+async fn run_pipeline(args: &PipelineBenchArgs, url: &str) -> anyhow::Result<PipelineOutcome> {
+    let pool = orders_command_api::database::connect(url, 32).await?;
+    orders_command_api::database::migrate(&pool).await?;
+    create_bench_users(&pool).await?;
+    let log = BenchLog::start(&pool, true).await?;
+    let secret = Secret::from_env_value(
+        "benchmark secret",
+        Some(format!(
+            "{}{}",
+            Uuid::new_v4().simple(),
+            Uuid::new_v4().simple()
+        )),
+    )?;
+    let mut config = ApiConfig::new(secret, "http://127.0.0.1".to_owned());
+    config.relay_waker = Some(log.relay_waker());
+    let state = AppState::new(config, pool.clone()).await?;
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
+    let api = tokio::spawn(orders_command_api::run(
+        state.clone(),
+        listener,
+        async move {
+            let _ = api_stopped.await;
+        },
+    ));
+
+    let started = Instant::now();
+    let measure_from = started + Duration::from_secs(args.warmup_secs);
+    let measure_until = measure_from + Duration::from_secs(args.duration_secs);
+    let window_start = SystemTime::now() + Duration::from_secs(args.warmup_secs);
+    let window_end = window_start + Duration::from_secs(args.duration_secs);
+
+    // Store -> stream: every order event as it reaches its subject.
+    let client = log.client.clone();
+    let mut events = client.subscribe("orders.events.order.>").await?;
+    let lags = Arc::new(Mutex::new(Vec::new()));
+    let collecting = {
+        let lags = lags.clone();
+        tokio::spawn(async move {
+            while let Some(message) = events.next().await {
+                let received = SystemTime::now();
+                let Some(recorded_at) = message
+                    .headers
+                    .as_ref()
+                    .and_then(|headers| headers.get("Orders-Recorded-At"))
+                    .map(|value| value.as_str().to_owned())
+                else {
+                    continue;
+                };
+                if received >= window_start && received < window_end {
+                    if let Some(lag) = lag_ms(&recorded_at, received) {
+                        lags.lock().expect("not poisoned").push(lag);
+                    }
+                }
+            }
+        })
+    };
+    // Its floor: a core NATS message at the same rate, through the same server.
+    let mut pings = client.subscribe("bench.ping").await?;
+    let floor = Arc::new(Mutex::new(Vec::new()));
+    let pinging = {
+        let floor = floor.clone();
+        tokio::spawn(async move {
+            while let Some(message) = pings.next().await {
+                let received = SystemTime::now();
+                let sent: i64 = std::str::from_utf8(&message.payload)
+                    .ok()
+                    .and_then(|text| text.parse().ok())
+                    .unwrap_or_default();
+                if received >= window_start && received < window_end {
+                    floor
+                        .lock()
+                        .expect("not poisoned")
+                        .push((micros_since_epoch(received) - sent) as f64 / 1000.0);
+                }
+            }
+        })
+    };
+    let pinger = {
+        let client = client.clone();
+        let period = Duration::from_secs_f64(1.0 / f64::from(args.rate.max(1)));
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(period);
+            while Instant::now() < measure_until {
+                ticks.tick().await;
+                let now = micros_since_epoch(SystemTime::now()).to_string();
+                let _ = client.publish("bench.ping", now.into()).await;
+            }
+        })
+    };
+
+    // The clients: each its share of the rate, on its own connection.
+    let next_user = Arc::new(AtomicU64::new(1));
+    let completed = Arc::new(AtomicU64::new(0));
+    let stale = Arc::new(AtomicU64::new(0));
+    let visible = Arc::new(Mutex::new(Vec::new()));
+    let mut clients = Vec::new();
+    let connections = args.connections.max(1);
+    let period = Duration::from_secs_f64(f64::from(connections) / f64::from(args.rate.max(1)));
+    for client_index in 0..connections {
+        let state = state.clone();
+        let next_user = next_user.clone();
+        let completed = completed.clone();
+        let stale = stale.clone();
+        let visible = visible.clone();
+        clients.push(tokio::spawn(async move {
+            // Spread the clients' ticks over one period.
+            tokio::time::sleep(period * client_index / connections).await;
+            drive_client(ClientRun {
+                addr,
+                state,
+                next_user,
+                completed,
+                stale,
+                visible,
+                period,
+                measure_from,
+                measure_until,
+            })
+            .await
+        }));
+    }
+    for client in clients {
+        client.await??;
+    }
+    let achieved = completed.load(Ordering::SeqCst) as f64 / args.duration_secs as f64;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    collecting.abort();
+    pinging.abort();
+    pinger.abort();
+    let _ = stop_api.send(());
+    api.await??;
+    log.stop().await;
+    pool.close().await;
+    let lags = std::mem::take(&mut *lags.lock().expect("not poisoned"));
+    let floor = std::mem::take(&mut *floor.lock().expect("not poisoned"));
+    let visible = std::mem::take(&mut *visible.lock().expect("not poisoned"));
+    Ok((achieved, lags, floor, visible, stale.load(Ordering::SeqCst)))
+}
+
+struct ClientRun {
+    addr: SocketAddr,
+    state: Arc<AppState>,
+    next_user: Arc<AtomicU64>,
+    completed: Arc<AtomicU64>,
+    stale: Arc<AtomicU64>,
+    visible: Arc<Mutex<Vec<f64>>>,
+    period: Duration,
+    measure_from: Instant,
+    measure_until: Instant,
+}
+
+async fn drive_client(run: ClientRun) -> anyhow::Result<()> {
+    let mut commands = KeepAliveConnection::open(run.addr).await?;
+    let mut reads = KeepAliveConnection::open(run.addr).await?;
+    let mut ticks = tokio::time::interval(run.period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut placed_for_user = u32::MAX;
+    let mut request = Vec::new();
+    let mut token = String::new();
+    while Instant::now() < run.measure_until {
+        ticks.tick().await;
+        if placed_for_user >= MAX_ACTIVE_ORDERS_PER_USER {
+            let index = run.next_user.fetch_add(1, Ordering::SeqCst);
+            anyhow::ensure!(
+                index <= BENCH_USERS as u64,
+                "the benchmark ran out of users; lower --rate or --duration-secs"
+            );
+            token = run.state.access_tokens.issue(bench_user_id(index as i64))?;
+            request = place_order_request(run.addr, &token);
+            placed_for_user = 0;
+        }
+        let status = commands.exchange(&request).await?;
+        anyhow::ensure!(status == 201, "POST /orders answered {status}");
+        placed_for_user += 1;
+        let answered = Instant::now();
+        let (Some(location), Some(position)) =
+            (commands.location.clone(), commands.position.clone())
+        else {
+            anyhow::bail!("POST /orders answered without Location or Orders-Position");
+        };
+        let read = format!(
+            "GET {location} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n\
+             Orders-Min-Position: {position}\r\n\r\n",
+            run.addr
+        );
+        let status = reads.exchange(read.as_bytes()).await?;
+        anyhow::ensure!(status == 200, "GET {location} answered {status}");
+        let seen = Instant::now();
+        if answered >= run.measure_from && answered < run.measure_until {
+            run.completed.fetch_add(1, Ordering::SeqCst);
+            if reads.stale {
+                run.stale.fetch_add(1, Ordering::SeqCst);
+            } else {
+                run.visible
+                    .lock()
+                    .expect("not poisoned")
+                    .push((seen - answered).as_secs_f64() * 1000.0);
+            }
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------
+// orders bench replay
+
+#[derive(Debug, Args)]
+pub(crate) struct ReplayBenchArgs {
+    #[arg(long, env = "ORDERS_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Events in the log.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    /// The view to rebuild.
+    #[arg(long, default_value = "orders")]
+    view: String,
+    #[arg(long, default_value_t = orders_projectors::projector::DEFAULT_BATCH_SIZE)]
+    batch_size: usize,
+    #[arg(long)]
+    keep_database: bool,
+}
+
+/// Reads `/proc/<pid>/status` for `VmRSS` and `VmHWM`, in MiB.
+fn memory_mib(pid: u32) -> Option<(f64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|line| line.starts_with(name))
+            .and_then(|line| line.split_whitespace().nth(1))
+            .and_then(|kib| kib.parse::<f64>().ok())
+            .map(|kib| kib / 1024.0)
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+pub(crate) async fn replay(args: ReplayBenchArgs) -> anyhow::Result<()> {
+    let view: orders_projectors::View = args.view.parse()?;
+    let database = BenchDatabase::create(args.database_url.as_deref()).await?;
+    let outcome = run_replay(&args, view, &database.url).await;
+    database.finish(args.keep_database).await?;
+    outcome
+}
+
+async fn run_replay(
+    args: &ReplayBenchArgs,
+    view: orders_projectors::View,
+    url: &str,
+) -> anyhow::Result<()> {
+    let pool = orders_command_api::database::connect(url, 8).await?;
+    orders_command_api::database::migrate(&pool).await?;
+    eprintln!("storing {} events", args.events);
+    let stored = store_log(&pool, args.events).await?;
+    let server = NatsServer::start();
+    let jetstream = jetstream::new(async_nats::connect(server.url()).await?);
+    ensure_topology(&jetstream, 1).await?;
+    eprintln!("relaying them");
+    let (relayed, relay_rate) = relay_all(&pool, &jetstream, 1000).await?;
+    anyhow::ensure!(relayed == stored, "relayed {relayed} of {stored} events");
+
+    // The ceiling: reading the stream the way a replay does, without applying it.
+    let stream = jetstream.get_stream(LOG_STREAM).await?;
+    let consumer = stream
+        .create_consumer(jetstream::consumer::pull::OrderedConfig::default())
+        .await?;
+    let mut messages = consumer.messages().await?;
+    let reading = Instant::now();
+    let mut read = 0;
+    while read < relayed {
+        messages.next().await.context("the stream ended")??;
+        read += 1;
+    }
+    let read_rate = read as f64 / reading.elapsed().as_secs_f64();
+    drop(messages);
+
+    eprintln!("replaying the {view} view in a process of its own");
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .args(["replay", view.name(), "--batch-size"])
+        .arg(args.batch_size.to_string())
+        .env("ORDERS_DATABASE_URL", url)
+        .env("ORDERS_NATS_URL", server.url())
+        .env("ORDERS_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("starting orders replay")?;
+    let pid = child.id().context("the replay has no pid")?;
+    let replaying = Instant::now();
+    let mut samples: Vec<(f64, f64)> = Vec::new();
+    let mut peak = 0.0_f64;
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status?,
+            () = tokio::time::sleep(Duration::from_millis(25)) => {
+                if let Some((rss, hwm)) = memory_mib(pid) {
+                    peak = peak.max(hwm);
+                    samples.push((replaying.elapsed().as_secs_f64(), rss));
+                }
+            }
+        }
+    };
+    let elapsed = replaying.elapsed().as_secs_f64();
+    anyhow::ensure!(status.success(), "orders replay failed: {status}");
+    let mut said = String::new();
+    if let Some(mut stdout) = child.stdout.take() {
+        use tokio::io::AsyncReadExt as _;
+        stdout.read_to_string(&mut said).await?;
+    }
+    let rate = relayed as f64 / elapsed;
+    println!();
+    println!("{}", said.trim());
+    println!(
+        "rebuilding the {view} view from {relayed} events (relayed at {relay_rate:.0} events/s):"
+    );
+    println!(
+        "{:>22}  {:>26}  {:>6}  {:>13}",
+        "replay events/s", "raw stream read messages/s", "ratio", "peak RSS MiB"
+    );
+    println!(
+        "{rate:>22.0}  {read_rate:>26.0}  {:>5.0}%  {peak:>13.1}",
+        100.0 * rate / read_rate
+    );
+    let quarter = |fraction: f64| {
+        samples
+            .iter()
+            .find(|(at, _)| *at >= elapsed * fraction)
+            .map_or(f64::NAN, |(_, rss)| *rss)
+    };
+    println!(
+        "resident memory at 25/50/75/100% of the replay's time: {:.1} / {:.1} / {:.1} / {:.1} MiB",
+        quarter(0.25),
+        quarter(0.5),
+        quarter(0.75),
+        samples.last().map_or(f64::NAN, |(_, rss)| *rss)
+    );
+    println!("target: >= 50,000 events/s, memory flat");
+    pool.close().await;
+    Ok(())
+}

@@ -306,7 +306,7 @@ async fn load_log(pool: &PgPool) -> anyhow::Result<Vec<LogEvent>> {
         "SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata,
                 tx_id::text, global_position,
                 to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')
-           FROM events ORDER BY tx_id, global_position",
+           FROM events ORDER BY events.tx_id, events.global_position",
     )
     .fetch_all(pool)
     .await?;

@@ -108,7 +108,7 @@ async fn wait_for_stream(jetstream: &async_nats::jetstream::Context, count: u64,
 async fn assert_stream_is_the_table(pool: &PgPool, jetstream: &async_nats::jetstream::Context) {
     let table: Vec<(String, String, i64, String, i64)> = sqlx::query_as(
         "SELECT aggregate_type, aggregate_id, sequence, tx_id::text, global_position
-           FROM events ORDER BY tx_id, global_position",
+           FROM events ORDER BY events.tx_id, events.global_position",
     )
     .fetch_all(pool)
     .await

@@ -49,7 +49,7 @@ SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, payloa
   FROM events
  WHERE (tx_id, global_position) > ($1::text::xid8, $2)
    AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
- ORDER BY tx_id, global_position
+ ORDER BY events.tx_id, events.global_position
  LIMIT $3";
 
 type EventRow = (

@@ -416,3 +416,34 @@ async fn two_relays_publish_every_event_once_and_the_standby_takes_over_from_a_d
         task.abort();
     }
 }
+
+#[tokio::test]
+async fn transaction_ids_are_ordered_as_numbers_not_as_text() {
+    // Transaction ids of different lengths ("9" < "10" as numbers, not as text),
+    // written explicitly; the relay reads them in small batches, so a batch taken in
+    // text order would move the head past events not yet published.
+    let pool = fresh_database().await;
+    let server = NatsServer::start();
+    let jetstream = log_stream(&server).await;
+    for tx_id in [100_u64, 9, 10, 99] {
+        sqlx::query(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version,
+                                 payload, metadata, tx_id)
+             VALUES ('user', $1, 1, 'EmailVerified', '1.0', '\"EmailVerified\"', '{}', $2::text::xid8)",
+        )
+        .bind(Uuid::now_v7().to_string())
+        .bind(tx_id.to_string())
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let relay = Relay::new(pool.clone(), jetstream.clone(), 2);
+    let mut head = relay.stream_head().await.unwrap();
+    relay_until_caught_up(&relay, &mut head, &pool).await;
+    let order: Vec<u64> = stream_contents(&jetstream)
+        .await
+        .iter()
+        .map(|event| event.tx_id)
+        .collect();
+    assert_eq!(order, [9, 10, 99, 100]);
+}

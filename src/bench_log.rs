@@ -90,6 +90,18 @@ impl BenchLog {
         })
     }
 
+    /// Waits until the stream holds every stored event and every view has applied it.
+    pub(crate) async fn wait_until_caught_up(&self, pool: &PgPool) -> anyhow::Result<()> {
+        let jetstream = jetstream::new(self.client.clone());
+        loop {
+            let lag = orders_projectors::lag::measure(pool, &jetstream).await?;
+            if lag.relay_behind == 0 && lag.views.iter().all(|view| view.behind == 0) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub(crate) fn relay_waker(&self) -> RelayWaker {
         RelayWaker::new(self.client.clone())
     }
@@ -499,6 +511,8 @@ async fn run_pipeline(args: &PipelineBenchArgs, url: &str) -> anyhow::Result<Pip
     orders_command_api::database::migrate(&pool).await?;
     create_bench_users(&pool).await?;
     let log = BenchLog::start(&pool, true).await?;
+    eprintln!("waiting for the views to take in the benchmark's users");
+    log.wait_until_caught_up(&pool).await?;
     let secret = Secret::from_env_value(
         "benchmark secret",
         Some(format!(
@@ -777,7 +791,6 @@ async fn run_replay(
         .arg(args.batch_size.to_string())
         .env("ORDERS_DATABASE_URL", url)
         .env("ORDERS_NATS_URL", server.url())
-        .env("ORDERS_LOG", "warn")
         .stdout(std::process::Stdio::piped())
         .spawn()
         .context("starting orders replay")?;

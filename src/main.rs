@@ -69,7 +69,7 @@ impl NatsArgs {
             .as_deref()
             .filter(|url| !url.is_empty())
             .context("ORDERS_NATS_URL is not set (e.g. nats://127.0.0.1:4222)")?;
-        let client = async_nats::connect(url)
+        let client = orders_nats::connect(url)
             .await
             .with_context(|| format!("connecting to NATS at {url} (ORDERS_NATS_URL)"))?;
         Ok(async_nats::jetstream::new(client))
@@ -267,7 +267,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut services = tokio::task::JoinSet::new();
     let nats = match &nats_url {
         Some(nats_url) => Some(
-            async_nats::connect(nats_url)
+            orders_nats::connect(nats_url)
                 .await
                 .with_context(|| format!("connecting to NATS at {nats_url} (ORDERS_NATS_URL)"))?,
         ),
@@ -389,7 +389,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let url = nats_url
                 .filter(|url| !url.is_empty())
                 .context("ORDERS_NATS_URL is not set (e.g. nats://127.0.0.1:4222)")?;
-            let client = async_nats::connect(&url)
+            let client = orders_nats::connect(&url)
                 .await
                 .with_context(|| format!("connecting to NATS at {url} (ORDERS_NATS_URL)"))?;
             let jetstream = async_nats::jetstream::new(client);

@@ -21,6 +21,20 @@ pub use topology::{ensure_topology, TopologyError, LEADER_BUCKET, LEADER_LEASE, 
 /// The stream that holds the whole event log, one message per stored event.
 pub const LOG_STREAM: &str = "ORDERS_EVENTS";
 
+/// Connects to NATS: `urls` is one URL or several separated by commas (the nodes of a
+/// cluster; the client also learns the others from the server it reaches).
+pub async fn connect(urls: &str) -> Result<async_nats::Client, async_nats::ConnectError> {
+    let urls: Vec<&str> = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .collect();
+    async_nats::ConnectOptions::new()
+        .name("orders")
+        .connect(urls)
+        .await
+}
+
 /// A core NATS subject (not in any stream) on which the command side says, after a
 /// commit, that the relay has something to publish.
 pub const RELAY_WAKE_SUBJECT: &str = "orders.relay.wake";

@@ -13,7 +13,7 @@
 
 use anyhow::Context as _;
 use async_nats::jetstream::{self, consumer};
-use futures::{FutureExt as _, StreamExt as _};
+use futures::StreamExt as _;
 use orders_nats::LOG_STREAM;
 use sqlx::PgPool;
 
@@ -90,6 +90,12 @@ impl Projector {
             return Ok(Applied::Advanced(expected));
         };
         let mut transaction = self.pool.begin().await?;
+        // A view's tables grow from empty: a plan cached while a table was small (a
+        // sequential scan) would be kept as it grows, and every batch would read the
+        // whole table. Plan each statement for the table as it is.
+        sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan")
+            .execute(&mut *transaction)
+            .await?;
         let current = checkpoint::lock(&mut transaction, self.view, self.generation)
             .await?
             .with_context(|| format!("the {} view's checkpoint is gone", self.view))?;
@@ -138,6 +144,47 @@ impl Projector {
         consumer.messages().await.context("reading the log stream")
     }
 
+    /// Reads the log from stream sequence `start` on, decoded, into a channel, in a
+    /// task of its own: reading and decoding overlap with the database's work, and
+    /// while a batch is applied the next one gathers (the channel's bound keeps memory
+    /// flat). The task ends when the returned reader is dropped.
+    fn read_from(&self, start: u64) -> Reader {
+        let (sender, receiver) = tokio::sync::mpsc::channel(self.batch_size * 2);
+        let projector = self.clone();
+        let task = tokio::spawn(async move {
+            let mut messages = match projector.subscribe(start).await {
+                Ok(messages) => messages,
+                Err(error) => {
+                    let _ = sender.send(Err(error)).await;
+                    return;
+                }
+            };
+            let no_headers = async_nats::HeaderMap::new();
+            while let Some(message) = messages.next().await {
+                let record = message
+                    .map_err(|error| anyhow::anyhow!("reading the log stream: {error}"))
+                    .and_then(|message| {
+                        let sequence = message
+                            .info()
+                            .map_err(|error| {
+                                anyhow::anyhow!("a log message without info: {error}")
+                            })?
+                            .stream_sequence;
+                        Ok(LogRecord::decode(
+                            sequence,
+                            message.headers.as_ref().unwrap_or(&no_headers),
+                            &message.payload,
+                        )?)
+                    });
+                let failed = record.is_err();
+                if sender.send(record).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Reader { receiver, task }
+    }
+
     /// Applies the log from the checkpoint on: for ever (`until` = `None`; returns
     /// only on an error), or until the checkpoint reaches the stream sequence `until`.
     pub async fn follow(&self, until: Option<u64>) -> anyhow::Result<Checkpoint> {
@@ -146,46 +193,46 @@ impl Projector {
             if until.is_some_and(|until| checkpoint.stream_sequence >= until) {
                 return Ok(checkpoint);
             }
-            let mut messages = self.subscribe(checkpoint.stream_sequence + 1).await?;
+            let mut reader = self.read_from(checkpoint.stream_sequence + 1);
             loop {
-                let Some(first) = messages.next().await else {
+                // Whatever has arrived, up to a batch, once at least one message has.
+                let Some(first) = reader.receiver.recv().await else {
                     continue 'subscription;
                 };
-                let mut batch = vec![first.context("reading the log stream")?];
-                while batch.len() < self.batch_size {
-                    match messages.next().now_or_never() {
-                        Some(Some(Ok(message))) => batch.push(message),
-                        _ => break,
+                let mut arrived = vec![first?];
+                while arrived.len() < self.batch_size {
+                    match reader.receiver.try_recv() {
+                        Ok(record) => arrived.push(record?),
+                        Err(_) => break,
                     }
                 }
-                let no_headers = async_nats::HeaderMap::new();
-                let mut records = Vec::with_capacity(batch.len());
+                let mut records = Vec::with_capacity(arrived.len());
                 let mut next = checkpoint.stream_sequence + 1;
-                for message in &batch {
-                    let sequence = message
-                        .info()
-                        .map_err(|error| anyhow::anyhow!("a log message without info: {error}"))?
-                        .stream_sequence;
-                    if sequence < next {
+                for record in arrived {
+                    if record.stream_sequence < next {
                         continue;
                     }
-                    if sequence > next {
+                    if record.stream_sequence > next {
                         tracing::warn!(
                             view = %self.view,
                             expected = next,
-                            got = sequence,
+                            got = record.stream_sequence,
                             "a gap in the log stream; reading again from the checkpoint"
                         );
                         continue 'subscription;
                     }
-                    records.push(LogRecord::decode(
-                        sequence,
-                        message.headers.as_ref().unwrap_or(&no_headers),
-                        &message.payload,
-                    )?);
+                    records.push(record);
                     next += 1;
                 }
-                match self.apply_batch(checkpoint, &records).await? {
+                let applying = std::time::Instant::now();
+                let applied = self.apply_batch(checkpoint, &records).await?;
+                tracing::debug!(
+                    view = %self.view,
+                    messages = records.len(),
+                    micros = applying.elapsed().as_micros() as u64,
+                    "applied a batch"
+                );
+                match applied {
                     Applied::Advanced(advanced) => checkpoint = advanced,
                     Applied::Moved(found) => {
                         tracing::info!(
@@ -202,5 +249,17 @@ impl Projector {
                 }
             }
         }
+    }
+}
+
+/// The reading side of a projector; dropping it stops the reading task.
+struct Reader {
+    receiver: tokio::sync::mpsc::Receiver<anyhow::Result<LogRecord>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }

@@ -304,9 +304,12 @@ pub async fn show_order(
     let stale = min_position.wait(&state, &[View::Orders]).await?;
     let row = query::order_of(state.pool(), caller.user_id.as_uuid(), order_id)
         .await
-        .context("reading the orders view")?
-        .ok_or(ApiError::NotFound("no such order"))?;
-    Ok(answer(Json(OrderDetails::from(row)), stale))
+        .context("reading the orders view")?;
+    // A 404 from a view that had not caught up says so too.
+    Ok(match row {
+        Some(row) => answer(Json(OrderDetails::from(row)), stale),
+        None => answer(ApiError::NotFound("no such order"), stale),
+    })
 }
 
 #[utoipa::path(get, path = "/orders/{id}/prices", tag = "orders", security(("bearer" = [])),
@@ -328,10 +331,13 @@ pub async fn price_history(
     let stale = min_position
         .wait(&state, &[View::Orders, View::PriceHistory])
         .await?;
-    query::order_of(state.pool(), caller.user_id.as_uuid(), order_id)
+    if query::order_of(state.pool(), caller.user_id.as_uuid(), order_id)
         .await
         .context("reading the orders view")?
-        .ok_or(ApiError::NotFound("no such order"))?;
+        .is_none()
+    {
+        return Ok(answer(ApiError::NotFound("no such order"), stale));
+    }
     let points = query::price_history(state.pool(), order_id, after, limit + 1)
         .await
         .context("reading the price history view")?;

@@ -96,6 +96,8 @@ pub(crate) async fn apply(
         .iter()
         .filter(status_changing)
         .map(LogRecord::aggregate_uuid)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
         .collect();
     let mut status: HashMap<Uuid, Option<OrderStatus>> = HashMap::new();
     if !ids.is_empty() {

@@ -133,6 +133,8 @@ pub(crate) async fn apply(
         .iter()
         .filter(|record| matches!(record.event, Event::Order(_)))
         .map(LogRecord::aggregate_uuid)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
         .collect();
     if ids.is_empty() {
         return Ok(());

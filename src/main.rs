@@ -218,6 +218,30 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: finishing requests in flight");
 }
 
+/// Creates or updates the stream and buckets, waiting up to a minute for JetStream:
+/// a cluster may still be electing its leader, and instances starting together
+/// creating the same replicated stream can time each other out, so attempts are
+/// short and spaced at random.
+async fn ensure_topology_patiently(
+    jetstream: &async_nats::jetstream::Context,
+    replicas: usize,
+) -> anyhow::Result<()> {
+    let mut jetstream = jetstream.clone();
+    jetstream.set_timeout(std::time::Duration::from_secs(2));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        match orders_nats::ensure_topology(&jetstream, replicas).await {
+            Ok(()) => return Ok(()),
+            Err(error) if std::time::Instant::now() < deadline => {
+                tracing::warn!(error = %error, "JetStream is not ready; trying again");
+                let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) * 4;
+                tokio::time::sleep(std::time::Duration::from_millis(200 + jitter)).await;
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Everything that can be wrong with the configuration is reported before any
     // connection is made.
@@ -276,7 +300,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let (Some(nats_url), Some(client), true) = (&nats_url, &nats, runs_relay || runs_projectors)
     {
         let jetstream = async_nats::jetstream::new(client.clone());
-        orders_nats::ensure_topology(&jetstream, args.nats_replicas).await?;
+        ensure_topology_patiently(&jetstream, args.nats_replicas).await?;
         let leaders = jetstream
             .get_key_value(orders_nats::LEADER_BUCKET)
             .await
@@ -393,7 +417,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("connecting to NATS at {url} (ORDERS_NATS_URL)"))?;
             let jetstream = async_nats::jetstream::new(client);
-            orders_nats::ensure_topology(&jetstream, nats_replicas).await?;
+            ensure_topology_patiently(&jetstream, nats_replicas).await?;
             println!(
                 "NATS topology ready: stream {}, buckets {} and {}",
                 orders_nats::LOG_STREAM,

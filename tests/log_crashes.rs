@@ -6,30 +6,11 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt as _;
 use orders_nats::test_server::NatsServer;
-use orders_nats::{LogEvent, LOG_STREAM};
-use sqlx::postgres::PgConnectOptions;
-use sqlx::{ConnectOptions as _, PgPool};
+use sqlx::PgPool;
 
-/// A fresh, migrated database; its URL and a pool on it.
-async fn fresh_database() -> (String, PgPool) {
-    let server_url = std::env::var("ORDERS_TEST_DATABASE_URL")
-        .expect("ORDERS_TEST_DATABASE_URL is not set: run the tests with `make test`");
-    let server: PgConnectOptions = server_url.parse().unwrap();
-    let name = format!("crash_{}", uuid::Uuid::now_v7().simple());
-    let mut admin = server.clone().connect().await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let url = server.database(&name).to_url_lossy().to_string();
-    let pool = orders_command_api::database::connect(&url, 8)
-        .await
-        .unwrap();
-    orders_command_api::database::migrate(&pool).await.unwrap();
-    (url, pool)
-}
+mod common;
+use common::{assert_stream_is_the_table, fresh_database, kill, stream_length, wait_for_stream};
 
 fn relay_process(database_url: &str, nats_url: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_orders"))
@@ -42,11 +23,6 @@ fn relay_process(database_url: &str, nats_url: &str) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .unwrap()
-}
-
-fn kill(mut process: Child) {
-    let _ = process.kill();
-    let _ = process.wait();
 }
 
 /// Stores `users` users with `events_each` events each, in transactions of
@@ -74,83 +50,6 @@ async fn store_events(pool: &PgPool, users: i64, events_each: i64, per_transacti
         .await
         .unwrap();
         first = last;
-    }
-}
-
-async fn stream_length(jetstream: &async_nats::jetstream::Context) -> u64 {
-    match jetstream.get_stream(LOG_STREAM).await {
-        Ok(mut stream) => stream
-            .info()
-            .await
-            .map(|info| info.state.messages)
-            .unwrap_or(0),
-        Err(_) => 0,
-    }
-}
-
-/// Waits until the stream holds `count` messages (or fails after `within`).
-async fn wait_for_stream(jetstream: &async_nats::jetstream::Context, count: u64, within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
-        let length = stream_length(jetstream).await;
-        if length >= count {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the stream has {length} of {count} events after {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// The stream = the event table: every event once, in log order, on its subject.
-async fn assert_stream_is_the_table(pool: &PgPool, jetstream: &async_nats::jetstream::Context) {
-    let table: Vec<(String, String, i64, String, i64)> = sqlx::query_as(
-        "SELECT aggregate_type, aggregate_id, sequence, tx_id::text, global_position
-           FROM events ORDER BY events.tx_id, events.global_position",
-    )
-    .fetch_all(pool)
-    .await
-    .unwrap();
-    let expected: Vec<(String, u64, i64)> = table
-        .into_iter()
-        .map(|(kind, id, sequence, tx, position)| {
-            (
-                format!("{kind}/{id}/{sequence}"),
-                tx.parse().unwrap(),
-                position,
-            )
-        })
-        .collect();
-    let stream = jetstream.get_stream(LOG_STREAM).await.unwrap();
-    let consumer = stream
-        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
-        .await
-        .unwrap();
-    let mut messages = consumer.messages().await.unwrap();
-    let mut streamed = Vec::with_capacity(expected.len());
-    while streamed.len() < expected.len() {
-        let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
-            .await
-            .expect("the stream ended early")
-            .unwrap()
-            .unwrap();
-        let event = LogEvent::decode(message.headers.as_ref().unwrap(), &message.payload).unwrap();
-        assert_eq!(message.subject.as_str(), event.subject().unwrap());
-        streamed.push((event.event_id(), event.tx_id, event.global_position));
-    }
-    assert_eq!(
-        stream_length(jetstream).await,
-        expected.len() as u64,
-        "extra messages"
-    );
-    if streamed != expected {
-        let first = streamed
-            .iter()
-            .zip(&expected)
-            .position(|(got, want)| got != want);
-        panic!("the stream differs from the table at index {first:?}");
     }
 }
 

@@ -102,27 +102,38 @@ pub struct EventStore {
 /// Tells the relay, after a commit, that there is something to relay, so that it
 /// does not wait for its next poll: a core NATS message on [`RELAY_WAKE_SUBJECT`],
 /// sent after the event transaction (never inside it) and lost without harm (the
-/// relay polls anyway).
+/// relay polls anyway). A command only raises a flag, which never blocks it (NATS may
+/// be away); a task of the waker's own sends one message per raised flag, so a burst
+/// of commits is one wake-up.
 ///
 /// [`RELAY_WAKE_SUBJECT`]: orders_nats::RELAY_WAKE_SUBJECT
 #[derive(Debug, Clone)]
 pub struct RelayWaker {
-    client: async_nats::Client,
+    /// Holds at most one raised flag.
+    flag: tokio::sync::mpsc::Sender<()>,
 }
 
 impl RelayWaker {
+    /// Starts the sending task (on the current Tokio runtime); it ends when every
+    /// copy of the waker is gone.
     pub fn new(client: async_nats::Client) -> Self {
-        Self { client }
+        let (flag, mut raised) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(async move {
+            while raised.recv().await.is_some() {
+                if let Err(error) = client
+                    .publish(orders_nats::RELAY_WAKE_SUBJECT, bytes::Bytes::new())
+                    .await
+                {
+                    tracing::debug!(%error, "could not wake the relay; it will poll");
+                }
+            }
+        });
+        Self { flag }
     }
 
-    pub async fn wake(&self) {
-        if let Err(error) = self
-            .client
-            .publish(orders_nats::RELAY_WAKE_SUBJECT, bytes::Bytes::new())
-            .await
-        {
-            tracing::debug!(%error, "could not wake the relay; it will poll");
-        }
+    pub fn wake(&self) {
+        // Full: a wake-up is already on its way, and this commit will be in what it reads.
+        let _ = self.flag.try_send(());
     }
 }
 
@@ -300,7 +311,7 @@ impl EventStore {
         match stored {
             Some(written) => {
                 if let Some(waker) = &self.relay_waker {
-                    waker.wake().await;
+                    waker.wake();
                 }
                 Ok(CommandReceipt {
                     position: Some(written.position),

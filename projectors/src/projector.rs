@@ -24,6 +24,10 @@ use crate::{views, View};
 /// Most messages applied in one transaction.
 pub const DEFAULT_BATCH_SIZE: usize = 1_000;
 
+/// How long a projector waits for a message before it checks that the log has not
+/// moved on without it.
+const STALL_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// What became of a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
@@ -196,8 +200,24 @@ impl Projector {
             let mut reader = self.read_from(checkpoint.stream_sequence + 1);
             loop {
                 // Whatever has arrived, up to a batch, once at least one message has.
-                let Some(first) = reader.receiver.recv().await else {
-                    continue 'subscription;
+                let first = match tokio::time::timeout(STALL_CHECK, reader.receiver.recv()).await {
+                    Ok(Some(first)) => first,
+                    Ok(None) => continue 'subscription,
+                    Err(_) => {
+                        // Nothing for a while: idle, or a consumer whose server went
+                        // away (it would notice only after missing heartbeats).
+                        let head = orders_nats::stream_head(&self.jetstream).await?;
+                        if head.stream_sequence > checkpoint.stream_sequence {
+                            tracing::warn!(
+                                view = %self.view,
+                                at = checkpoint.stream_sequence,
+                                head = head.stream_sequence,
+                                "the log has moved on but nothing arrives; reading again"
+                            );
+                            continue 'subscription;
+                        }
+                        continue;
+                    }
                 };
                 let mut arrived = vec![first?];
                 while arrived.len() < self.batch_size {

@@ -212,7 +212,7 @@ async fn run_in_database(
         )),
     )?;
     let log = if args.with_log {
-        Some(crate::bench_log::BenchLog::start(&pool, true).await?)
+        Some(crate::bench_log::BenchLog::start(bench_url, true).await?)
     } else {
         None
     };

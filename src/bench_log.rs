@@ -54,14 +54,17 @@ pub(crate) struct BenchLog {
 }
 
 impl BenchLog {
-    pub(crate) async fn start(pool: &PgPool, projectors: bool) -> anyhow::Result<Self> {
+    /// The relay and the projectors get connections of their own, as in `serve all`.
+    pub(crate) async fn start(database_url: &str, projectors: bool) -> anyhow::Result<Self> {
+        let relay_pool = orders_command_api::database::connect(database_url, 2).await?;
+        let projectors_pool = orders_command_api::database::connect(database_url, 5).await?;
         let server = NatsServer::start();
         let client = async_nats::connect(server.url()).await?;
         let jetstream = jetstream::new(client.clone());
         ensure_topology(&jetstream, 1).await?;
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let mut tasks = tokio::task::JoinSet::new();
-        let relay = Relay::new(pool.clone(), jetstream.clone(), 1000)
+        let relay = Relay::new(relay_pool, jetstream.clone(), 1000)
             .with_wake_ups(listen_for_wake_ups(&client).await?);
         let mut relay_stopped = stopped.clone();
         tasks.spawn(async move {
@@ -74,7 +77,7 @@ impl BenchLog {
         if projectors {
             let leaders = jetstream.get_key_value(LEADER_BUCKET).await?;
             tasks.spawn(orders_projectors::run(
-                pool.clone(),
+                projectors_pool,
                 jetstream.clone(),
                 leaders,
                 "bench".to_owned(),
@@ -510,7 +513,7 @@ async fn run_pipeline(args: &PipelineBenchArgs, url: &str) -> anyhow::Result<Pip
     let pool = orders_command_api::database::connect(url, 32).await?;
     orders_command_api::database::migrate(&pool).await?;
     create_bench_users(&pool).await?;
-    let log = BenchLog::start(&pool, true).await?;
+    let log = BenchLog::start(url, true).await?;
     eprintln!("waiting for the views to take in the benchmark's users");
     log.wait_until_caught_up(&pool).await?;
     let secret = Secret::from_env_value(

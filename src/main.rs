@@ -308,8 +308,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         if runs_relay {
             let lease =
                 orders_nats::leader::LeaderLease::new(leaders.clone(), "relay", instance_name());
+            // The relay and the projectors have connections of their own, so that
+            // neither they nor the API can starve the other of them.
+            let relay_pool = orders_command_api::database::connect(&database_url, 2).await?;
             let relay = orders_command_api::relay::Relay::new(
-                pool.clone(),
+                relay_pool,
                 jetstream.clone(),
                 args.relay_batch_size,
             )
@@ -326,9 +329,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         if runs_projectors {
             tracing::info!(%nats_url, "projecting the views while leader of each");
+            let projectors_pool = orders_command_api::database::connect(
+                &database_url,
+                orders_projectors::View::ALL.len() as u32 + 1,
+            )
+            .await?;
             services.spawn(
                 orders_projectors::run(
-                    pool.clone(),
+                    projectors_pool,
                     jetstream,
                     leaders,
                     instance_name(),

@@ -77,6 +77,35 @@ fn a_missing_database_url_stops_the_service_with_one_line() {
 }
 
 /// A fresh database on the test server, created with psql; its URL.
+#[test]
+fn an_unknown_view_or_a_missing_nats_url_is_one_line() {
+    let unknown = orders()
+        .args(["replay", "prices"])
+        .env("ORDERS_DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
+        .env("ORDERS_NATS_URL", "nats://127.0.0.1:1")
+        .output()
+        .unwrap();
+    assert_eq!(unknown.status.code(), Some(2));
+    let lines = stderr_lines(&unknown);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("no view named \"prices\""), "{lines:?}");
+
+    let projectors = orders()
+        .args(["serve", "projectors"])
+        .env("ORDERS_DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
+        .env_remove("ORDERS_NATS_URL")
+        .output()
+        .unwrap();
+    assert_eq!(projectors.status.code(), Some(2));
+    let lines = stderr_lines(&projectors);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("ORDERS_NATS_URL is not set"), "{lines:?}");
+
+    // Neither a view nor --all: clap says what is missing.
+    let neither = orders().args(["replay"]).output().unwrap();
+    assert_eq!(neither.status.code(), Some(2));
+}
+
 fn fresh_database_url() -> String {
     let Ok(server_url) = std::env::var("ORDERS_TEST_DATABASE_URL") else {
         panic!("ORDERS_TEST_DATABASE_URL is not set: run the tests with `make test`");

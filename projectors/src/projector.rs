@@ -97,9 +97,17 @@ impl Projector {
         // A view's tables grow from empty: a plan cached while a table was small (a
         // sequential scan) would be kept as it grows, and every batch would read the
         // whole table. Plan each statement for the table as it is.
-        sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan")
-            .execute(&mut *transaction)
-            .await?;
+        //
+        // And no waiting for the WAL flush at commit: the view and its checkpoint
+        // commit together, so a database crash can only take both back to an earlier
+        // batch, which the projector then applies again from the log. (The events
+        // themselves are committed synchronously by the command side.)
+        sqlx::query(
+            "SELECT set_config('plan_cache_mode', 'force_custom_plan', true),
+                    set_config('synchronous_commit', 'off', true)",
+        )
+        .execute(&mut *transaction)
+        .await?;
         let current = checkpoint::lock(&mut transaction, self.view, self.generation)
             .await?
             .with_context(|| format!("the {} view's checkpoint is gone", self.view))?;

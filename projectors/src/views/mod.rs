@@ -57,3 +57,125 @@ pub(crate) async fn apply(
         View::AdminOverview => admin_overview::apply(connection, generation, records).await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeZone as _, Utc};
+    use orders_domain::email::EmailAddress;
+    use orders_domain::ids::{OrderId, UserId};
+    use orders_domain::money::{Currency, Money};
+    use orders_domain::order::{OrderEvent, OrderStatus, ProductUrl};
+    use orders_domain::user::{Role, UserEvent};
+    use orders_nats::LogPosition;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::record::Event;
+
+    fn record(aggregate_id: Uuid, sequence: i64, event: Event) -> LogRecord {
+        LogRecord {
+            stream_sequence: sequence as u64,
+            position: LogPosition {
+                tx_id: 100 + sequence as u64,
+                global_position: sequence,
+            },
+            aggregate_id: aggregate_id.to_string(),
+            sequence,
+            recorded_at: Utc
+                .with_ymd_and_hms(2026, 11, 25, 12, 0, sequence as u32)
+                .unwrap(),
+            event,
+        }
+    }
+
+    fn uah(amount: &str) -> Money {
+        Money::parse(amount, Currency::from_code("UAH").unwrap()).unwrap()
+    }
+
+    #[test]
+    fn an_orders_row_follows_its_events_like_the_aggregate() {
+        let order_id = OrderId::from_uuid(Uuid::now_v7());
+        let id = order_id.as_uuid();
+        let events = [
+            OrderEvent::OrderPlaced {
+                order_id,
+                owner: UserId::from_uuid(Uuid::now_v7()),
+                url: ProductUrl::parse("https://shop.example.com/p/1").unwrap(),
+                target: uah("100.00"),
+                check_interval_secs: 3600,
+                selector: None,
+            },
+            OrderEvent::PriceChanged {
+                check_id: Uuid::now_v7(),
+                previous: None,
+                price: uah("95.00"),
+                extractor: Some("json-ld".to_owned()),
+            },
+            OrderEvent::TargetReached {
+                check_id: Uuid::now_v7(),
+                price: uah("95.00"),
+                target: uah("100.00"),
+            },
+            OrderEvent::OrderPaused,
+        ];
+        let mut row = None;
+        for (index, event) in events.into_iter().enumerate() {
+            let record = record(id, index as i64 + 1, Event::Order(event.clone()));
+            row = Some(orders::fold(row, &record, &event).unwrap());
+        }
+        let row = row.unwrap();
+        assert_eq!(row.last_price, Some(uah("95.00").amount()));
+        assert!(!row.armed, "the alert fired once");
+        assert_eq!(row.status, OrderStatus::Paused.as_str());
+        assert_eq!(row.version, 4);
+        assert_eq!(row.updated_at.timestamp() - row.placed_at.timestamp(), 3);
+
+        let stray = record(Uuid::now_v7(), 2, Event::Order(OrderEvent::OrderPaused));
+        assert!(orders::fold(None, &stray, &OrderEvent::OrderPaused).is_err());
+    }
+
+    #[test]
+    fn a_users_roles_stay_sorted_and_unique() {
+        let user_id = UserId::from_uuid(Uuid::now_v7());
+        let id = user_id.as_uuid();
+        let events = [
+            UserEvent::UserRegistered {
+                user_id,
+                email: EmailAddress::parse("ann@example.com").unwrap(),
+            },
+            UserEvent::RoleGranted {
+                role: Role::Auditor,
+            },
+            UserEvent::RoleGranted { role: Role::Admin },
+            UserEvent::RoleGranted { role: Role::Admin },
+            UserEvent::EmailVerified,
+        ];
+        let mut row = None;
+        for (index, event) in events.into_iter().enumerate() {
+            let record = record(id, index as i64 + 1, Event::User(event.clone()));
+            row = Some(users::fold(row, &record, &event).unwrap());
+        }
+        let row = row.unwrap();
+        assert_eq!(row.roles, ["admin", "auditor"]);
+        assert!(row.email_verified);
+        let revoke = UserEvent::RoleRevoked { role: Role::Admin };
+        let row = users::fold(
+            Some(row),
+            &record(id, 6, Event::User(revoke.clone())),
+            &revoke,
+        )
+        .unwrap();
+        assert_eq!(row.roles, ["auditor"]);
+    }
+
+    #[test]
+    fn a_cancellation_counts_against_the_status_the_order_had() {
+        let id = Uuid::now_v7();
+        let cancelled = record(id, 3, Event::Order(OrderEvent::OrderCancelled));
+        let (deltas, after) = admin_overview::changes(&cancelled, Some(OrderStatus::Paused));
+        assert_eq!(after, Some(OrderStatus::Cancelled));
+        assert!(deltas.contains(&("orders_paused", -1)));
+        assert!(deltas.contains(&("orders_cancelled", 1)));
+        assert!(!deltas.iter().any(|(metric, _)| *metric == "orders_active"));
+    }
+}

@@ -290,10 +290,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let mut services = tokio::task::JoinSet::new();
     let nats = match &nats_url {
-        Some(nats_url) => Some(
+        // The relay and the projectors cannot start without NATS ...
+        Some(nats_url) if runs_relay || runs_projectors => Some(
             orders_nats::connect(nats_url)
                 .await
                 .with_context(|| format!("connecting to NATS at {nats_url} (ORDERS_NATS_URL)"))?,
+        ),
+        // ... the API can: it only wakes the relay, which polls anyway.
+        Some(nats_url) => Some(
+            orders_nats::connect_in_background(nats_url)
+                .await
+                .with_context(|| format!("NATS URL {nats_url} (ORDERS_NATS_URL)"))?,
         ),
         None => None,
     };

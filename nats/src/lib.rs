@@ -24,15 +24,30 @@ pub const LOG_STREAM: &str = "ORDERS_EVENTS";
 /// Connects to NATS: `urls` is one URL or several separated by commas (the nodes of a
 /// cluster; the client also learns the others from the server it reaches).
 pub async fn connect(urls: &str) -> Result<async_nats::Client, async_nats::ConnectError> {
-    let urls: Vec<&str> = urls
-        .split(',')
-        .map(str::trim)
-        .filter(|url| !url.is_empty())
-        .collect();
     async_nats::ConnectOptions::new()
         .name("orders")
-        .connect(urls)
+        .connect(split_urls(urls))
         .await
+}
+
+/// Like [`connect`], for a client that can do without NATS for a while (the API,
+/// which only wakes the relay): it starts even when no server answers yet, and
+/// connects in the background.
+pub async fn connect_in_background(
+    urls: &str,
+) -> Result<async_nats::Client, async_nats::ConnectError> {
+    async_nats::ConnectOptions::new()
+        .name("orders")
+        .retry_on_initial_connect()
+        .connect(split_urls(urls))
+        .await
+}
+
+fn split_urls(urls: &str) -> Vec<&str> {
+    urls.split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .collect()
 }
 
 /// A core NATS subject (not in any stream) on which the command side says, after a

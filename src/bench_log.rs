@@ -311,14 +311,14 @@ async fn load_log(pool: &PgPool) -> anyhow::Result<Vec<LogEvent>> {
         i64,
         String,
         String,
-        serde_json::Value,
+        String,
         serde_json::Value,
         String,
         i64,
         String,
     );
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata,
+        "SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, payload::text, metadata,
                 tx_id::text, global_position,
                 to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')
            FROM events ORDER BY events.tx_id, events.global_position",
@@ -333,7 +333,7 @@ async fn load_log(pool: &PgPool) -> anyhow::Result<Vec<LogEvent>> {
             sequence: row.2,
             event_type: row.3,
             event_version: row.4,
-            payload: row.5,
+            payload: row.5.into(),
             metadata: match row.6 {
                 serde_json::Value::Object(map) => map
                     .into_iter()

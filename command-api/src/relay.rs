@@ -43,7 +43,7 @@ use tokio::sync::Notify;
 
 /// Events below the horizon after a log position, in log order.
 const EVENTS_AFTER: &str = "
-SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata,
+SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, payload::text, metadata,
        tx_id::text, global_position,
        to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')
   FROM events
@@ -58,7 +58,7 @@ type EventRow = (
     i64,
     String,
     String,
-    serde_json::Value,
+    String,
     serde_json::Value,
     String,
     i64,
@@ -97,7 +97,7 @@ fn log_event(row: EventRow) -> LogEvent {
         tx_id: tx_id.parse().unwrap_or_default(),
         global_position,
         recorded_at,
-        payload,
+        payload: bytes::Bytes::from(payload),
         metadata,
     }
 }

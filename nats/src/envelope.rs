@@ -53,7 +53,9 @@ pub struct LogEvent {
     pub global_position: i64,
     /// RFC 3339, UTC.
     pub recorded_at: String,
-    pub payload: serde_json::Value,
+    /// The event's payload as JSON text, as stored (and as the message body carries
+    /// it, untouched: the relay never parses it).
+    pub payload: bytes::Bytes,
     /// `actor`, `correlation_id`, `causation_id`, `request_id`, and any other key.
     pub metadata: BTreeMap<String, String>,
 }
@@ -142,7 +144,7 @@ impl LogEvent {
     }
 
     pub fn body(&self) -> bytes::Bytes {
-        bytes::Bytes::from(serde_json::to_vec(&self.payload).expect("JSON values serialise"))
+        self.payload.clone()
     }
 
     /// Reads an envelope back from a message's headers and body.
@@ -181,8 +183,11 @@ impl LogEvent {
             tx_id,
             global_position,
             recorded_at: text(RECORDED_AT)?,
-            payload: serde_json::from_slice(body)
-                .map_err(|error| EnvelopeError::InvalidPayload(error.to_string()))?,
+            payload: {
+                serde_json::from_slice::<serde::de::IgnoredAny>(body)
+                    .map_err(|error| EnvelopeError::InvalidPayload(error.to_string()))?;
+                bytes::Bytes::copy_from_slice(body)
+            },
             metadata,
         })
     }
@@ -202,7 +207,7 @@ mod tests {
             tx_id: 7_345,
             global_position: 12,
             recorded_at: "2026-11-25T12:00:00.123456Z".to_owned(),
-            payload: serde_json::json!("OrderPaused"),
+            payload: bytes::Bytes::from_static(b"\"OrderPaused\""),
             metadata: BTreeMap::from([
                 (
                     "actor".to_owned(),

@@ -48,7 +48,7 @@ fn sample_event(sequence: i64) -> LogEvent {
         tx_id: 900 + sequence as u64,
         global_position: 40 + sequence,
         recorded_at: "2026-11-25T12:00:00.123456Z".to_owned(),
-        payload: serde_json::json!("OrderPaused"),
+        payload: bytes::Bytes::from_static(b"\"OrderPaused\""),
         metadata: BTreeMap::from([
             (
                 "actor".to_owned(),

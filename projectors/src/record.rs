@@ -73,19 +73,21 @@ impl LogRecord {
             event_version: event.event_version.clone(),
             reason,
         };
-        let upcast = || {
-            upcast_payload(
+        let upcast = || -> Result<serde_json::Value, RecordError> {
+            let stored = serde_json::from_slice(&event.payload)
+                .map_err(|error| payload_error(error.to_string()))?;
+            Ok(upcast_payload(
                 &event.event_type,
                 &event.event_version,
-                event.payload.clone(),
-            )
+                stored,
+            ))
         };
         let decoded = match event.aggregate_type.as_str() {
             "user" => Event::User(
-                serde_json::from_value(upcast()).map_err(|e| payload_error(e.to_string()))?,
+                serde_json::from_value(upcast()?).map_err(|e| payload_error(e.to_string()))?,
             ),
             "order" => Event::Order(
-                serde_json::from_value(upcast()).map_err(|e| payload_error(e.to_string()))?,
+                serde_json::from_value(upcast()?).map_err(|e| payload_error(e.to_string()))?,
             ),
             _ => Event::Other,
         };

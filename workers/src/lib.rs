@@ -3,6 +3,8 @@
 //! idempotent: every mail's Message-ID is derived from the event that caused it, so
 //! a redelivered event can only ever produce the same mail.
 
+pub mod price_text;
+
 use uuid::Uuid;
 
 /// The Message-ID (RFC 5322, without the angle brackets) of the mail an event

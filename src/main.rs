@@ -46,6 +46,9 @@ enum Command {
     },
     /// Rebuild a view (or all) from the start of the log, while the live one serves.
     Replay(ReplayArgs),
+    /// Read a product page as the scraper does and print what it found (one JSON
+    /// object); exit 0 when it found the price, 1 when ambiguous or failed.
+    Scrape(ScrapeArgs),
     /// How far the relay and each view's projector are behind the log.
     Lag {
         #[command(flatten)]
@@ -74,6 +77,19 @@ impl NatsArgs {
             .with_context(|| format!("connecting to NATS at {url} (ORDERS_NATS_URL)"))?;
         Ok(async_nats::jetstream::new(client))
     }
+}
+
+#[derive(Debug, Args)]
+struct ScrapeArgs {
+    /// A saved page to read (fetching a URL comes with the scraper worker).
+    #[arg(long)]
+    html: std::path::PathBuf,
+    /// The page's address, checked as an order's URL would be.
+    #[arg(long)]
+    url: Option<String>,
+    /// The order's own CSS selector for the price.
+    #[arg(long)]
+    selector: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -443,6 +459,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench { bench } => bench::run(bench).await,
         Command::Replay(args) => replay(args).await,
+        Command::Scrape(args) => {
+            if let Some(url) = &args.url {
+                orders_domain::order::ProductUrl::parse(url)
+                    .map_err(|error| anyhow::anyhow!("--url {url:?}: {error}"))?;
+            }
+            let bytes = std::fs::read(&args.html)
+                .with_context(|| format!("reading {}", args.html.display()))?;
+            let html = String::from_utf8_lossy(&bytes);
+            let extraction = orders_workers::extract::extract(&html, args.selector.as_deref());
+            println!("{}", extraction.to_json());
+            if extraction.status != orders_workers::extract::Status::Ok {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Lag { database, nats } => {
             let pool = orders_command_api::database::connect(database.url()?, 2).await?;
             let jetstream = nats.jetstream().await?;

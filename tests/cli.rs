@@ -106,6 +106,69 @@ fn an_unknown_view_or_a_missing_nats_url_is_one_line() {
     assert_eq!(neither.status.code(), Some(2));
 }
 
+#[test]
+fn scrape_reads_a_saved_page_and_says_how_sure_it_is() {
+    let dir = std::env::temp_dir().join(format!("orders-scrape-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let page = dir.join("kettle.html");
+    std::fs::write(
+        &page,
+        r#"<html><head><title>Kettle</title></head><body>
+           <div class="product-price"><span class="price">1 299,00 ₴</span></div></body></html>"#,
+    )
+    .unwrap();
+    let found = orders()
+        .args(["scrape", "--html"])
+        .arg(&page)
+        .args(["--url", "https://shop.example.com/kettle"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        found.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&found.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&found.stdout).unwrap();
+    assert_eq!(json["status"], "ok");
+    assert_eq!(json["price"], "1299.00");
+    assert_eq!(json["currency"], "UAH");
+    assert_eq!(json["extractor"], "markup");
+
+    let two = dir.join("two.html");
+    std::fs::write(
+        &two,
+        r#"<span class="price">10 €</span><span class="price">12 €</span>"#,
+    )
+    .unwrap();
+    let ambiguous = orders()
+        .args(["scrape", "--html"])
+        .arg(&two)
+        .output()
+        .unwrap();
+    assert_eq!(ambiguous.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_slice(&ambiguous.stdout).unwrap();
+    assert_eq!(json["status"], "ambiguous");
+    assert_eq!(json["candidates"].as_array().unwrap().len(), 2);
+
+    let missing = orders()
+        .args(["scrape", "--html"])
+        .arg(dir.join("nope.html"))
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+    assert_eq!(stderr_lines(&missing).len(), 1);
+    let bad_url = orders()
+        .args(["scrape", "--html"])
+        .arg(&page)
+        .args(["--url", "ftp://shop.example.com/x"])
+        .output()
+        .unwrap();
+    assert_eq!(bad_url.status.code(), Some(2));
+    assert_eq!(stderr_lines(&bad_url).len(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn fresh_database_url() -> String {
     let Ok(server_url) = std::env::var("ORDERS_TEST_DATABASE_URL") else {
         panic!("ORDERS_TEST_DATABASE_URL is not set: run the tests with `make test`");

@@ -3,6 +3,7 @@
 //! idempotent: every mail's Message-ID is derived from the event that caused it, so
 //! a redelivered event can only ever produce the same mail.
 
+pub mod extract;
 pub mod json_ld;
 pub mod price_text;
 

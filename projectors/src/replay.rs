@@ -54,10 +54,14 @@ pub async fn replay(
     anyhow::ensure!(locked, "a replay of the {view} view is already running");
 
     prepare_shadow(pool, view).await?;
-    let target = orders_nats::stream_head(jetstream).await?.stream_sequence;
+    let target =
+        patiently(|| async { Ok(orders_nats::stream_head(jetstream).await?.stream_sequence) })
+            .await?;
     let shadow = Projector::new(pool.clone(), jetstream.clone(), view, Generation::Shadow)
         .with_batch_size(batch_size);
-    shadow.follow(Some(target)).await?;
+    // Following is resumable (the shadow's checkpoint is stored with each batch), so
+    // a JetStream hiccup (a cluster electing a new leader) only costs a retry.
+    patiently(|| shadow.follow(Some(target))).await?;
     // The live view must never go back (a read that waited for a position must find
     // it), so the shadow is swapped in only when it has reached the live checkpoint;
     // the live projector keeps going meanwhile, so this may take a few rounds.
@@ -65,7 +69,7 @@ pub async fn replay(
         let live = checkpoint::read(pool, view, Generation::Live)
             .await?
             .unwrap_or_default();
-        let reached = shadow.follow(Some(live.stream_sequence)).await?;
+        let reached = patiently(|| shadow.follow(Some(live.stream_sequence))).await?;
         if swap_in(pool, view).await? {
             break reached;
         }
@@ -76,6 +80,29 @@ pub async fn replay(
         checkpoint,
         elapsed: started.elapsed(),
     })
+}
+
+/// Runs `attempt` until it succeeds, at most five times, half a second apart.
+async fn patiently<T, F, Fut>(mut attempt: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let mut tries = 1;
+    loop {
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(error) if tries < 5 => {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "replay step failed; trying again"
+                );
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(error) => return Err(error),
+        }
+    }
 }
 
 /// Empty shadow tables shaped like the live ones, and a shadow checkpoint at zero.

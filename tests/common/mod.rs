@@ -80,23 +80,18 @@ pub async fn assert_stream_is_the_table(pool: &PgPool, jetstream: &async_nats::j
             )
         })
         .collect();
-    let stream = jetstream.get_stream(LOG_STREAM).await.unwrap();
-    let consumer = stream
-        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
-        .await
-        .unwrap();
-    let mut messages = consumer.messages().await.unwrap();
-    let mut streamed = Vec::with_capacity(expected.len());
-    while streamed.len() < expected.len() {
-        let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
-            .await
-            .expect("the stream ended early")
-            .unwrap()
-            .unwrap();
-        let event = LogEvent::decode(message.headers.as_ref().unwrap(), &message.payload).unwrap();
-        assert_eq!(message.subject.as_str(), event.subject().unwrap());
-        streamed.push((event.event_id(), event.tx_id, event.global_position));
-    }
+    // On a cluster that just lost a node, a JetStream request may time out while the
+    // stream elects a new leader: read again, from the start, for a while.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let streamed = loop {
+        match read_stream(jetstream, expected.len()).await {
+            Ok(streamed) => break streamed,
+            Err(error) => {
+                assert!(Instant::now() < deadline, "reading the stream: {error:#}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
     assert_eq!(
         stream_length(jetstream).await,
         expected.len() as u64,
@@ -114,4 +109,32 @@ pub async fn assert_stream_is_the_table(pool: &PgPool, jetstream: &async_nats::j
 pub fn kill(mut process: Child) {
     let _ = process.kill();
     let _ = process.wait();
+}
+
+/// The first `count` messages of the log stream: event id and log position.
+async fn read_stream(
+    jetstream: &async_nats::jetstream::Context,
+    count: usize,
+) -> anyhow::Result<Vec<(String, u64, i64)>> {
+    let stream = jetstream.get_stream(LOG_STREAM).await?;
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+        .await?;
+    let mut messages = consumer.messages().await?;
+    let mut streamed = Vec::with_capacity(count);
+    while streamed.len() < count {
+        let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the stream ended early"))??;
+        let event = LogEvent::decode(
+            message
+                .headers
+                .as_ref()
+                .ok_or_else(|| anyhow::anyhow!("a message without headers"))?,
+            &message.payload,
+        )?;
+        assert_eq!(message.subject.as_str(), event.subject()?);
+        streamed.push((event.event_id(), event.tx_id, event.global_position));
+    }
+    Ok(streamed)
 }

@@ -236,7 +236,7 @@ fn from_elements(document: &Html, css: &Selector, extractor: &'static str) -> Fo
 }
 
 /// Common price markup: elements whose class names a price, leaving out the
-/// previous, regular or crossed-out ones.
+/// previous, regular or crossed-out ones (by class, or inside `<del>`, `<s>`).
 fn from_markup(document: &Html) -> Found {
     let css = selector(
         r#"[class*="price"]:not([class*="old"]):not([class*="was"]):not([class*="regular"]):not([class*="strike"]):not([class*="before"]):not([class*="compare"])"#,
@@ -245,6 +245,17 @@ fn from_markup(document: &Html) -> Found {
     for element in document.select(&css) {
         // Only the innermost: a price box and the amount inside it are one price.
         if element.select(&css).nth(1).is_some() {
+            continue;
+        }
+        // A struck-out price is the one the product no longer costs.
+        let struck = |name: &str| matches!(name, "del" | "s" | "strike");
+        if struck(element.value().name())
+            || element.ancestors().any(|node| {
+                node.value()
+                    .as_element()
+                    .is_some_and(|ancestor| struck(ancestor.name()))
+            })
+        {
             continue;
         }
         if let Ok(price) = price_text::parse_price(&text_of(element)) {

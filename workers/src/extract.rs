@@ -259,9 +259,16 @@ fn from_markup(document: &Html) -> Found {
             continue;
         }
         if let Ok(price) = price_text::parse_price(&text_of(element)) {
+            // The currency may sit in an element of its own beside the amount.
+            let currency = price.currency.or_else(|| {
+                element
+                    .parent()
+                    .and_then(ElementRef::wrap)
+                    .and_then(|parent| price_text::currency_in(&text_of(parent)))
+            });
             found.candidates.push(Candidate {
                 price: price.amount,
-                currency: price.currency,
+                currency,
                 extractor: "markup",
             });
         }

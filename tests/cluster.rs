@@ -3,7 +3,7 @@
 //! killed with SIGKILL in the middle of the run: nothing lost, nothing doubled, and
 //! the views equal to a rebuild from the log.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use orders_nats::test_server::NatsCluster;
@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 
 mod common;
-use common::{assert_stream_is_the_table, fresh_database, kill};
+use common::{assert_stream_is_the_table, fresh_database, Service};
 
 const JWT_SECRET: &str = "a secret that is long enough for HS256 signing";
 
@@ -24,20 +24,22 @@ fn free_address() -> String {
     format!("127.0.0.1:{port}")
 }
 
-fn serve_all(database_url: &str, nats_urls: &str, http_addr: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_orders"))
-        .args(["serve", "all"])
-        .env("ORDERS_DATABASE_URL", database_url)
-        .env("ORDERS_NATS_URL", nats_urls)
-        .env("ORDERS_NATS_REPLICAS", "3")
-        .env("ORDERS_JWT_SECRET", JWT_SECRET)
-        .env("ORDERS_HTTP_ADDR", http_addr)
-        .env("ORDERS_DATABASE_MAX_CONNECTIONS", "8")
-        .env("ORDERS_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+fn serve_all(database_url: &str, nats_urls: &str, http_addr: &str) -> Service {
+    Service::new(
+        Command::new(env!("CARGO_BIN_EXE_orders"))
+            .args(["serve", "all"])
+            .env("ORDERS_DATABASE_URL", database_url)
+            .env("ORDERS_NATS_URL", nats_urls)
+            .env("ORDERS_NATS_REPLICAS", "3")
+            .env("ORDERS_JWT_SECRET", JWT_SECRET)
+            .env("ORDERS_HTTP_ADDR", http_addr)
+            .env("ORDERS_DATABASE_MAX_CONNECTIONS", "8")
+            .env("ORDERS_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 async fn wait_until_ready(http: &reqwest::Client, base: &str) {
@@ -146,7 +148,7 @@ async fn two_of_every_service_on_a_three_node_cluster_survive_a_node_killed_mid_
     let mut cluster = NatsCluster::start(3);
     let urls = cluster.urls();
     let addresses = [free_address(), free_address()];
-    let mut services: Vec<Child> = addresses
+    let services: Vec<Service> = addresses
         .iter()
         .map(|address| serve_all(&database_url, &urls, address))
         .collect();
@@ -193,7 +195,5 @@ async fn two_of_every_service_on_a_three_node_cluster_survive_a_node_killed_mid_
     );
     assert_eq!(views(&pool).await, live);
     eprintln!("{:?}: views equal a rebuild", started.elapsed());
-    for service in services.drain(..) {
-        kill(service);
-    }
+    drop(services);
 }

@@ -3,26 +3,30 @@
 //! restarted mid-run. Each ends with the stream holding exactly the event table, once,
 //! in log order.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use orders_nats::test_server::NatsServer;
 use sqlx::PgPool;
 
 mod common;
-use common::{assert_stream_is_the_table, fresh_database, kill, stream_length, wait_for_stream};
+use common::{
+    assert_stream_is_the_table, fresh_database, kill, stream_length, wait_for_stream, Service,
+};
 
-fn relay_process(database_url: &str, nats_url: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_orders"))
-        .args(["serve", "relay"])
-        .env("ORDERS_DATABASE_URL", database_url)
-        .env("ORDERS_NATS_URL", nats_url)
-        .env("ORDERS_RELAY_POLL_MS", "20")
-        .env("ORDERS_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+fn relay_process(database_url: &str, nats_url: &str) -> Service {
+    Service::new(
+        Command::new(env!("CARGO_BIN_EXE_orders"))
+            .args(["serve", "relay"])
+            .env("ORDERS_DATABASE_URL", database_url)
+            .env("ORDERS_NATS_URL", nats_url)
+            .env("ORDERS_RELAY_POLL_MS", "20")
+            .env("ORDERS_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 /// Stores `users` users with `events_each` events each, in transactions of

@@ -94,16 +94,16 @@ pub async fn measure(pool: &PgPool, jetstream: &jetstream::Context) -> anyhow::R
 
 impl fmt::Display for Lag {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "{:<22} {:>10}  at", "consumer", "behind")?;
+        writeln!(f, "{:<26} {:>10}  at", "consumer", "behind")?;
         writeln!(
             f,
-            "{:<22} {:>10}  stream sequence {}",
+            "{:<26} {:>10}  stream sequence {}",
             "relay", self.relay_behind, self.stream_last_sequence
         )?;
         for view in &self.views {
             writeln!(
                 f,
-                "{:<22} {:>10}  stream sequence {} (position {}, last batch {:.1} s ago)",
+                "{:<26} {:>10}  stream sequence {} (position {}, last batch {:.1} s ago)",
                 format!("projector {}", view.view),
                 view.behind,
                 view.checkpoint.stream_sequence,

@@ -106,9 +106,26 @@ pub async fn assert_stream_is_the_table(pool: &PgPool, jetstream: &async_nats::j
     }
 }
 
-pub fn kill(mut process: Child) {
-    let _ = process.kill();
-    let _ = process.wait();
+/// A service process of a test, killed (SIGKILL) when dropped, so that a failing
+/// test leaves nothing running.
+pub struct Service(Child);
+
+impl Service {
+    pub fn new(process: Child) -> Self {
+        Self(process)
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Kills a service with SIGKILL, as a crash would.
+pub fn kill(service: Service) {
+    drop(service);
 }
 
 /// The first `count` messages of the log stream: event id and log position.

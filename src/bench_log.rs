@@ -15,7 +15,6 @@
 //!   resident memory is sampled as it goes) over a log of a million events, beside
 //!   reading the same stream without applying it (target: ≥ 50,000 events/s).
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -305,47 +304,8 @@ pub(crate) struct RelayBenchArgs {
 
 /// The stored events as the relay would publish them, in log order.
 async fn load_log(pool: &PgPool) -> anyhow::Result<Vec<LogEvent>> {
-    type Row = (
-        String,
-        String,
-        i64,
-        String,
-        String,
-        String,
-        serde_json::Value,
-        String,
-        i64,
-        String,
-    );
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, payload::text, metadata,
-                tx_id::text, global_position,
-                to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')
-           FROM events ORDER BY events.tx_id, events.global_position",
-    )
-    .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|row| LogEvent {
-            aggregate_type: row.0,
-            aggregate_id: row.1,
-            sequence: row.2,
-            event_type: row.3,
-            event_version: row.4,
-            payload: row.5.into(),
-            metadata: match row.6 {
-                serde_json::Value::Object(map) => map
-                    .into_iter()
-                    .map(|(key, value)| (key, value.as_str().unwrap_or_default().to_owned()))
-                    .collect(),
-                _ => BTreeMap::new(),
-            },
-            tx_id: row.7.parse().unwrap_or_default(),
-            global_position: row.8,
-            recorded_at: row.9,
-        })
-        .collect())
+    orders_command_api::relay::events_after(pool, orders_nats::LogPosition::default(), i64::MAX)
+        .await
 }
 
 /// Publishes `events` to a stream of their own (configured like the log stream),

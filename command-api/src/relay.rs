@@ -36,8 +36,8 @@ use anyhow::Context as _;
 use async_nats::jetstream::{self, message::PublishMessage};
 use futures::StreamExt as _;
 use orders_nats::leader::{renewal_interval, LeaderLease};
-use orders_nats::LogEvent;
 pub use orders_nats::StreamHead;
+use orders_nats::{LogEvent, LogPosition};
 use sqlx::PgPool;
 use tokio::sync::Notify;
 
@@ -102,6 +102,23 @@ fn log_event(row: EventRow) -> LogEvent {
     }
 }
 
+/// At most `limit` events after `after`, below the horizon, in log order: what the
+/// relay publishes next.
+pub async fn events_after(
+    pool: &PgPool,
+    after: LogPosition,
+    limit: i64,
+) -> anyhow::Result<Vec<LogEvent>> {
+    let rows: Vec<EventRow> = sqlx::query_as(EVENTS_AFTER)
+        .bind(after.tx_id.to_string())
+        .bind(after.global_position)
+        .bind(limit)
+        .fetch_all(pool)
+        .await
+        .context("reading events below the horizon")?;
+    Ok(rows.into_iter().map(log_event).collect())
+}
+
 pub struct Relay {
     pool: PgPool,
     jetstream: jetstream::Context,
@@ -161,17 +178,14 @@ impl Relay {
     /// was acknowledged. Returns how many events were published (0: caught up).
     /// After an error `head` may be behind the stream: read it again.
     pub async fn step(&self, head: &mut StreamHead) -> anyhow::Result<usize> {
-        let rows: Vec<EventRow> = sqlx::query_as(EVENTS_AFTER)
-            .bind(head.tx_id.to_string())
-            .bind(head.global_position)
-            .bind(self.batch_size)
-            .fetch_all(&self.pool)
-            .await
-            .context("reading events below the horizon")?;
-        if rows.is_empty() {
+        let after = LogPosition {
+            tx_id: head.tx_id,
+            global_position: head.global_position,
+        };
+        let events = events_after(&self.pool, after, self.batch_size).await?;
+        if events.is_empty() {
             return Ok(0);
         }
-        let events: Vec<LogEvent> = rows.into_iter().map(log_event).collect();
         let mut acknowledgements = Vec::with_capacity(events.len());
         for (offset, event) in events.iter().enumerate() {
             let publish = PublishMessage::build()

@@ -155,6 +155,7 @@ async fn two_of_every_service_on_a_three_node_cluster_survive_a_node_killed_mid_
         .iter()
         .map(|address| serve_all(&database_url, &urls, address))
         .collect();
+    let _already_installed = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::new();
     let bases = addresses.clone().map(|address| format!("http://{address}"));
     for base in &bases {

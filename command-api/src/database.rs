@@ -23,6 +23,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "query views",
         include_str!("../migrations/0002_views.sql"),
     ),
+    (
+        3,
+        "price checks",
+        include_str!("../migrations/0003_price_checks.sql"),
+    ),
 ];
 
 pub fn migrator() -> Migrator {

@@ -23,6 +23,7 @@ use cqrs_es::persist::{
 use cqrs_es::{Aggregate, AggregateError, CqrsFramework, EventStore as _};
 use orders_domain::ids::UserId;
 use orders_domain::order::{Order, OrderCommand, OrderError};
+use orders_domain::price_check::PriceCheck;
 use orders_domain::user::{User, UserCommand, UserError};
 use postgres_es::PostgresEventRepository;
 use serde_json::Value;
@@ -445,6 +446,36 @@ WITH guard AS (
 )
 SELECT tx_id::text, global_position, (SELECT active_orders::bigint FROM guard) FROM inserted";
 
+/// A price check's events. A `PriceCheckRequested` is stored only together with its
+/// order's claim in `check_claims` (one check in flight per order; a claim older
+/// than [`CHECK_CLAIM_LEASE`] may be taken over); without the claim the statement
+/// stores nothing and returns no row. The check's result gives the claim back.
+pub const INSERT_PRICE_CHECK_EVENTS: &str = "
+WITH claim AS (
+    INSERT INTO check_claims (order_id, check_id)
+    SELECT (new.payload -> 'PriceCheckRequested' ->> 'order_id')::uuid, new.aggregate_id::uuid
+      FROM UNNEST($2::text[], $4::text[], $6::jsonb[]) AS new (aggregate_id, event_type, payload)
+     WHERE new.event_type = 'PriceCheckRequested'
+    ON CONFLICT (order_id) DO UPDATE
+       SET check_id = excluded.check_id, claimed_at = statement_timestamp()
+     WHERE check_claims.claimed_at < statement_timestamp() - interval '30 minutes'
+    RETURNING order_id
+), inserted AS (
+    INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+    SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])
+     WHERE NOT ('PriceCheckRequested' = ANY($4::text[])) OR EXISTS (SELECT 1 FROM claim)
+    RETURNING aggregate_id, event_type, tx_id, global_position
+), released AS (
+    DELETE FROM check_claims
+     WHERE check_id IN (SELECT aggregate_id::uuid FROM inserted
+                         WHERE event_type IN ('PriceObserved', 'PriceCheckFailed'))
+)
+SELECT tx_id::text, global_position, NULL::bigint FROM inserted";
+
+/// How long a check may stay in flight before its order may be checked again
+/// anyway (the interval in [`INSERT_PRICE_CHECK_EVENTS`]).
+pub const CHECK_CLAIM_LEASE: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
 impl OrdersEventRepository {
     async fn insert_events<A: Aggregate>(
         &self,
@@ -474,6 +505,7 @@ impl OrdersEventRepository {
             (Order::TYPE, Some(_)) => INSERT_GUARDED_PLACEMENT,
             (Order::TYPE, None) => INSERT_ORDER_EVENTS,
             (User::TYPE, _) => INSERT_USER_EVENTS,
+            (PriceCheck::TYPE, _) => INSERT_PRICE_CHECK_EVENTS,
             _ => INSERT_EVENTS,
         };
         let mut query = sqlx::query_as(statement)
@@ -499,8 +531,9 @@ impl OrdersEventRepository {
         }
         let rows = inserted?;
         if rows.is_empty() {
-            // Only a guarded placement stores nothing without an error: its owner
-            // is deactivated.
+            // Only a guarded placement (its owner is deactivated) and a check
+            // request (its order has a check in flight) store nothing without an
+            // error.
             return Err(sqlx::Error::RowNotFound);
         }
         let owner_active_orders = rows

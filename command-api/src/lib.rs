@@ -20,6 +20,7 @@ pub mod event_store;
 pub mod http;
 pub mod login_throttle;
 pub mod metrics;
+pub mod price_checks;
 pub mod problem;
 pub mod relay;
 pub mod signed_tokens;

@@ -72,6 +72,13 @@ uuid_v7_identifier! {
     OrderId
 }
 
+uuid_v7_identifier! {
+    /// Identifies one price check (the `price_check` aggregate's id). Time-ordered:
+    /// a later check has a greater id, which is how an order tells a late or
+    /// redelivered observation from a newer one.
+    CheckId
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,7 @@
 //! the events it decides; everything else reads those events.
 //!
 //! - [`money`], [`ids`], [`email`], [`password_policy`]: values checked at the edge.
-//! - [`user`] and [`order`]: the aggregates (`cqrs_es::Aggregate`).
+//! - [`user`], [`order`] and [`price_check`]: the aggregates (`cqrs_es::Aggregate`).
 //! - [`upcasting`]: how events stored in older shapes are read today.
 
 pub mod email;
@@ -13,5 +13,6 @@ pub mod ids;
 pub mod money;
 pub mod order;
 pub mod password_policy;
+pub mod price_check;
 pub mod upcasting;
 pub mod user;

@@ -266,6 +266,8 @@ pub enum OrderCommand {
 /// The version of `OrderPlaced` written now; "1.0" payloads are upcast on read (see
 /// [`crate::upcasting`]).
 pub const ORDER_PLACED_EVENT_VERSION: &str = "2.0";
+/// The version of `TargetReached` written now (2.0 added `previous`).
+pub const TARGET_REACHED_EVENT_VERSION: &str = "2.0";
 
 /// What happened to an order. The variant names are the stored event types.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -291,8 +293,11 @@ pub enum OrderEvent {
         price: Money,
         extractor: Option<String>,
     },
+    /// Version 2.0; 1.0 had no `previous` (upcast as `null`, see [`crate::upcasting`]).
     TargetReached {
         check_id: Uuid,
+        /// The last price known before this check, for the alert mail.
+        previous: Option<Money>,
         price: Money,
         target: Money,
     },
@@ -331,6 +336,7 @@ impl DomainEvent for OrderEvent {
     fn event_version(&self) -> String {
         match self {
             OrderEvent::OrderPlaced { .. } => ORDER_PLACED_EVENT_VERSION.to_owned(),
+            OrderEvent::TargetReached { .. } => TARGET_REACHED_EVENT_VERSION.to_owned(),
             _ => "1.0".to_owned(),
         }
     }
@@ -383,6 +389,11 @@ pub struct Order {
     armed: bool,
     /// `Unknown` until an observation said available or unavailable.
     availability: Availability,
+    /// The newest check whose observation changed something. Check ids are UUID v7,
+    /// so an observation of an older (or the same) check is late or redelivered and
+    /// changes nothing: the order shows the newest facts.
+    #[serde(default)]
+    last_check: Option<Uuid>,
 }
 
 impl Order {
@@ -540,6 +551,15 @@ impl Order {
         if price.is_some_and(|price| price.currency() != target.currency()) {
             return Err(OrderError::ObservationCurrencyMismatch);
         }
+        if self
+            .last_check
+            .is_some_and(|last_check| check_id <= last_check)
+        {
+            // Late or redelivered. Every check between the last one that changed
+            // something and now changed nothing, so this one, applied before or not,
+            // has nothing to add to what the order knows.
+            return Ok(vec![]);
+        }
         let mut events = Vec::new();
 
         // Availability first, so a reader of the stream sees "back in stock" before
@@ -574,6 +594,7 @@ impl Order {
         if self.armed && at_or_below_target {
             events.push(OrderEvent::TargetReached {
                 check_id,
+                previous: self.last_price,
                 price,
                 target,
             });
@@ -585,6 +606,14 @@ impl Order {
             });
         }
         Ok(events)
+    }
+}
+
+impl Order {
+    /// Keeps the newest check id (events of one check come together, and checks
+    /// arrive mostly in order; `max` keeps `apply` total either way).
+    fn note_check(&mut self, check_id: Uuid) {
+        self.last_check = Some(self.last_check.map_or(check_id, |last| last.max(check_id)));
     }
 }
 
@@ -672,12 +701,30 @@ impl Aggregate for Order {
             OrderEvent::OrderPaused => self.status = Some(OrderStatus::Paused),
             OrderEvent::OrderResumed => self.status = Some(OrderStatus::Active),
             OrderEvent::OrderCancelled => self.status = Some(OrderStatus::Cancelled),
-            OrderEvent::PriceChanged { price, .. } => self.last_price = Some(price),
-            OrderEvent::TargetReached { .. } => self.armed = false,
-            OrderEvent::Rearmed { .. } => self.armed = true,
-            OrderEvent::BecameUnavailable { availability, .. }
-            | OrderEvent::BecameAvailable { availability, .. } => {
+            OrderEvent::PriceChanged {
+                check_id, price, ..
+            } => {
+                self.last_price = Some(price);
+                self.note_check(check_id);
+            }
+            OrderEvent::TargetReached { check_id, .. } => {
+                self.armed = false;
+                self.note_check(check_id);
+            }
+            OrderEvent::Rearmed { check_id, .. } => {
+                self.armed = true;
+                self.note_check(check_id);
+            }
+            OrderEvent::BecameUnavailable {
+                check_id,
+                availability,
+            }
+            | OrderEvent::BecameAvailable {
+                check_id,
+                availability,
+            } => {
                 self.availability = availability;
+                self.note_check(check_id);
             }
         }
     }

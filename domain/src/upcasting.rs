@@ -34,6 +34,13 @@
 //! becomes the bare `"PasswordChanged"`. (Stored 1.0 rows still hold their hash:
 //! events are never rewritten.)
 //!
+//! # `TargetReached` 1.0 → 2.0
+//!
+//! Version 2.0 also carries the price known before the check that reached the
+//! target (`"previous": {"amount": …, "currency": …}` or `null`), which the alert
+//! mail shows. A 1.0 event did not record it; the upcast says `null` (unknown)
+//! rather than guessing it from earlier events.
+//!
 //! cqrs-es applies a `SemanticVersionEventUpcaster` to every stored event of its
 //! type whose version is *older* than the upcaster's version (1.0 < 2.0), and then
 //! records the event as being of the upcaster's version (written in full, "2.0.0",
@@ -44,7 +51,7 @@
 use cqrs_es::persist::{EventUpcaster, SemanticVersionEventUpcaster, SerializedEvent};
 use serde_json::{Map, Value};
 
-use crate::order::ORDER_PLACED_EVENT_VERSION;
+use crate::order::{ORDER_PLACED_EVENT_VERSION, TARGET_REACHED_EVENT_VERSION};
 use crate::user::USER_CREDENTIAL_EVENTS_VERSION;
 
 /// Every upcaster the event store must apply when it loads events.
@@ -54,6 +61,11 @@ pub fn event_upcasters() -> Vec<Box<dyn EventUpcaster>> {
             "OrderPlaced",
             ORDER_PLACED_EVENT_VERSION,
             Box::new(order_placed_v1_to_v2),
+        )),
+        Box::new(SemanticVersionEventUpcaster::new(
+            "TargetReached",
+            TARGET_REACHED_EVENT_VERSION,
+            Box::new(target_reached_v1_to_v2),
         )),
         Box::new(SemanticVersionEventUpcaster::new(
             "UserRegistered",
@@ -86,6 +98,17 @@ pub fn upcast_payload(event_type: &str, event_version: &str, payload: Value) -> 
         }
     }
     event.payload
+}
+
+/// `TargetReached` 1.0 → 2.0: `previous` is unknown (`null`).
+pub fn target_reached_v1_to_v2(payload: Value) -> Value {
+    let Value::Object(mut envelope) = payload else {
+        return payload;
+    };
+    if let Some(Value::Object(fields)) = envelope.get_mut("TargetReached") {
+        fields.entry("previous").or_insert(Value::Null);
+    }
+    Value::Object(envelope)
 }
 
 /// `UserRegistered` 1.0 → 2.0: the password hash is dropped.
@@ -322,5 +345,32 @@ mod tests {
         );
         let other = json!({"OrderPaused": null});
         assert_eq!(upcast_payload("OrderPaused", "1.0", other.clone()), other);
+    }
+
+    #[test]
+    fn target_reached_1_0_reads_with_an_unknown_previous_price() {
+        let check_id = "0192f1a8-0000-7000-8000-000000000009";
+        let stored = json!({"TargetReached": {
+            "check_id": check_id,
+            "price": {"amount": "3100.00", "currency": "UAH"},
+            "target": {"amount": "3199.00", "currency": "UAH"},
+        }});
+        let upcast = upcast_payload("TargetReached", "1.0", stored);
+        let event: OrderEvent = serde_json::from_value(upcast).unwrap();
+        assert_eq!(
+            event,
+            OrderEvent::TargetReached {
+                check_id: check_id.parse().unwrap(),
+                previous: None,
+                price: Money::parse("3100", Currency::UAH).unwrap(),
+                target: Money::parse("3199", Currency::UAH).unwrap(),
+            }
+        );
+        // A 2.0 payload passes untouched.
+        let current = serde_json::to_value(&event).unwrap();
+        assert_eq!(
+            upcast_payload("TargetReached", "2.0", current.clone()),
+            current
+        );
     }
 }

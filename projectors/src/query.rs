@@ -52,21 +52,21 @@ pub async fn orders_of(
     rows.iter().map(orders::from_row).collect()
 }
 
-/// An order's price changes after the aggregate sequence `after`, oldest first.
+/// An order's price observations after the check `after`, oldest first.
 pub async fn price_history(
     pool: &PgPool,
     order_id: Uuid,
-    after: Option<i64>,
+    after: Option<Uuid>,
     limit: i64,
 ) -> sqlx::Result<Vec<PricePoint>> {
     let rows = sqlx::query(&format!(
         "SELECT {} FROM view_price_history
-          WHERE order_id = $1 AND sequence > $2
-          ORDER BY sequence LIMIT $3",
+          WHERE order_id = $1 AND check_id > $2
+          ORDER BY check_id LIMIT $3",
         price_history::COLUMNS
     ))
     .bind(order_id)
-    .bind(after.unwrap_or(0))
+    .bind(after.unwrap_or(Uuid::nil()))
     .bind(limit)
     .fetch_all(pool)
     .await?;

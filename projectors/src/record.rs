@@ -5,6 +5,7 @@
 use async_nats::HeaderMap;
 use chrono::{DateTime, Utc};
 use orders_domain::order::OrderEvent;
+use orders_domain::price_check::PriceCheckEvent;
 use orders_domain::upcasting::upcast_payload;
 use orders_domain::user::UserEvent;
 use orders_nats::{LogEvent, LogPosition};
@@ -28,6 +29,7 @@ pub struct LogRecord {
 pub enum Event {
     User(UserEvent),
     Order(OrderEvent),
+    PriceCheck(PriceCheckEvent),
     Other,
 }
 
@@ -89,6 +91,9 @@ impl LogRecord {
             "order" => Event::Order(
                 serde_json::from_value(upcast()?).map_err(|e| payload_error(e.to_string()))?,
             ),
+            "price_check" => Event::PriceCheck(
+                serde_json::from_value(upcast()?).map_err(|e| payload_error(e.to_string()))?,
+            ),
             _ => Event::Other,
         };
         if !matches!(decoded, Event::Other) && event.aggregate_id.parse::<Uuid>().is_err() {
@@ -107,7 +112,7 @@ impl LogRecord {
         })
     }
 
-    /// The aggregate's id (checked to be a UUID for users and orders).
+    /// The aggregate's id (checked to be a UUID for users, orders and checks).
     pub fn aggregate_uuid(&self) -> Uuid {
         self.aggregate_id.parse().unwrap_or_default()
     }

@@ -101,6 +101,7 @@ impl Modify for BearerAuth {
         crate::http::orders::pause_order,
         crate::http::orders::resume_order,
         crate::http::orders::cancel_order,
+        crate::http::orders::check_order_now,
         healthz,
         readyz,
         metrics,

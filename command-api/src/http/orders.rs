@@ -47,6 +47,7 @@ pub fn router() -> Router<Arc<AppState>> {
         )
         .route("/orders/{id}/pause", post(pause_order))
         .route("/orders/{id}/resume", post(resume_order))
+        .route("/orders/{id}/check", post(check_order_now))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -479,4 +480,64 @@ pub async fn cancel_order(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     command_own_order(&state, caller, context, &id, |_| Ok(OrderCommand::Cancel)).await
+}
+
+/// What `POST /orders/{id}/check` answers (202).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CheckAccepted {
+    /// The check just requested; `null` when one was already in flight (its result
+    /// will do, so no second one is made).
+    pub check_id: Option<String>,
+    pub already_in_flight: bool,
+}
+
+#[utoipa::path(post, path = "/orders/{id}/check", tag = "orders", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 202, body = CheckAccepted), (status = 404, body = crate::problem::Problem),
+              (status = 409, body = crate::problem::Problem)))]
+pub async fn check_order_now(
+    State(state): State<Arc<AppState>>,
+    caller: CurrentUser,
+    context: RequestContext,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    use crate::price_checks::{request_check, CheckRequestError, CheckRequested};
+    use orders_domain::price_check::CheckTrigger;
+
+    let order_id = order_id_from_path(id.as_str())?;
+    let order = load_own_order(&state, caller, order_id).await?;
+    let requested = request_check(
+        &state.events,
+        &order,
+        CheckTrigger::Manual,
+        &metadata_for(caller, context, None),
+    )
+    .await
+    .map_err(|error| match error {
+        CheckRequestError::OrderNotFound => ApiError::NotFound("no such order"),
+        CheckRequestError::Refused(refusal) => ApiError::Conflict(refusal.to_string()),
+        CheckRequestError::Store(cause) => {
+            ApiError::Internal(anyhow::anyhow!(cause).context("requesting a price check"))
+        }
+    })?;
+    let (body, position) = match requested {
+        CheckRequested::Requested { check_id, position } => (
+            CheckAccepted {
+                check_id: Some(check_id.to_string()),
+                already_in_flight: false,
+            },
+            position,
+        ),
+        CheckRequested::AlreadyInFlight => (
+            CheckAccepted {
+                check_id: None,
+                already_in_flight: true,
+            },
+            None,
+        ),
+    };
+    Ok(with_position(
+        (StatusCode::ACCEPTED, Json(body)).into_response(),
+        position,
+    ))
 }

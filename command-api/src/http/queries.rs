@@ -201,6 +201,16 @@ pub struct OrderDetails {
     /// RFC 3339, UTC.
     pub placed_at: String,
     pub updated_at: String,
+    /// The product's title, as the last check that read one found it.
+    pub title: Option<String>,
+    /// RFC 3339, UTC: when the last check's result was recorded.
+    pub last_checked_at: Option<String>,
+    /// Why the last check failed (`timeout`, `no_price`, `currency_mismatch`, ...);
+    /// `null` once a check succeeds.
+    pub last_error: Option<String>,
+    pub last_error_detail: Option<String>,
+    /// Checks in a row that failed.
+    pub consecutive_failures: i32,
 }
 
 fn rfc3339(time: chrono::DateTime<chrono::Utc>) -> String {
@@ -222,30 +232,38 @@ impl From<OrderRow> for OrderDetails {
             alert_armed: row.armed,
             placed_at: rfc3339(row.placed_at),
             updated_at: rfc3339(row.updated_at),
+            title: row.title,
+            last_checked_at: row.last_checked_at.map(rfc3339),
+            last_error: row.last_error,
+            last_error_detail: row.last_error_detail,
+            consecutive_failures: row.consecutive_failures,
         }
     }
 }
 
-/// One observed price change.
+/// One observation of the product's price.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct PriceChange {
-    /// RFC 3339, UTC: when the check that saw it was recorded.
+pub struct PriceObservation {
+    /// The check that saw it.
+    pub check_id: Uuid,
+    /// RFC 3339, UTC: when the check's result was recorded.
     pub observed_at: String,
     pub price: String,
     pub currency: String,
-    /// The price before (`null` for the first price seen).
-    pub previous: Option<String>,
+    /// `InStock`, `OutOfStock`, `PreOrder`, `BackOrder`, `Discontinued` or `Unknown`.
+    pub availability: String,
     /// Which extractor found the price (`json-ld`, `microdata`, ...).
     pub extractor: Option<String>,
 }
 
-impl From<PricePoint> for PriceChange {
+impl From<PricePoint> for PriceObservation {
     fn from(point: PricePoint) -> Self {
         Self {
+            check_id: point.check_id,
             observed_at: rfc3339(point.observed_at),
             price: point.price.to_string(),
             currency: point.currency,
-            previous: point.previous.map(|price| price.to_string()),
+            availability: point.availability,
             extractor: point.extractor,
         }
     }
@@ -314,7 +332,7 @@ pub async fn show_order(
 
 #[utoipa::path(get, path = "/orders/{id}/prices", tag = "orders", security(("bearer" = [])),
     params(("id" = String, Path), PageParams, ("Orders-Min-Position" = Option<String>, Header)),
-    responses((status = 200, body = Page<PriceChange>), (status = 404, body = crate::problem::Problem),
+    responses((status = 200, body = Page<PriceObservation>), (status = 404, body = crate::problem::Problem),
               (status = 422, body = crate::problem::Problem)))]
 pub async fn price_history(
     State(state): State<Arc<AppState>>,
@@ -326,7 +344,7 @@ pub async fn price_history(
     let order_id = order_id_from_path(&id)?;
     let params = PageParams::from_query(params)?;
     let limit = params.limit()?;
-    let after = params.cursor::<8>()?.map(i64::from_be_bytes);
+    let after = params.cursor::<16>()?.map(Uuid::from_bytes);
     require_active(&state, caller).await?;
     let stale = min_position
         .wait(&state, &[View::Orders, View::PriceHistory])
@@ -344,8 +362,8 @@ pub async fn price_history(
     let page = page(
         points,
         limit,
-        |point| encode_cursor(&point.sequence.to_be_bytes()),
-        PriceChange::from,
+        |point| encode_cursor(point.check_id.as_bytes()),
+        PriceObservation::from,
     );
     Ok(answer(Json(page), stale))
 }

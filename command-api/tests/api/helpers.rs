@@ -162,7 +162,7 @@ async fn spawn_instance(pool: PgPool, configure: impl FnOnce(&mut ApiConfig)) ->
         address,
         pool,
         state,
-        http: reqwest::Client::new(),
+        http: http_client(),
         log: None,
         _shutdown: shutdown,
     }
@@ -316,4 +316,11 @@ pub(crate) async fn problem(response: Response) -> Value {
         .map(|value| value.to_str().unwrap().to_owned());
     assert_eq!(content_type.as_deref(), Some("application/problem+json"));
     response.json().await.unwrap()
+}
+
+/// A client for the API under test. reqwest is built without a default TLS crypto
+/// provider (the workspace uses ring everywhere), so one is installed first.
+pub(crate) fn http_client() -> reqwest::Client {
+    let _already_installed = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
 }

@@ -587,3 +587,79 @@ async fn a_retry_of_the_request_that_placed_the_100th_order_gets_that_order_back
         StatusCode::CONFLICT
     );
 }
+
+#[tokio::test]
+async fn check_now_requests_one_check_at_a_time_and_never_for_a_cancelled_order() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    let other = app.signed_up_user().await;
+    let order_id = app.placed_order(&user.token).await;
+    let check = format!("/orders/{order_id}/check");
+
+    let first = app.post_json(&check, &json!({}), Some(&user.token)).await;
+    assert_eq!(first.status(), StatusCode::ACCEPTED);
+    assert!(first.headers().contains_key("orders-position"));
+    let first: Value = first.json().await.unwrap();
+    assert_eq!(first["already_in_flight"], false);
+    let check_id = first["check_id"].as_str().unwrap().to_owned();
+
+    // While it is in flight, asking again is accepted and requests nothing new.
+    let again = app.post_json(&check, &json!({}), Some(&user.token)).await;
+    assert_eq!(again.status(), StatusCode::ACCEPTED);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["already_in_flight"], true);
+    assert_eq!(again["check_id"], Value::Null);
+    assert_eq!(app.count_events("PriceCheckRequested").await, 1);
+    let stored: (String, Value) = sqlx::query_as(
+        "SELECT aggregate_id, payload -> 'PriceCheckRequested' FROM events
+          WHERE event_type = 'PriceCheckRequested'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(stored.0, check_id);
+    assert_eq!(stored.1["order_id"], order_id.to_string());
+    assert_eq!(stored.1["trigger"], "manual");
+
+    // Another user's order is not found; nothing is requested.
+    let theirs = app.post_json(&check, &json!({}), Some(&other.token)).await;
+    assert_eq!(theirs.status(), StatusCode::NOT_FOUND);
+    assert_eq!(app.count_events("PriceCheckRequested").await, 1);
+
+    // A paused order may be checked when its owner asks; a cancelled one never.
+    let paused_id = app.placed_order(&user.token).await;
+    let pause = app
+        .post_json(
+            &format!("/orders/{paused_id}/pause"),
+            &json!({}),
+            Some(&user.token),
+        )
+        .await;
+    assert_eq!(pause.status(), StatusCode::NO_CONTENT);
+    let paused_check = app
+        .post_json(
+            &format!("/orders/{paused_id}/check"),
+            &json!({}),
+            Some(&user.token),
+        )
+        .await;
+    assert_eq!(paused_check.status(), StatusCode::ACCEPTED);
+    let cancelled_id = app.placed_order(&user.token).await;
+    let cancel = app
+        .http
+        .delete(app.url(&format!("/orders/{cancelled_id}")))
+        .bearer_auth(&user.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancel.status(), StatusCode::NO_CONTENT);
+    let cancelled_check = app
+        .post_json(
+            &format!("/orders/{cancelled_id}/check"),
+            &json!({}),
+            Some(&user.token),
+        )
+        .await;
+    assert_eq!(cancelled_check.status(), StatusCode::CONFLICT);
+    assert_eq!(app.count_events("PriceCheckRequested").await, 2);
+}

@@ -4,8 +4,16 @@
 use std::time::{Duration, Instant};
 
 use orders_command_api::event_store::CommandMetadata;
-use orders_domain::money::{Currency, Money};
-use orders_domain::order::{Availability, Order, OrderCommand};
+use orders_command_api::price_checks::{
+    load_order, record_observation_on_order, request_check, CheckRequested,
+};
+use orders_domain::ids::{CheckId, OrderId};
+use orders_domain::money::Currency;
+use orders_domain::order::Availability;
+use orders_domain::price_check::{
+    CheckFailureReason, CheckTrigger, FetchFacts, PagePrice, PageReading, PriceCheck,
+    PriceCheckCommand, PriceCheckEvent,
+};
 use orders_nats::{LogEvent, LOG_STREAM};
 use orders_projectors::record::LogRecord;
 use orders_projectors::{Applied, Checkpoint, Generation, Projector, View};
@@ -30,25 +38,76 @@ fn system_metadata() -> CommandMetadata {
     }
 }
 
-/// Records one price check on an order, as the price-check worker will; returns the
-/// `Orders-Position` token of what it stored.
+/// One whole price check, as the workers do it: requested, the page's reading
+/// recorded on the check, and the observation recorded on the order (the policy).
 async fn observe(app: &TestApp, order_id: Uuid, price: &str) -> Option<String> {
-    let receipt = app
-        .state
-        .events
-        .execute::<Order>(
-            &order_id.to_string(),
-            OrderCommand::RecordObservation {
-                check_id: Uuid::now_v7(),
-                price: Some(Money::parse(price, Currency::from_code("UAH").unwrap()).unwrap()),
-                availability: Availability::InStock,
-                extractor: Some("json-ld".to_owned()),
-            },
-            &system_metadata(),
-        )
+    let events = &app.state.events;
+    let check_id = requested_check(app, order_id).await;
+    let reading = PriceCheckCommand::RecordReading {
+        reading: PageReading {
+            price: Some(PagePrice {
+                amount: price.parse().unwrap(),
+                currency: Some(Currency::from_code("UAH").unwrap()),
+            }),
+            availability: Availability::InStock,
+            title: Some("Kettle".to_owned()),
+            extractor: Some("json-ld".to_owned()),
+        },
+        fetch: FetchFacts::default(),
+    };
+    let receipt = events
+        .execute::<PriceCheck>(&check_id.to_string(), reading, &system_metadata())
         .await
         .unwrap();
-    receipt.position.map(|position| position.to_string())
+    let (check, _) = events
+        .load::<PriceCheck>(&check_id.to_string())
+        .await
+        .unwrap();
+    let observed = PriceCheckEvent::PriceObserved {
+        order_id: OrderId::from_uuid(order_id),
+        price: check.price(),
+        availability: Availability::InStock,
+        title: None,
+        extractor: Some("json-ld".to_owned()),
+        fetch: FetchFacts::default(),
+    };
+    let on_order = record_observation_on_order(events, check_id, &observed, &system_metadata())
+        .await
+        .unwrap();
+    on_order
+        .and_then(|receipt| receipt.position)
+        .or(receipt.position)
+        .map(|position| position.to_string())
+}
+
+/// A check that failed (the shop timed out).
+async fn fail_check(app: &TestApp, order_id: Uuid) {
+    let check_id = requested_check(app, order_id).await;
+    let failure = PriceCheckCommand::RecordFailure {
+        reason: CheckFailureReason::Timeout,
+        detail: Some("no answer within 20 s".to_owned()),
+        candidates: vec![],
+        fetch: FetchFacts::default(),
+    };
+    app.state
+        .events
+        .execute::<PriceCheck>(&check_id.to_string(), failure, &system_metadata())
+        .await
+        .unwrap();
+}
+
+async fn requested_check(app: &TestApp, order_id: Uuid) -> CheckId {
+    let events = &app.state.events;
+    let order = load_order(events, OrderId::from_uuid(order_id))
+        .await
+        .unwrap();
+    match request_check(events, &order, CheckTrigger::Manual, &system_metadata())
+        .await
+        .unwrap()
+    {
+        CheckRequested::Requested { check_id, .. } => check_id,
+        CheckRequested::AlreadyInFlight => panic!("no check of {order_id} should be in flight"),
+    }
 }
 
 async fn place(app: &TestApp, token: &str, target: &str) -> (Uuid, String) {
@@ -150,15 +209,43 @@ async fn the_callers_orders_and_price_history_are_served_from_the_views() {
         assert_eq!(problem(response).await["field"], field, "{query}");
     }
 
-    // Price checks: up, down to the target (the alert fires), up again.
-    for price in ["3500.00", "3499.00", "3100.00"] {
-        last = observe(&app, tracked, price).await.unwrap();
+    // Price checks: one fails, then up, down to the target (the alert fires), the
+    // same price again.
+    fail_check(&app, tracked).await;
+    let failed = app
+        .get_fresh_json(
+            &format!("/orders/{tracked}"),
+            &user.token,
+            &observe(&app, tracked, "3500.00").await.unwrap(),
+        )
+        .await;
+    assert_eq!(
+        failed["consecutive_failures"], 0,
+        "a good check resets the count"
+    );
+    fail_check(&app, tracked).await;
+    fail_check(&app, tracked).await;
+    for price in ["3499.00", "3100.00", "3100.00"] {
+        observe(&app, tracked, price).await.unwrap();
     }
+    fail_check(&app, tracked).await;
+    // The failure stored no position of its own to wait for: the log's last event.
+    last = sqlx::query_scalar(
+        "SELECT tx_id::text || '.' || global_position FROM events ORDER BY global_position DESC LIMIT 1",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
     let order = app
         .get_fresh_json(&format!("/orders/{tracked}"), &user.token, &last)
         .await;
     assert_eq!(order["last_price"], "3100.00");
     assert_eq!(order["alert_armed"], false);
+    assert_eq!(order["title"], "Kettle");
+    assert_eq!(order["last_error"], "timeout");
+    assert_eq!(order["last_error_detail"], "no answer within 20 s");
+    assert_eq!(order["consecutive_failures"], 1);
+    assert!(order["last_checked_at"].is_string());
     let history = all_pages(
         &app,
         &format!("/orders/{tracked}/prices?limit=2"),
@@ -171,11 +258,12 @@ async fn the_callers_orders_and_price_history_are_served_from_the_views() {
         .iter()
         .map(|p| p["price"].as_str().unwrap())
         .collect();
-    assert_eq!(prices, ["3500.00", "3499.00", "3100.00"]);
-    assert_eq!(points[0]["previous"], Value::Null);
-    assert_eq!(points[2]["previous"], "3499.00");
+    // Every observation, also the one that repeated the price; no failed check.
+    assert_eq!(prices, ["3500.00", "3499.00", "3100.00", "3100.00"]);
+    assert_eq!(points[2]["availability"], "InStock");
     assert_eq!(points[2]["extractor"], "json-ld");
     assert_eq!(points[2]["currency"], "UAH");
+    assert!(points[2]["check_id"].is_string());
 }
 
 #[tokio::test]
@@ -250,6 +338,7 @@ async fn workload(app: &TestApp, users: usize) {
             let (order_id, _) = place(app, &user.token, "1000.00").await;
             let path = format!("/orders/{order_id}");
             observe(app, order_id, "1200.00").await;
+            fail_check(app, order_id).await;
             observe(app, order_id, "990.00").await;
             match round {
                 0 => {

@@ -76,9 +76,10 @@ fn price_changed(number: u128, previous: Option<&str>, price: &str) -> OrderEven
     }
 }
 
-fn target_reached(number: u128, price: &str) -> OrderEvent {
+fn target_reached(number: u128, previous: Option<&str>, price: &str) -> OrderEvent {
     OrderEvent::TargetReached {
         check_id: check(number),
+        previous: previous.map(uah),
         price: uah(price),
         target: uah("3199"),
     }
@@ -335,7 +336,7 @@ async fn a_changed_target_re_arms_the_alert() {
         .given(vec![
             placed(),
             price_changed(1, None, "3100"),
-            target_reached(1, "3100"),
+            target_reached(1, None, "3100"),
             OrderEvent::TargetChanged {
                 previous: uah("3199"),
                 target: uah("3150"),
@@ -345,6 +346,7 @@ async fn a_changed_target_re_arms_the_alert() {
         .await
         .then_expect_events(vec![OrderEvent::TargetReached {
             check_id: check(2),
+            previous: Some(uah("3100")),
             price: uah("3100"),
             target: uah("3150"),
         }]);
@@ -461,7 +463,7 @@ async fn a_first_observation_at_the_target_already_reaches_it() {
         .await
         .then_expect_events(vec![
             price_changed(1, None, "3199"),
-            target_reached(1, "3199"),
+            target_reached(1, None, "3199"),
         ]);
 }
 
@@ -473,7 +475,7 @@ async fn a_drop_below_the_target_reaches_it() {
         .await
         .then_expect_events(vec![
             price_changed(2, Some("3500"), "2879.20"),
-            target_reached(2, "2879.20"),
+            target_reached(2, Some("3500"), "2879.20"),
         ]);
 }
 
@@ -482,7 +484,7 @@ async fn the_target_is_reached_only_once_while_the_price_stays_low() {
     let history = vec![
         placed(),
         price_changed(1, None, "3100"),
-        target_reached(1, "3100"),
+        target_reached(1, None, "3100"),
     ];
     // The same low price again: nothing new.
     OrderTest::with(())
@@ -504,7 +506,7 @@ async fn a_rise_above_the_target_re_arms_the_alert() {
         .given(vec![
             placed(),
             price_changed(1, None, "3100"),
-            target_reached(1, "3100"),
+            target_reached(1, None, "3100"),
         ])
         .when_async(observe(2, Some("3300"), Availability::InStock))
         .await
@@ -520,7 +522,7 @@ async fn after_re_arming_a_new_drop_reaches_the_target_again() {
         .given(vec![
             placed(),
             price_changed(1, None, "3100"),
-            target_reached(1, "3100"),
+            target_reached(1, None, "3100"),
             price_changed(2, Some("3100"), "3300"),
             rearmed(2, "3300"),
         ])
@@ -528,7 +530,37 @@ async fn after_re_arming_a_new_drop_reaches_the_target_again() {
         .await
         .then_expect_events(vec![
             price_changed(3, Some("3300"), "3150"),
-            target_reached(3, "3150"),
+            target_reached(3, Some("3300"), "3150"),
+        ]);
+}
+
+#[tokio::test]
+async fn a_late_or_redelivered_observation_changes_nothing() {
+    let history = vec![
+        placed(),
+        price_changed(1, None, "3500"),
+        price_changed(3, Some("3500"), "3300"),
+    ];
+    // Check 2 was requested before check 3 but its result arrives after it.
+    OrderTest::with(())
+        .given(history.clone())
+        .when_async(observe(2, Some("3000"), Availability::InStock))
+        .await
+        .then_expect_events(vec![]);
+    // Check 3 delivered a second time.
+    OrderTest::with(())
+        .given(history.clone())
+        .when_async(observe(3, Some("3300"), Availability::InStock))
+        .await
+        .then_expect_events(vec![]);
+    // A newer check is news.
+    OrderTest::with(())
+        .given(history)
+        .when_async(observe(4, Some("3000"), Availability::InStock))
+        .await
+        .then_expect_events(vec![
+            price_changed(4, Some("3300"), "3000"),
+            target_reached(4, Some("3300"), "3000"),
         ]);
 }
 
@@ -626,7 +658,7 @@ async fn back_in_stock_comes_before_the_price_and_the_alert() {
                 availability: Availability::InStock,
             },
             price_changed(3, Some("3500"), "3000"),
-            target_reached(3, "3000"),
+            target_reached(3, Some("3500"), "3000"),
         ]);
 }
 
@@ -763,7 +795,7 @@ fn state_follows_the_events() {
     assert!(order.is_armed());
 
     order.apply(price_changed(1, None, "3100"));
-    order.apply(target_reached(1, "3100"));
+    order.apply(target_reached(1, None, "3100"));
     assert_eq!(order.last_price(), Some(uah("3100")));
     assert!(!order.is_armed());
 
@@ -797,7 +829,7 @@ fn event_types_are_the_variant_names_and_order_placed_is_version_two() {
         (OrderEvent::OrderResumed, "OrderResumed", "1.0"),
         (OrderEvent::OrderCancelled, "OrderCancelled", "1.0"),
         (price_changed(1, None, "1"), "PriceChanged", "1.0"),
-        (target_reached(1, "1"), "TargetReached", "1.0"),
+        (target_reached(1, None, "1"), "TargetReached", "2.0"),
         (rearmed(1, "4000"), "Rearmed", "1.0"),
         (
             OrderEvent::BecameUnavailable {

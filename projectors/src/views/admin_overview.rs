@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use orders_domain::order::{OrderEvent, OrderStatus};
+use orders_domain::price_check::PriceCheckEvent;
 use orders_domain::user::UserEvent;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -61,6 +62,15 @@ pub fn changes(
         Event::Order(OrderEvent::OrderCancelled) => moved(OrderStatus::Cancelled),
         Event::Order(OrderEvent::PriceChanged { .. }) => (vec![("price_changes", 1)], None),
         Event::Order(OrderEvent::TargetReached { .. }) => (vec![("targets_reached", 1)], None),
+        Event::PriceCheck(PriceCheckEvent::PriceCheckRequested { .. }) => {
+            (vec![("checks_requested", 1)], None)
+        }
+        Event::PriceCheck(PriceCheckEvent::PriceObserved { .. }) => {
+            (vec![("checks_observed", 1)], None)
+        }
+        Event::PriceCheck(PriceCheckEvent::PriceCheckFailed { .. }) => {
+            (vec![("checks_failed", 1)], None)
+        }
         _ => (Vec::new(), None),
     }
 }

@@ -113,6 +113,7 @@ mod tests {
             },
             OrderEvent::TargetReached {
                 check_id: Uuid::now_v7(),
+                previous: Some(uah("95.00")),
                 price: uah("95.00"),
                 target: uah("100.00"),
             },

@@ -4,6 +4,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use orders_domain::order::{Availability, OrderEvent, OrderStatus};
+use orders_domain::price_check::PriceCheckEvent;
 use rust_decimal::Decimal;
 use sqlx::{PgConnection, Row as _};
 use uuid::Uuid;
@@ -37,6 +38,15 @@ pub struct OrderRow {
     pub updated_at: DateTime<Utc>,
     /// The order aggregate's last sequence applied.
     pub version: i64,
+    /// The product's title, from the last check that read one.
+    pub title: Option<String>,
+    /// When the last check's result was recorded.
+    pub last_checked_at: Option<DateTime<Utc>>,
+    /// Why the last check failed (`timeout`, `no_price`, ...); `None` after a good one.
+    pub last_error: Option<String>,
+    pub last_error_detail: Option<String>,
+    /// Failed checks since the last good one.
+    pub consecutive_failures: i32,
 }
 
 /// The row after one event (`None` before placement). Mirrors what the order
@@ -72,6 +82,11 @@ pub fn fold(
             placed_at: record.recorded_at,
             updated_at: record.recorded_at,
             version: record.sequence,
+            title: None,
+            last_checked_at: None,
+            last_error: None,
+            last_error_detail: None,
+            consecutive_failures: 0,
         },
         (None, _) | (Some(_), OrderEvent::OrderPlaced { .. }) => {
             return Err(OutOfOrder::new(record))
@@ -100,9 +115,48 @@ pub fn fold(
     Ok(row)
 }
 
+/// What a check's result tells the order's row (its owner reads it in
+/// `GET /orders/{id}`): the title, when it was checked, the last error and how many
+/// checks in a row failed. The aggregate's version is not touched: these are not
+/// order events.
+pub fn fold_check(mut row: OrderRow, record: &LogRecord, event: &PriceCheckEvent) -> OrderRow {
+    match event {
+        PriceCheckEvent::PriceCheckRequested { .. } => return row,
+        PriceCheckEvent::PriceObserved { title, .. } => {
+            if title.is_some() {
+                row.title = title.clone();
+            }
+            row.last_error = None;
+            row.last_error_detail = None;
+            row.consecutive_failures = 0;
+        }
+        PriceCheckEvent::PriceCheckFailed { reason, detail, .. } => {
+            row.last_error = Some(reason.as_str().to_owned());
+            row.last_error_detail = detail.clone();
+            row.consecutive_failures = row.consecutive_failures.saturating_add(1);
+        }
+    }
+    row.last_checked_at = Some(record.recorded_at);
+    row
+}
+
+/// The order a record concerns: its own id for order events, the checked order's
+/// for price-check events, none for the others.
+fn order_of(record: &LogRecord) -> Option<Uuid> {
+    match &record.event {
+        Event::Order(_) => Some(record.aggregate_uuid()),
+        Event::PriceCheck(
+            PriceCheckEvent::PriceObserved { order_id, .. }
+            | PriceCheckEvent::PriceCheckFailed { order_id, .. },
+        ) => Some(order_id.as_uuid()),
+        _ => None,
+    }
+}
+
 pub(crate) const COLUMNS: &str = "order_id, owner_id, url, target_price, currency, \
     check_interval_secs, selector, status, armed, last_price, availability, placed_at, \
-    updated_at, version";
+    updated_at, version, title, last_checked_at, last_error, last_error_detail, \
+    consecutive_failures";
 
 pub(crate) fn from_row(row: &sqlx::postgres::PgRow) -> sqlx::Result<OrderRow> {
     Ok(OrderRow {
@@ -120,6 +174,11 @@ pub(crate) fn from_row(row: &sqlx::postgres::PgRow) -> sqlx::Result<OrderRow> {
         placed_at: row.try_get("placed_at")?,
         updated_at: row.try_get("updated_at")?,
         version: row.try_get("version")?,
+        title: row.try_get("title")?,
+        last_checked_at: row.try_get("last_checked_at")?,
+        last_error: row.try_get("last_error")?,
+        last_error_detail: row.try_get("last_error_detail")?,
+        consecutive_failures: row.try_get("consecutive_failures")?,
     })
 }
 
@@ -131,8 +190,7 @@ pub(crate) async fn apply(
     let table = generation.table(TABLES[0]);
     let ids: Vec<Uuid> = records
         .iter()
-        .filter(|record| matches!(record.event, Event::Order(_)))
-        .map(LogRecord::aggregate_uuid)
+        .filter_map(order_of)
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
@@ -152,11 +210,19 @@ pub(crate) async fn apply(
     }
     let mut touched = BTreeSet::new();
     for record in records {
-        let Event::Order(event) = &record.event else {
+        let Some(id) = order_of(record) else {
             continue;
         };
-        let id = record.aggregate_uuid();
-        let next = fold(rows.remove(&id), record, event)?;
+        let next = match &record.event {
+            Event::Order(event) => fold(rows.remove(&id), record, event)?,
+            Event::PriceCheck(event) => match rows.remove(&id) {
+                Some(row) => fold_check(row, record, event),
+                // A check follows its order's placement in the log; a row that is
+                // not there was never placed in this view (nothing to show).
+                None => continue,
+            },
+            _ => continue,
+        };
         rows.insert(id, next);
         touched.insert(id);
     }
@@ -165,14 +231,18 @@ pub(crate) async fn apply(
         "INSERT INTO {table} ({COLUMNS})
          SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::numeric[], $5::text[],
                               $6::int4[], $7::text[], $8::text[], $9::bool[], $10::numeric[],
-                              $11::text[], $12::timestamptz[], $13::timestamptz[], $14::int8[])
+                              $11::text[], $12::timestamptz[], $13::timestamptz[], $14::int8[],
+                              $15::text[], $16::timestamptz[], $17::text[], $18::text[], $19::int4[])
          ON CONFLICT (order_id) DO UPDATE SET
                 owner_id = EXCLUDED.owner_id, url = EXCLUDED.url,
                 target_price = EXCLUDED.target_price, currency = EXCLUDED.currency,
                 check_interval_secs = EXCLUDED.check_interval_secs, selector = EXCLUDED.selector,
                 status = EXCLUDED.status, armed = EXCLUDED.armed, last_price = EXCLUDED.last_price,
                 availability = EXCLUDED.availability, placed_at = EXCLUDED.placed_at,
-                updated_at = EXCLUDED.updated_at, version = EXCLUDED.version"
+                updated_at = EXCLUDED.updated_at, version = EXCLUDED.version,
+                title = EXCLUDED.title, last_checked_at = EXCLUDED.last_checked_at,
+                last_error = EXCLUDED.last_error, last_error_detail = EXCLUDED.last_error_detail,
+                consecutive_failures = EXCLUDED.consecutive_failures"
     ))
     .bind(written.iter().map(|r| r.order_id).collect::<Vec<_>>())
     .bind(written.iter().map(|r| r.owner_id).collect::<Vec<_>>())
@@ -208,6 +278,21 @@ pub(crate) async fn apply(
     .bind(written.iter().map(|r| r.placed_at).collect::<Vec<_>>())
     .bind(written.iter().map(|r| r.updated_at).collect::<Vec<_>>())
     .bind(written.iter().map(|r| r.version).collect::<Vec<_>>())
+    .bind(written.iter().map(|r| r.title.clone()).collect::<Vec<_>>())
+    .bind(written.iter().map(|r| r.last_checked_at).collect::<Vec<_>>())
+    .bind(written.iter().map(|r| r.last_error.clone()).collect::<Vec<_>>())
+    .bind(
+        written
+            .iter()
+            .map(|r| r.last_error_detail.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        written
+            .iter()
+            .map(|r| r.consecutive_failures)
+            .collect::<Vec<_>>(),
+    )
     .execute(&mut *connection)
     .await?;
     Ok(())

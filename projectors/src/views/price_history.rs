@@ -1,7 +1,8 @@
-//! `price_history`: every price an order was seen at, when it changed.
+//! `price_history`: every price an order was observed at, one row per check that
+//! saw a price (failed checks and checks that saw no price add none).
 
 use chrono::{DateTime, Utc};
-use orders_domain::order::OrderEvent;
+use orders_domain::price_check::PriceCheckEvent;
 use rust_decimal::Decimal;
 use sqlx::{PgConnection, Row as _};
 use uuid::Uuid;
@@ -11,25 +12,27 @@ use crate::record::{Event, LogRecord};
 
 pub(crate) const TABLES: &[&str] = &["view_price_history"];
 
-/// One observed price change of an order.
+/// One observation of an order's price.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PricePoint {
     pub order_id: Uuid,
-    /// The order aggregate's sequence of the event: orders the history.
-    pub sequence: i64,
+    /// The check that saw it (UUID v7: orders the history by time of request).
+    pub check_id: Uuid,
     pub observed_at: DateTime<Utc>,
     pub price: Decimal,
     pub currency: String,
-    pub previous: Option<Decimal>,
+    /// `InStock`, ..., `Unknown`, as the page said at the time.
+    pub availability: String,
     /// Which extractor found the price.
     pub extractor: Option<String>,
 }
 
 /// The point an event adds to the history, if any.
 pub fn point(record: &LogRecord) -> Option<PricePoint> {
-    let Event::Order(OrderEvent::PriceChanged {
-        previous,
-        price,
+    let Event::PriceCheck(PriceCheckEvent::PriceObserved {
+        order_id,
+        price: Some(price),
+        availability,
         extractor,
         ..
     }) = &record.event
@@ -37,27 +40,27 @@ pub fn point(record: &LogRecord) -> Option<PricePoint> {
         return None;
     };
     Some(PricePoint {
-        order_id: record.aggregate_uuid(),
-        sequence: record.sequence,
+        order_id: order_id.as_uuid(),
+        check_id: record.aggregate_uuid(),
         observed_at: record.recorded_at,
         price: price.amount(),
         currency: price.currency().code().to_owned(),
-        previous: previous.as_ref().map(|money| money.amount()),
+        availability: availability.as_str().to_owned(),
         extractor: extractor.clone(),
     })
 }
 
 pub(crate) const COLUMNS: &str =
-    "order_id, sequence, observed_at, price, currency, previous, extractor";
+    "order_id, check_id, observed_at, price, currency, availability, extractor";
 
 pub(crate) fn from_row(row: &sqlx::postgres::PgRow) -> sqlx::Result<PricePoint> {
     Ok(PricePoint {
         order_id: row.try_get("order_id")?,
-        sequence: row.try_get("sequence")?,
+        check_id: row.try_get("check_id")?,
         observed_at: row.try_get("observed_at")?,
         price: row.try_get("price")?,
         currency: row.try_get("currency")?,
-        previous: row.try_get("previous")?,
+        availability: row.try_get("availability")?,
         extractor: row.try_get("extractor")?,
     })
 }
@@ -74,12 +77,12 @@ pub(crate) async fn apply(
     let table = generation.table(TABLES[0]);
     sqlx::query(&format!(
         "INSERT INTO {table} ({COLUMNS})
-         SELECT * FROM UNNEST($1::uuid[], $2::int8[], $3::timestamptz[], $4::numeric[],
-                              $5::text[], $6::numeric[], $7::text[])
-         ON CONFLICT (order_id, sequence) DO NOTHING"
+         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::timestamptz[], $4::numeric[],
+                              $5::text[], $6::text[], $7::text[])
+         ON CONFLICT (order_id, check_id) DO NOTHING"
     ))
     .bind(points.iter().map(|p| p.order_id).collect::<Vec<_>>())
-    .bind(points.iter().map(|p| p.sequence).collect::<Vec<_>>())
+    .bind(points.iter().map(|p| p.check_id).collect::<Vec<_>>())
     .bind(points.iter().map(|p| p.observed_at).collect::<Vec<_>>())
     .bind(points.iter().map(|p| p.price).collect::<Vec<_>>())
     .bind(
@@ -88,7 +91,12 @@ pub(crate) async fn apply(
             .map(|p| p.currency.clone())
             .collect::<Vec<_>>(),
     )
-    .bind(points.iter().map(|p| p.previous).collect::<Vec<_>>())
+    .bind(
+        points
+            .iter()
+            .map(|p| p.availability.clone())
+            .collect::<Vec<_>>(),
+    )
     .bind(
         points
             .iter()

@@ -5,6 +5,7 @@
 
 pub mod extract;
 pub mod json_ld;
+pub mod mail;
 pub mod price_text;
 
 use uuid::Uuid;

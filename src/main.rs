@@ -80,16 +80,76 @@ impl NatsArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("page").required(true).args(["target", "html"])))]
 struct ScrapeArgs {
-    /// A saved page to read (fetching a URL comes with the scraper worker).
-    #[arg(long)]
-    html: std::path::PathBuf,
-    /// The page's address, checked as an order's URL would be.
-    #[arg(long)]
+    /// The product page to fetch, as the scraper would (same address rules,
+    /// robots.txt and limits).
+    target: Option<String>,
+    /// A saved page to read instead of fetching one.
+    #[arg(long, conflicts_with = "target")]
+    html: Option<std::path::PathBuf>,
+    /// With --html: the page's address, checked as an order's URL would be.
+    #[arg(long, requires = "html")]
     url: Option<String>,
     /// The order's own CSS selector for the price.
     #[arg(long)]
     selector: Option<String>,
+    #[command(flatten)]
+    scraper: ScraperArgs,
+}
+
+/// `orders scrape`: prints the brief's JSON object; `Ok(true)` when a price was found.
+async fn scrape(args: ScrapeArgs) -> anyhow::Result<bool> {
+    let html = match (&args.target, &args.html) {
+        (Some(target), _) => {
+            let url = orders_domain::order::ProductUrl::parse(target)
+                .map_err(|error| anyhow::anyhow!("{target:?}: {error}"))?;
+            orders_workers::fetch::install_crypto_provider();
+            // One page (and its robots.txt) from one process: no one to space from.
+            let gate = orders_workers::host_gate::HostGate::in_process(
+                orders_workers::host_gate::HostGateConfig {
+                    spacing: std::time::Duration::ZERO,
+                    ..Default::default()
+                },
+            );
+            let fetcher =
+                orders_workers::fetch::PageFetcher::new(args.scraper.fetch_policy()?, gate)?;
+            match fetcher.fetch(url.as_url()).await {
+                Ok(page) => page.body,
+                Err(failure) => {
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "status": "failed",
+                            "price": null,
+                            "currency": null,
+                            "availability": "Unknown",
+                            "title": null,
+                            "extractor": null,
+                            "candidates": [],
+                            "reason": failure.reason(),
+                            "detail": failure.to_string(),
+                            "http_status": failure.http_status(),
+                        })
+                    );
+                    return Ok(false);
+                }
+            }
+        }
+        (None, Some(path)) => {
+            if let Some(url) = &args.url {
+                orders_domain::order::ProductUrl::parse(url)
+                    .map_err(|error| anyhow::anyhow!("--url {url:?}: {error}"))?;
+            }
+            let bytes =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            String::from_utf8_lossy(&bytes).into_owned()
+        }
+        (None, None) => anyhow::bail!("give a URL to fetch, or --html <file>"),
+    };
+    let extraction = orders_workers::extract::extract(&html, args.selector.as_deref());
+    println!("{}", extraction.to_json());
+    Ok(extraction.status == orders_workers::extract::Status::Ok)
 }
 
 #[derive(Debug, Args)]
@@ -148,6 +208,9 @@ enum Service {
     Relay,
     /// The projectors of every view (each leader-elected).
     Projectors,
+    /// The scheduler (leader-elected), the scraper, the price policy and the e-mail
+    /// worker.
+    Workers,
     /// Every service this build has, in one process.
     All,
 }
@@ -181,6 +244,50 @@ struct ServeArgs {
     /// How often an idle relay looks for new events.
     #[arg(long, env = "ORDERS_RELAY_POLL_MS", default_value_t = 100)]
     relay_poll_ms: u64,
+    /// The SMTP server the e-mail worker sends through, e.g. smtp://127.0.0.1:1025.
+    #[arg(long, env = "ORDERS_SMTP_URL", hide_env_values = true)]
+    smtp_url: Option<String>,
+    /// The sender of every mail, e.g. "Orders <orders@example.com>".
+    #[arg(long, env = "ORDERS_MAIL_FROM")]
+    mail_from: Option<String>,
+    #[command(flatten)]
+    scraper: ScraperArgs,
+    /// Checks one workers process runs at once.
+    #[arg(long, env = "ORDERS_SCRAPER_CONCURRENCY", default_value_t = 32)]
+    scraper_concurrency: usize,
+    /// How often the scheduler looks for orders that are due.
+    #[arg(long, env = "ORDERS_SCHEDULER_TICK_MS", default_value_t = 1000)]
+    scheduler_tick_ms: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+struct ScraperArgs {
+    /// Networks the scraper may fetch although private (comma-separated CIDRs, e.g.
+    /// 127.0.0.0/8 for tests); none by default.
+    #[arg(long, env = "ORDERS_SCRAPER_ALLOW_PRIVATE", default_value = "")]
+    scraper_allow_private: String,
+    /// The least time between two requests to one host, across every scraper.
+    #[arg(long, env = "ORDERS_SCRAPER_HOST_SPACING_MS", default_value_t = 5000)]
+    scraper_host_spacing_ms: u64,
+}
+
+impl ScraperArgs {
+    fn fetch_policy(&self) -> anyhow::Result<orders_workers::fetch::FetchPolicy> {
+        let allow_private =
+            orders_workers::fetch::parse_allowed_networks(&self.scraper_allow_private)
+                .map_err(|error| anyhow::anyhow!("ORDERS_SCRAPER_ALLOW_PRIVATE: {error}"))?;
+        Ok(orders_workers::fetch::FetchPolicy {
+            allow_private,
+            ..Default::default()
+        })
+    }
+
+    fn host_gate(&self) -> orders_workers::host_gate::HostGateConfig {
+        orders_workers::host_gate::HostGateConfig {
+            spacing: std::time::Duration::from_millis(self.scraper_host_spacing_ms),
+            ..Default::default()
+        }
+    }
 }
 
 fn init_telemetry() {
@@ -264,6 +371,37 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let runs_api = matches!(args.service, Service::Api | Service::All);
     let runs_relay = matches!(args.service, Service::Relay | Service::All);
     let runs_projectors = matches!(args.service, Service::Projectors | Service::All);
+    let runs_workers = matches!(args.service, Service::Workers | Service::All);
+    let public_url = args
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", args.http_addr));
+    let workers_config = if runs_workers {
+        let secret = Secret::from_env_value("ORDERS_JWT_SECRET", args.jwt_secret.clone())?;
+        let smtp_url = args
+            .smtp_url
+            .clone()
+            .filter(|url| !url.is_empty())
+            .context("ORDERS_SMTP_URL is not set (e.g. smtp://127.0.0.1:1025)")?;
+        let mail_from = args
+            .mail_from
+            .clone()
+            .filter(|from| !from.is_empty())
+            .context("ORDERS_MAIL_FROM is not set (e.g. \"Orders <orders@example.com>\")")?;
+        let public_url: url::Url = public_url
+            .parse()
+            .with_context(|| format!("ORDERS_PUBLIC_URL {public_url:?} is not a URL"))?;
+        orders_workers::fetch::install_crypto_provider();
+        Some((
+            secret,
+            smtp_url,
+            mail_from,
+            public_url,
+            args.scraper.fetch_policy()?,
+        ))
+    } else {
+        None
+    };
     let jwt_secret = if runs_api {
         Some(Secret::from_env_value(
             "ORDERS_JWT_SECRET",
@@ -277,7 +415,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // the relay after each commit.
     let nats_url = match args.nats_url.clone().filter(|url| !url.is_empty()) {
         Some(url) => Some(url),
-        None if runs_relay || runs_projectors => {
+        None if runs_relay || runs_projectors || runs_workers => {
             anyhow::bail!("ORDERS_NATS_URL is not set (e.g. nats://127.0.0.1:4222)")
         }
         None => None,
@@ -307,7 +445,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut services = tokio::task::JoinSet::new();
     let nats = match &nats_url {
         // The relay and the projectors cannot start without NATS ...
-        Some(nats_url) if runs_relay || runs_projectors => Some(
+        Some(nats_url) if runs_relay || runs_projectors || runs_workers => Some(
             orders_nats::connect(nats_url)
                 .await
                 .with_context(|| format!("connecting to NATS at {nats_url} (ORDERS_NATS_URL)"))?,
@@ -320,8 +458,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    if let (Some(nats_url), Some(client), true) = (&nats_url, &nats, runs_relay || runs_projectors)
-    {
+    if let (Some(nats_url), Some(client), true) = (
+        &nats_url,
+        &nats,
+        runs_relay || runs_projectors || runs_workers,
+    ) {
         let jetstream = async_nats::jetstream::new(client.clone());
         ensure_topology_patiently(&jetstream, args.nats_replicas).await?;
         let leaders = jetstream
@@ -350,6 +491,30 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     .context("the relay")
             });
         }
+        if let Some((secret, smtp_url, mail_from, public_url, fetch)) = workers_config {
+            let mailer = orders_workers::mail::Mailer::new(&smtp_url, &mail_from)?;
+            let workers_pool = orders_command_api::database::connect(&database_url, 8).await?;
+            let config = orders_workers::service::WorkersConfig {
+                mailer,
+                tokens: orders_command_api::signed_tokens::SignedTokens::new(secret.expose()),
+                public_url,
+                fetch,
+                host_gate: args.scraper.host_gate(),
+                scraper_concurrency: args.scraper_concurrency.max(1),
+                scheduler_tick: std::time::Duration::from_millis(args.scheduler_tick_ms.max(10)),
+            };
+            services.spawn(
+                orders_workers::service::run(
+                    config,
+                    workers_pool,
+                    jetstream.clone(),
+                    leaders.clone(),
+                    instance_name(),
+                    stopped_receiver.clone(),
+                )
+                .map(|result| result.context("the workers")),
+            );
+        }
         if runs_projectors {
             tracing::info!(%nats_url, "projecting the views while leader of each");
             let projectors_pool = orders_command_api::database::connect(
@@ -371,10 +536,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     if let Some(jwt_secret) = jwt_secret {
-        let public_url = args
-            .public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{}", args.http_addr));
         let mut config = ApiConfig::new(jwt_secret, public_url.clone());
         config.relay_waker = nats
             .clone()
@@ -460,16 +621,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench { bench } => bench::run(bench).await,
         Command::Replay(args) => replay(args).await,
         Command::Scrape(args) => {
-            if let Some(url) = &args.url {
-                orders_domain::order::ProductUrl::parse(url)
-                    .map_err(|error| anyhow::anyhow!("--url {url:?}: {error}"))?;
-            }
-            let bytes = std::fs::read(&args.html)
-                .with_context(|| format!("reading {}", args.html.display()))?;
-            let html = String::from_utf8_lossy(&bytes);
-            let extraction = orders_workers::extract::extract(&html, args.selector.as_deref());
-            println!("{}", extraction.to_json());
-            if extraction.status != orders_workers::extract::Status::Ok {
+            if !scrape(args).await? {
                 std::process::exit(1);
             }
             Ok(())

@@ -34,6 +34,12 @@ fn serve_all(database_url: &str, nats_urls: &str, http_addr: &str) -> Service {
             .env("ORDERS_NATS_URL", nats_urls)
             .env("ORDERS_NATS_REPLICAS", "3")
             .env("ORDERS_JWT_SECRET", JWT_SECRET)
+            .env(
+                "ORDERS_SMTP_URL",
+                std::env::var("ORDERS_TEST_SMTP_URL")
+                    .expect("ORDERS_TEST_SMTP_URL (make test sets it)"),
+            )
+            .env("ORDERS_MAIL_FROM", "Orders <orders@cluster.test>")
             .env("ORDERS_HTTP_ADDR", http_addr)
             .env("ORDERS_DATABASE_MAX_CONNECTIONS", "8")
             .env("ORDERS_LOG", "warn")

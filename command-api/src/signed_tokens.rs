@@ -21,6 +21,8 @@ type HmacSha256 = Hmac<Sha256>;
 #[serde(rename_all = "snake_case")]
 pub enum TokenPurpose {
     VerifyEmail,
+    /// The unsubscribe link of a price-alert mail: turns price alerts off.
+    Unsubscribe,
 }
 
 /// Why a token was refused.

@@ -12,11 +12,14 @@ pub mod leader;
 mod position;
 pub mod test_server;
 mod topology;
+pub mod work;
 
 pub use envelope::{EnvelopeError, LogEvent};
 pub use head::{stream_head, StreamHead};
 pub use position::{InvalidLogPosition, LogPosition};
-pub use topology::{ensure_topology, TopologyError, LEADER_BUCKET, LEADER_LEASE, RELAY_BUCKET};
+pub use topology::{
+    ensure_topology, TopologyError, LEADER_BUCKET, LEADER_LEASE, RELAY_BUCKET, SCRAPER_HOSTS_BUCKET,
+};
 
 /// The stream that holds the whole event log, one message per stored event.
 pub const LOG_STREAM: &str = "ORDERS_EVENTS";

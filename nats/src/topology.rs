@@ -14,12 +14,19 @@ pub const LEADER_BUCKET: &str = "ORDERS_LEADERS";
 pub const LEADER_LEASE: Duration = Duration::from_secs(10);
 /// Key-value bucket of the relay's state (e.g. the stream's verified head).
 pub const RELAY_BUCKET: &str = "ORDERS_RELAY";
+/// Key-value bucket of the scraper's host gate (orders-workers `host_gate`): per
+/// host, who is fetching from it and when it may be fetched from next.
+pub const SCRAPER_HOSTS_BUCKET: &str = "ORDERS_SCRAPER_HOSTS";
 
 /// JetStream refused the topology.
 #[derive(Debug, thiserror::Error)]
 pub enum TopologyError {
     #[error("creating or updating the stream {LOG_STREAM}: {0}")]
     Stream(#[source] jetstream::context::CreateStreamError),
+    #[error("creating or updating the stream ORDERS_DEAD_LETTERS: {0}")]
+    DeadLetterStream(#[source] jetstream::context::CreateStreamError),
+    #[error("creating the workers' consumers: {0}")]
+    WorkerConsumers(#[source] jetstream::stream::ConsumerError),
     #[error("creating or updating the key-value bucket {bucket}: {source}")]
     Bucket {
         bucket: &'static str,
@@ -75,11 +82,20 @@ pub async fn ensure_topology(
     for (bucket, max_age) in [
         (LEADER_BUCKET, LEADER_LEASE),
         (RELAY_BUCKET, Duration::ZERO),
+        // A host not fetched for a day is forgotten.
+        (SCRAPER_HOSTS_BUCKET, Duration::from_secs(86_400)),
     ] {
         jetstream
             .create_or_update_key_value(bucket_config(bucket, max_age, replicas))
             .await
             .map_err(|source| TopologyError::Bucket { bucket, source })?;
     }
+    jetstream
+        .create_or_update_stream(crate::work::dead_letter_stream_config(replicas))
+        .await
+        .map_err(TopologyError::DeadLetterStream)?;
+    crate::work::ensure_worker_consumers(jetstream)
+        .await
+        .map_err(TopologyError::WorkerConsumers)?;
     Ok(())
 }

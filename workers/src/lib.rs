@@ -3,10 +3,21 @@
 //! idempotent: every mail's Message-ID is derived from the event that caused it, so
 //! a redelivered event can only ever produce the same mail.
 
+pub mod consumer;
+pub mod email_worker;
 pub mod extract;
+pub mod fetch;
+pub mod fixture_server;
+pub mod host_gate;
 pub mod json_ld;
 pub mod mail;
+pub mod policy;
 pub mod price_text;
+pub mod robots;
+pub mod scheduler;
+pub mod scraper;
+pub mod service;
+pub mod work_metadata;
 
 use uuid::Uuid;
 

@@ -8,7 +8,7 @@ use axum::extract::{ConnectInfo, FromRequestParts, Query, State};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use cqrs_es::AggregateError;
 use orders_domain::email::EmailAddress;
@@ -16,7 +16,7 @@ use orders_domain::ids::UserId;
 use orders_domain::password_policy::check_password;
 use orders_domain::user::{User, UserCommand, UserError};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{hash_password, verify_password};
 use crate::event_store::CommandMetadata;
@@ -33,6 +33,7 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/auth/register", post(register))
         .route("/auth/verify", post(verify_email).get(verify_email_link))
         .route("/auth/login", post(login))
+        .route("/unsubscribe", get(unsubscribe_link))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -381,4 +382,105 @@ pub async fn login(
         expires_in: state.access_tokens.lifetime().as_secs(),
     })
     .into_response())
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UnsubscribeLink {
+    /// The token from the price-alert mail's unsubscribe link.
+    pub token: Option<String>,
+}
+
+/// The unsubscribe link of a price-alert mail: turns the user's price alerts off
+/// (they can turn them on again with `PATCH /me`) and says so on a small page.
+#[utoipa::path(get, path = "/unsubscribe", tag = "accounts", params(UnsubscribeLink),
+    responses((status = 200, content_type = "text/html"), (status = 400, content_type = "text/html"),
+              (status = 410, content_type = "text/html")))]
+pub async fn unsubscribe_link(
+    State(state): State<Arc<AppState>>,
+    context: RequestContext,
+    Query(link): Query<UnsubscribeLink>,
+) -> Response {
+    let outcome = match link.token {
+        None => Err(ApiError::BadRequest("the link has no token".to_owned())),
+        Some(token) => apply_unsubscribe_token(&state, context, &token).await,
+    };
+    let (status, heading, text) = match outcome {
+        Ok(()) => (
+            StatusCode::OK,
+            "Price alerts turned off",
+            "You will get no more price alerts. You can turn them on again in your account settings.",
+        ),
+        Err(ApiError::Gone(_)) => (
+            StatusCode::GONE,
+            "This link has expired",
+            "Unsubscribe links are valid for 90 days. Turn price alerts off in your account settings instead.",
+        ),
+        Err(ApiError::Internal(error)) => {
+            tracing::error!(error = format!("{error:#}"), "unsubscribing failed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong",
+                "We could not turn your price alerts off just now. Please try the link again later.",
+            )
+        }
+        Err(_) => (
+            StatusCode::BAD_REQUEST,
+            "This link is not valid",
+            "The link may have been cut off by your mail program. Copy the whole link into your browser.",
+        ),
+    };
+    let page = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{heading} · Orders</title></head>\
+         <body><h1>{heading}</h1><p>{text}</p></body></html>"
+    );
+    (status, Html(page)).into_response()
+}
+
+async fn apply_unsubscribe_token(
+    state: &AppState,
+    context: RequestContext,
+    token: &str,
+) -> Result<(), ApiError> {
+    let verified = state
+        .signed_tokens
+        .check(TokenPurpose::Unsubscribe, token, chrono::Utc::now())
+        .map_err(|error| match error {
+            TokenError::Forged => {
+                ApiError::BadRequest("the unsubscribe token is not valid".to_owned())
+            }
+            TokenError::Expired => ApiError::Gone("the unsubscribe link has expired"),
+        })?;
+    let (user, _) = state
+        .events
+        .load::<User>(&verified.user_id.to_string())
+        .await
+        .map_err(user_error)?;
+    let matches_address = user
+        .email()
+        .is_some_and(|email| email_digest(&email.normalized()) == verified.email_digest);
+    if !matches_address {
+        return Err(ApiError::BadRequest(
+            "the unsubscribe token is not valid".to_owned(),
+        ));
+    }
+    let metadata = CommandMetadata {
+        actor: format!("user:{}", verified.user_id),
+        correlation_id: context.correlation_id,
+        causation_id: context.request_id,
+        request_id: context.request_id,
+        idempotency_key: None,
+    };
+    state
+        .events
+        .execute::<User>(
+            &verified.user_id.to_string(),
+            UserCommand::ChangeNotificationPreferences {
+                price_alerts: false,
+            },
+            &metadata,
+        )
+        .await
+        .map_err(user_error)?;
+    Ok(())
 }

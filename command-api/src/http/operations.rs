@@ -90,6 +90,7 @@ impl Modify for BearerAuth {
         crate::http::accounts::verify_email,
         crate::http::accounts::verify_email_link,
         crate::http::accounts::login,
+        crate::http::accounts::unsubscribe_link,
         crate::http::profile::show_profile,
         crate::http::profile::update_profile,
         crate::http::profile::change_password,

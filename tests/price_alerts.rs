@@ -1,0 +1,344 @@
+//! The shopper's whole story with every real part: `orders serve all` on PostgreSQL,
+//! nats-server and the SMTP catcher, and a shop served by the fixture server.
+//! Register → the verification mail arrives → verify → place an order above the
+//! price → the price drops below the target → exactly one alert mail, with the right
+//! prices; the price history shows the observations.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use orders_nats::test_server::NatsServer;
+use orders_workers::fixture_server::FixtureServer;
+use serde_json::{json, Value};
+
+mod common;
+use common::{fresh_database, Service};
+
+fn product_page(price: &str) -> String {
+    format!(
+        r#"<!doctype html><html><head><title>Kettle</title>
+<script type="application/ld+json">
+{{"@context": "https://schema.org", "@type": "Product", "name": "Чайник Philips HD9350",
+  "offers": {{"@type": "Offer", "price": "{price}", "priceCurrency": "UAH",
+              "availability": "https://schema.org/InStock"}}}}
+</script></head><body><h1>Чайник Philips HD9350</h1><p class="price">{price} ₴</p></body></html>"#
+    )
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the tests with `make test`, or `set -a; . .data/test.env`")
+    })
+}
+
+/// The mails in the catcher's Maildir addressed to `recipient`, decoded enough to
+/// read (quoted-printable and base64 parts are decoded).
+fn mails_to(recipient: &str) -> Vec<String> {
+    let maildir = PathBuf::from(env("ORDERS_TEST_MAILDIR")).join("new");
+    let Ok(entries) = std::fs::read_dir(&maildir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| std::fs::read_to_string(entry.ok()?.path()).ok())
+        .filter(|mail| {
+            mail.lines().any(|line| {
+                line.to_ascii_lowercase().starts_with("to:") && line.contains(recipient)
+            })
+        })
+        .map(|mail| decode_parts(&mail))
+        .collect()
+}
+
+/// The mail with its quoted-printable soft breaks and escapes undone and its base64
+/// parts decoded, appended: enough to search it for links and prices.
+fn decode_parts(mail: &str) -> String {
+    use base64::Engine as _;
+    let unfolded = mail.replace("=\r\n", "").replace("=\n", "");
+    let mut bytes = Vec::new();
+    let raw = unfolded.as_bytes();
+    let mut index = 0;
+    while index < raw.len() {
+        if raw[index] == b'=' && index + 2 < raw.len() {
+            if let Ok(byte) = u8::from_str_radix(&unfolded[index + 1..index + 3], 16) {
+                bytes.push(byte);
+                index += 3;
+                continue;
+            }
+        }
+        bytes.push(raw[index]);
+        index += 1;
+    }
+    let mut text = String::from_utf8_lossy(&bytes).into_owned();
+    // base64 bodies: every run of base64 lines after a blank line.
+    for block in mail.split("\r\n\r\n").chain(mail.split("\n\n")) {
+        let candidate: String = block
+            .lines()
+            .take_while(|line| !line.starts_with("--"))
+            .collect();
+        if candidate.len() > 40 {
+            if let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(candidate.trim())
+            {
+                text.push('\n');
+                text.push_str(&String::from_utf8_lossy(&decoded));
+            }
+        }
+    }
+    text
+}
+
+async fn wait_for_mails(recipient: &str, count: usize, within: Duration) -> Vec<String> {
+    let deadline = Instant::now() + within;
+    loop {
+        let mails = mails_to(recipient);
+        if mails.len() >= count || Instant::now() > deadline {
+            return mails;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+struct Api {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Api {
+    async fn post(&self, path: &str, body: Value, token: Option<&str>) -> reqwest::Response {
+        let mut request = self.http.post(format!("{}{path}", self.base)).json(&body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.unwrap()
+    }
+
+    async fn get(&self, path: &str, token: &str) -> Value {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "GET {path}: {}",
+            response.status()
+        );
+        response.json().await.unwrap()
+    }
+
+    /// Polls `GET path` until `ready` holds (the workers and projectors run on their
+    /// own time).
+    async fn get_until(&self, path: &str, token: &str, ready: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            // The views follow the log on their own time: a 404 for an order placed
+            // a moment ago means "not yet".
+            let response = self
+                .http
+                .get(format!("{}{path}", self.base))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            let value = if response.status().is_success() {
+                response.json().await.unwrap()
+            } else {
+                json!({"status": response.status().as_u16()})
+            };
+            if ready(&value) {
+                return value;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "GET {path} never got there: {value}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_price_drop_below_the_target_mails_one_alert_to_the_verified_owner() {
+    let (database_url, _pool) = fresh_database().await;
+    let nats = NatsServer::start();
+    let shop = FixtureServer::start().await.unwrap();
+    shop.set_html("/p/kettle", product_page("3500.00"));
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let _orders = Service::new(
+        Command::new(env!("CARGO_BIN_EXE_orders"))
+            .args(["serve", "all"])
+            .env("ORDERS_DATABASE_URL", &database_url)
+            .env("ORDERS_NATS_URL", nats.url())
+            .env("ORDERS_HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("ORDERS_PUBLIC_URL", &base)
+            .env(
+                "ORDERS_JWT_SECRET",
+                "an end-to-end test secret of more than 32 bytes",
+            )
+            .env("ORDERS_SMTP_URL", env("ORDERS_TEST_SMTP_URL"))
+            .env("ORDERS_MAIL_FROM", "Orders <alerts@orders.test>")
+            .env("ORDERS_SCRAPER_ALLOW_PRIVATE", "127.0.0.0/8")
+            .env("ORDERS_SCRAPER_HOST_SPACING_MS", "100")
+            .env("ORDERS_SCHEDULER_TICK_MS", "200")
+            .env("ORDERS_RELAY_POLL_MS", "20")
+            .env("ORDERS_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    orders_workers::fetch::install_crypto_provider();
+    let api = Api {
+        http: reqwest::Client::new(),
+        base: base.clone(),
+    };
+    let ready = Instant::now() + Duration::from_secs(30);
+    while api
+        .http
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < ready, "orders serve all did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Register: the verification mail arrives; its link verifies the address.
+    let email = format!("shopper-{}@example.com", uuid::Uuid::now_v7().simple());
+    let password = "correct horse battery staple";
+    let registered = api
+        .post(
+            "/auth/register",
+            json!({"email": email, "password": password}),
+            None,
+        )
+        .await;
+    assert_eq!(registered.status(), 201);
+    let mails = wait_for_mails(&email, 1, Duration::from_secs(30)).await;
+    assert_eq!(mails.len(), 1, "one verification mail");
+    let link_start = mails[0]
+        .find(&format!("{base}/auth/verify?token="))
+        .expect("the mail has the verification link");
+    let token: String = mails[0][link_start..]
+        .split_once("token=")
+        .unwrap()
+        .1
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .collect();
+    let verified = api
+        .post("/auth/verify", json!({"token": token}), None)
+        .await;
+    assert_eq!(verified.status(), 204);
+    let login: Value = api
+        .post(
+            "/auth/login",
+            json!({"email": email, "password": password}),
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let access = login["access_token"].as_str().unwrap().to_owned();
+
+    // An order above the current price: the first check sees 3500.00, no alert.
+    let placed: Value = api
+        .post(
+            "/orders",
+            json!({"url": shop.url("/p/kettle").as_str(), "target_price": "3199.00", "currency": "UAH"}),
+            Some(&access),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let order_id = placed["order_id"].as_str().unwrap().to_owned();
+    let order_path = format!("/orders/{order_id}");
+    let check = api
+        .post(&format!("{order_path}/check"), json!({}), Some(&access))
+        .await;
+    assert_eq!(check.status(), 202);
+    let order = api
+        .get_until(&order_path, &access, |order| {
+            order["last_price"] == "3500.00"
+        })
+        .await;
+    assert_eq!(order["title"], "Чайник Philips HD9350");
+    assert_eq!(order["alert_armed"], true);
+
+    // The shop drops the price below the target: one alert.
+    shop.set_html("/p/kettle", product_page("2999.00"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let check = api
+            .post(&format!("{order_path}/check"), json!({}), Some(&access))
+            .await;
+        assert_eq!(check.status(), 202);
+        let order = api.get(&order_path, &access).await;
+        if order["last_price"] == "2999.00" {
+            assert_eq!(order["alert_armed"], false);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the drop was never observed: {order}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let mails = wait_for_mails(&email, 2, Duration::from_secs(30)).await;
+    assert_eq!(mails.len(), 2, "the verification mail and one alert");
+    let alert = mails
+        .iter()
+        .find(|mail| mail.contains("2 999.00 UAH"))
+        .expect("the alert shows the new price");
+    assert!(alert.contains("3 500.00 UAH"), "and the old one");
+    assert!(alert.contains("3 199.00 UAH"), "and the target");
+    assert!(
+        alert.contains(shop.url("/p/kettle").as_str()),
+        "and the link"
+    );
+    assert!(alert.contains(&format!("{base}/unsubscribe?token=")));
+    assert!(alert.to_ascii_lowercase().contains("message-id: <"));
+
+    // More checks at the low price: still one alert.
+    for _ in 0..2 {
+        let check = api
+            .post(&format!("{order_path}/check"), json!({}), Some(&access))
+            .await;
+        assert_eq!(check.status(), 202);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let history = api
+        .get_until(&format!("{order_path}/prices"), &access, |page| {
+            page["items"]
+                .as_array()
+                .is_some_and(|items| items.len() >= 3)
+        })
+        .await;
+    let prices: Vec<&str> = history["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|point| point["price"].as_str().unwrap())
+        .collect();
+    assert_eq!(prices[0], "3500.00");
+    assert!(
+        prices[1..].iter().all(|price| *price == "2999.00"),
+        "{prices:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(mails_to(&email).len(), 2, "no second alert");
+}

@@ -1,0 +1,219 @@
+//! The e-mail worker: the verification mail when a user registers, and the price
+//! alert when an order reaches its target (to verified addresses only, and only
+//! while the user's price alerts are on).
+//!
+//! Each mail's Message-ID is derived from the event that caused it, and a delivery
+//! record keyed by the event id is written after the SMTP server accepted it: a
+//! redelivered event finds the record and sends nothing. A crash between the
+//! acceptance and the record sends the mail once more, with the same Message-ID
+//! (SMTP has no idempotent send; guarantee 4).
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use orders_command_api::event_store::EventStore;
+use orders_command_api::signed_tokens::{SignedTokens, TokenPurpose};
+use orders_domain::order::{Order, OrderEvent};
+use orders_domain::price_check::PriceCheck;
+use orders_domain::user::{User, UserEvent};
+use orders_nats::LogEvent;
+use sqlx::PgPool;
+use url::Url;
+
+use crate::consumer::Outcome;
+use crate::mail::{MailPurpose, Mailer, OutgoingMail, PriceAlertContent, SendError};
+use crate::work_metadata::payload;
+
+/// How long the link of a verification mail is valid (as the API's own links).
+pub const VERIFICATION_LINK_LIFETIME: Duration = Duration::from_secs(48 * 3600);
+/// How long the unsubscribe link of a price alert is valid.
+pub const UNSUBSCRIBE_LINK_LIFETIME: Duration = Duration::from_secs(90 * 86_400);
+
+pub struct EmailWorker {
+    pool: PgPool,
+    events: EventStore,
+    mailer: Mailer,
+    tokens: SignedTokens,
+    /// `ORDERS_PUBLIC_URL`: the base of the links in mails.
+    public_url: Url,
+}
+
+impl EmailWorker {
+    pub fn new(
+        pool: PgPool,
+        events: EventStore,
+        mailer: Mailer,
+        tokens: SignedTokens,
+        public_url: Url,
+    ) -> Self {
+        Self {
+            pool,
+            events,
+            mailer,
+            tokens,
+            public_url,
+        }
+    }
+
+    /// The step for one log message.
+    pub async fn handle(&self, event: LogEvent) -> Outcome {
+        match self.mail_for(&event).await {
+            Ok(Some(mail)) => self.deliver(&event, mail).await,
+            Ok(None) => Outcome::Done,
+            Err(error) => Outcome::Retry(error),
+        }
+    }
+
+    /// The mail an event causes, if any.
+    async fn mail_for(&self, event: &LogEvent) -> anyhow::Result<Option<OutgoingMail>> {
+        match (event.aggregate_type.as_str(), event.event_type.as_str()) {
+            ("user", "UserRegistered") => {
+                let UserEvent::UserRegistered { user_id, email } = payload(event)? else {
+                    return Ok(None);
+                };
+                let expires_at = recorded_at(event)? + VERIFICATION_LINK_LIFETIME;
+                let token = self.tokens.mint(
+                    TokenPurpose::VerifyEmail,
+                    user_id,
+                    &email.normalized(),
+                    expires_at,
+                );
+                let link = self.link("/auth/verify", &token)?;
+                let message_id = self.message_id(event, MailPurpose::VerifyEmail);
+                Ok(Some(OutgoingMail::verification(
+                    message_id, email, &link, expires_at,
+                )))
+            }
+            ("order", "TargetReached") => self.price_alert(event).await,
+            _ => Ok(None),
+        }
+    }
+
+    async fn price_alert(&self, event: &LogEvent) -> anyhow::Result<Option<OutgoingMail>> {
+        let OrderEvent::TargetReached {
+            check_id,
+            previous,
+            price,
+            target,
+        } = payload(event)?
+        else {
+            return Ok(None);
+        };
+        let (order, _) = self
+            .events
+            .load::<Order>(&event.aggregate_id)
+            .await
+            .context("loading the order")?;
+        let (Some(owner), Some(url)) = (order.owner(), order.url()) else {
+            return Ok(None);
+        };
+        let (user, _) = self
+            .events
+            .load::<User>(&owner.to_string())
+            .await
+            .context("loading the order's owner")?;
+        let Some(email) = user.email().cloned() else {
+            return Ok(None);
+        };
+        if !user.email_verified() || !user.price_alerts_enabled() || user.is_deactivated() {
+            tracing::info!(%owner, "no price alert: the address is not verified or alerts are off");
+            return Ok(None);
+        }
+        let (check, _) = self
+            .events
+            .load::<PriceCheck>(&check_id.to_string())
+            .await
+            .context("loading the check that reached the target")?;
+        let unsubscribe_expires = recorded_at(event)? + UNSUBSCRIBE_LINK_LIFETIME;
+        let unsubscribe = self.tokens.mint(
+            TokenPurpose::Unsubscribe,
+            owner,
+            &email.normalized(),
+            unsubscribe_expires,
+        );
+        let content = PriceAlertContent {
+            product_title: check.title().map(str::to_owned),
+            product_url: url.as_url().clone(),
+            old_price: previous,
+            new_price: price,
+            target_price: target,
+            unsubscribe_link: self.link("/unsubscribe", &unsubscribe)?,
+        };
+        let message_id = self.message_id(event, MailPurpose::PriceAlert);
+        Ok(Some(OutgoingMail::price_alert(message_id, email, &content)))
+    }
+
+    async fn deliver(&self, event: &LogEvent, mail: OutgoingMail) -> Outcome {
+        let event_id = event.event_id();
+        let purpose = mail.purpose.as_str();
+        let sent_before: Result<Option<String>, sqlx::Error> = sqlx::query_scalar(
+            "SELECT message_id FROM email_deliveries WHERE event_id = $1 AND purpose = $2",
+        )
+        .bind(&event_id)
+        .bind(purpose)
+        .fetch_optional(&self.pool)
+        .await;
+        match sent_before {
+            Ok(Some(_)) => return Outcome::Done,
+            Ok(None) => {}
+            Err(error) => {
+                return Outcome::Retry(
+                    anyhow::Error::new(error).context("reading delivery records"),
+                )
+            }
+        }
+        match self.mailer.send(&mail).await {
+            Ok(()) => {}
+            Err(error @ SendError::Transient(_)) => {
+                return Outcome::Retry(anyhow::Error::new(error).context("sending the mail"))
+            }
+            Err(error @ SendError::Permanent(_)) => {
+                return Outcome::GiveUp(anyhow::Error::new(error).context("sending the mail"))
+            }
+        }
+        tracing::info!(event_id, purpose, message_id = mail.message_id, "mail sent");
+        let recorded = sqlx::query(
+            "INSERT INTO email_deliveries (event_id, purpose, message_id, recipient)
+             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        )
+        .bind(&event_id)
+        .bind(purpose)
+        .bind(&mail.message_id)
+        .bind(mail.to.as_str())
+        .execute(&self.pool)
+        .await;
+        match recorded {
+            Ok(_) => Outcome::Done,
+            // Retrying sends the same mail (same Message-ID) again: the one duplicate
+            // SMTP cannot rule out.
+            Err(error) => {
+                Outcome::Retry(anyhow::Error::new(error).context("recording the delivery"))
+            }
+        }
+    }
+
+    fn message_id(&self, event: &LogEvent, purpose: MailPurpose) -> String {
+        let event_uuid = crate::work_metadata::event_uuid(&event.event_id());
+        crate::message_id(
+            event_uuid,
+            purpose.as_str(),
+            self.mailer.message_id_domain(),
+        )
+    }
+
+    fn link(&self, path: &str, token: &str) -> anyhow::Result<Url> {
+        let mut link = self
+            .public_url
+            .join(path)
+            .with_context(|| format!("ORDERS_PUBLIC_URL cannot take the path {path}"))?;
+        link.query_pairs_mut().append_pair("token", token);
+        Ok(link)
+    }
+}
+
+fn recorded_at(event: &LogEvent) -> anyhow::Result<DateTime<Utc>> {
+    Ok(DateTime::parse_from_rfc3339(&event.recorded_at)
+        .with_context(|| format!("recorded_at {:?} is not RFC 3339", event.recorded_at))?
+        .with_timezone(&Utc))
+}

@@ -1,0 +1,119 @@
+//! `orders serve workers`: the scheduler (leader-elected), the scraper, the
+//! price-check policy and the e-mail worker (competing consumers), in one process.
+//! Any number of such processes may run.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, kv};
+use orders_command_api::event_store::EventStore;
+use orders_command_api::signed_tokens::SignedTokens;
+use sqlx::PgPool;
+use url::Url;
+
+use crate::email_worker::EmailWorker;
+use crate::fetch::{FetchPolicy, PageFetcher};
+use crate::host_gate::{HostGate, HostGateConfig};
+use crate::mail::Mailer;
+use crate::scheduler::Scheduler;
+use crate::scraper::ScraperWorker;
+
+/// What the workers need besides the database and NATS.
+pub struct WorkersConfig {
+    pub mailer: Mailer,
+    /// Signs the links in mails (from `ORDERS_JWT_SECRET`, as the API checks them).
+    pub tokens: SignedTokens,
+    /// `ORDERS_PUBLIC_URL`.
+    pub public_url: Url,
+    pub fetch: FetchPolicy,
+    pub host_gate: HostGateConfig,
+    /// Checks one instance runs at once.
+    pub scraper_concurrency: usize,
+    /// How often the scheduler looks for orders that are due.
+    pub scheduler_tick: Duration,
+}
+
+/// Runs every worker until `stopped` turns true.
+pub async fn run(
+    config: WorkersConfig,
+    pool: PgPool,
+    jetstream: jetstream::Context,
+    leaders: kv::Store,
+    instance: String,
+    stopped: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let until_stopped = || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        }
+    };
+    let events = EventStore::new(pool.clone());
+    let gate = HostGate::nats(&jetstream, config.host_gate)
+        .await
+        .context("opening the scraper's host gate")?;
+    let fetcher = PageFetcher::new(config.fetch, gate).context("building the page fetcher")?;
+    let scraper = std::sync::Arc::new(ScraperWorker::new(events.clone(), fetcher));
+    let email = std::sync::Arc::new(EmailWorker::new(
+        pool.clone(),
+        events.clone(),
+        config.mailer,
+        config.tokens,
+        config.public_url,
+    ));
+    let scheduler = std::sync::Arc::new(Scheduler::new(pool.clone(), events.clone()));
+
+    let scheduling = {
+        let lease = orders_nats::leader::LeaderLease::new(leaders, "scheduler", instance);
+        let tick = config.scheduler_tick;
+        orders_nats::leader::lead(
+            lease,
+            orders_nats::LEADER_LEASE,
+            until_stopped(),
+            move || {
+                let scheduler = scheduler.clone();
+                async move { scheduler.run(tick).await }
+            },
+        )
+    };
+    let scraping = crate::consumer::consume(
+        &jetstream,
+        orders_nats::work::SCRAPER,
+        config.scraper_concurrency,
+        until_stopped(),
+        move |event| {
+            let scraper = scraper.clone();
+            async move { scraper.handle(event).await }
+        },
+    );
+    let policy_events = events.clone();
+    let recording = crate::consumer::consume(
+        &jetstream,
+        orders_nats::work::PRICE_POLICY,
+        8,
+        until_stopped(),
+        move |event| {
+            let events = policy_events.clone();
+            async move { crate::policy::record_observation(&events, event).await }
+        },
+    );
+    let mailing = crate::consumer::consume(
+        &jetstream,
+        orders_nats::work::EMAIL,
+        4,
+        until_stopped(),
+        move |event| {
+            let email = email.clone();
+            async move { email.handle(event).await }
+        },
+    );
+    tracing::info!("workers running: scheduler (while leader), scraper, price policy, e-mail");
+    tokio::try_join!(
+        async { scheduling.await.context("the scheduler") },
+        async { scraping.await.context("the scraper") },
+        async { recording.await.context("the price policy") },
+        async { mailing.await.context("the e-mail worker") },
+    )?;
+    events.close().await;
+    Ok(())
+}

@@ -371,3 +371,56 @@ fn serve_relay_publishes_what_is_stored_and_stops_on_sigterm() {
 
     stops_cleanly_on_sigterm(&mut relay);
 }
+
+#[tokio::test]
+async fn scrape_fetches_a_page_but_never_a_private_address_unless_allowed() {
+    let shop = orders_workers::fixture_server::FixtureServer::start()
+        .await
+        .unwrap();
+    shop.set_html(
+        "/p/1",
+        r#"<html><head><script type="application/ld+json">
+        {"@type": "Product", "name": "Kettle", "offers": {"price": "1299.00", "priceCurrency": "UAH",
+         "availability": "https://schema.org/InStock"}}</script></head><body></body></html>"#,
+    );
+    let url = shop.url("/p/1").to_string();
+    let scrape = |allow: &'static str| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            orders()
+                .args(["scrape", &url])
+                .env("ORDERS_SCRAPER_ALLOW_PRIVATE", allow)
+                .output()
+                .unwrap()
+        })
+    };
+
+    // 127.0.0.1 is loopback: refused, and the shop never asked.
+    let refused = scrape("").await.unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    let answer: serde_json::Value = serde_json::from_slice(&refused.stdout).unwrap();
+    assert_eq!(answer["status"], "failed");
+    assert_eq!(answer["reason"], "forbidden_address");
+    assert_eq!(answer["availability"], "Unknown");
+    assert_eq!(shop.request_count("/p/1"), 0);
+
+    // Allowed by configuration: fetched and read.
+    let fetched = scrape("127.0.0.0/8").await.unwrap();
+    assert_eq!(
+        fetched.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&fetched.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&fetched.stdout).unwrap();
+    assert_eq!(answer["status"], "ok");
+    assert_eq!(answer["price"], "1299.00");
+    assert_eq!(answer["currency"], "UAH");
+    assert_eq!(answer["availability"], "InStock");
+    assert_eq!(answer["extractor"], "json-ld");
+
+    // A bad allow-list is a configuration error: one line, exit 2.
+    let misconfigured = scrape("not-a-network").await.unwrap();
+    assert_eq!(misconfigured.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&misconfigured.stderr).contains("ORDERS_SCRAPER_ALLOW_PRIVATE"));
+}

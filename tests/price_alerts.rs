@@ -2,7 +2,8 @@
 //! nats-server and the SMTP catcher, and a shop served by the fixture server.
 //! Register → the verification mail arrives → verify → place an order above the
 //! price → the price drops below the target → exactly one alert mail, with the right
-//! prices; the price history shows the observations.
+//! prices; the price history shows the observations. And the account mails: a
+//! resent verification mail, and a password reset through the mailed link.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -341,4 +342,190 @@ async fn a_price_drop_below_the_target_mails_one_alert_to_the_verified_owner() {
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(mails_to(&email).len(), 2, "no second alert");
+}
+
+/// `orders serve all` on the database, NATS and the SMTP catcher, answering at `port`.
+fn serve_all(database_url: &str, nats: &NatsServer, port: u16, base: &str) -> Service {
+    Service::new(
+        Command::new(env!("CARGO_BIN_EXE_orders"))
+            .args(["serve", "all"])
+            .env("ORDERS_DATABASE_URL", database_url)
+            .env("ORDERS_NATS_URL", nats.url())
+            .env("ORDERS_HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("ORDERS_PUBLIC_URL", base)
+            .env(
+                "ORDERS_JWT_SECRET",
+                "an end-to-end test secret of more than 32 bytes",
+            )
+            .env("ORDERS_SMTP_URL", env("ORDERS_TEST_SMTP_URL"))
+            .env("ORDERS_MAIL_FROM", "Orders <accounts@orders.test>")
+            .env("ORDERS_RELAY_POLL_MS", "20")
+            .env("ORDERS_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// The token of the first link to `{base}{path}?token=` in a mail.
+fn token_in(mail: &str, link_prefix: &str) -> Option<String> {
+    let start = mail.find(link_prefix)?;
+    Some(
+        mail[start + link_prefix.len()..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            .collect(),
+    )
+}
+
+fn message_id_of(mail: &str) -> String {
+    mail.lines()
+        .find(|line| line.to_ascii_lowercase().starts_with("message-id:"))
+        .expect("a Message-ID header")
+        .split_once(':')
+        .unwrap()
+        .1
+        .trim()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_forgotten_password_is_reset_through_the_mailed_link_and_a_lost_verification_mail_resent()
+{
+    let (database_url, pool) = fresh_database().await;
+    let nats = NatsServer::start();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let _orders = serve_all(&database_url, &nats, port, &base);
+    orders_workers::fetch::install_crypto_provider();
+    let api = Api {
+        http: reqwest::Client::new(),
+        base: base.clone(),
+    };
+    let ready = Instant::now() + Duration::from_secs(30);
+    while api
+        .http
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < ready, "orders serve all did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let email = format!("forgetful-{}@example.com", uuid::Uuid::now_v7().simple());
+    let password = "correct horse battery staple";
+    let registered = api
+        .post(
+            "/auth/register",
+            json!({"email": email, "password": password}),
+            None,
+        )
+        .await;
+    assert_eq!(registered.status(), 201);
+    let mails = wait_for_mails(&email, 1, Duration::from_secs(30)).await;
+    assert_eq!(mails.len(), 1, "the registration's verification mail");
+    let verify_link = format!("{base}/auth/verify?token=");
+    let first_message_id = message_id_of(&mails[0]);
+
+    // The verification mail got lost: ask for another (a minute after the first;
+    // the registration is moved back in time rather than waited for).
+    sqlx::query(
+        "UPDATE events SET recorded_at = recorded_at - interval '2 minutes'
+          WHERE aggregate_type = 'user'",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let login: Value = api
+        .post(
+            "/auth/login",
+            json!({"email": email, "password": password}),
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let access = login["access_token"].as_str().unwrap().to_owned();
+    let resent = api
+        .post("/auth/verify/resend", json!({}), Some(&access))
+        .await;
+    assert_eq!(resent.status(), 202);
+    let mails = wait_for_mails(&email, 2, Duration::from_secs(30)).await;
+    assert_eq!(mails.len(), 2, "a second verification mail");
+    // A mail of its own (its own Message-ID), with a verification link.
+    let resent_mail = mails
+        .iter()
+        .find(|mail| message_id_of(mail) != first_message_id)
+        .expect("each mail its own Message-ID");
+    let second_token = token_in(resent_mail, &verify_link).expect("a verification link");
+    let verified = api
+        .post("/auth/verify", json!({"token": second_token}), None)
+        .await;
+    assert_eq!(verified.status(), 204);
+
+    // The password is forgotten: the reset mail's link sets a new one.
+    let requested = api
+        .post("/auth/password-reset", json!({"email": email}), None)
+        .await;
+    assert_eq!(requested.status(), 202);
+    let mails = wait_for_mails(&email, 3, Duration::from_secs(30)).await;
+    assert_eq!(mails.len(), 3, "the reset mail");
+    let reset_link = format!("{base}/auth/password-reset/confirm?token=");
+    let reset_mail = mails
+        .iter()
+        .find(|mail| mail.contains(&reset_link))
+        .expect("a mail with the reset link");
+    assert!(reset_mail.contains("Reset your Orders password"));
+    let token = token_in(reset_mail, &reset_link).unwrap();
+
+    // The link opens a page with the form that posts the new password.
+    let page = api
+        .http
+        .get(format!("{reset_link}{token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("type=\"password\""));
+
+    let new_password = "a password I will remember";
+    let confirmed = api
+        .post(
+            "/auth/password-reset/confirm",
+            json!({"token": token, "password": new_password}),
+            None,
+        )
+        .await;
+    assert_eq!(confirmed.status(), 204);
+    let login = api
+        .post(
+            "/auth/login",
+            json!({"email": email, "password": new_password}),
+            None,
+        )
+        .await;
+    assert_eq!(login.status(), 200);
+    let old = api
+        .post(
+            "/auth/login",
+            json!({"email": email, "password": password}),
+            None,
+        )
+        .await;
+    assert_eq!(old.status(), 401);
+    // Once only.
+    let again = api
+        .post(
+            "/auth/password-reset/confirm",
+            json!({"token": token, "password": "another new password"}),
+            None,
+        )
+        .await;
+    assert_eq!(again.status(), 410);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(mails_to(&email).len(), 3, "no other mail");
 }

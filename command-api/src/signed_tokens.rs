@@ -1,13 +1,22 @@
-//! Signed, expiring tokens for the links we mail: e-mail verification now, password
-//! reset and unsubscribe later.
+//! Signed, expiring tokens for the links we mail: e-mail verification, unsubscribe
+//! and password reset.
 //!
 //! Nothing is stored: a token carries its purpose, the user, a digest of the e-mail
 //! address it was issued for and its expiry, and an HMAC-SHA256 over all of that
 //! under a key derived from the service secret. A forged or garbled token fails the
 //! MAC; a token for an address the user no longer has fails the digest.
+//!
+//! A password-reset token also names the password it replaces: the user's
+//! credentials version (how many times the password had changed) when the reset was
+//! asked for, taken from the `PasswordResetRequested` event. The user aggregate
+//! refuses a reset whose version is no longer the current one, so a reset link works
+//! once and dies with any other password change; nothing has to be stored to remember
+//! that it was used.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use orders_domain::ids::UserId;
@@ -16,6 +25,10 @@ use sha2::{Digest, Sha256};
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// How long a password-reset link is valid: long enough to read the mail, short
+/// enough that an old mailbox is not a way into the account.
+pub const PASSWORD_RESET_LINK_LIFETIME: Duration = Duration::from_secs(3600);
+
 /// What a token lets its holder do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -23,6 +36,8 @@ pub enum TokenPurpose {
     VerifyEmail,
     /// The unsubscribe link of a price-alert mail: turns price alerts off.
     Unsubscribe,
+    /// The link of a password-reset mail: sets a new password, once.
+    PasswordReset,
 }
 
 /// Why a token was refused.
@@ -42,6 +57,9 @@ pub struct VerifiedToken {
     pub user_id: UserId,
     /// Hex SHA-256 of the normalised e-mail address the token was issued for.
     pub email_digest: String,
+    /// For a password-reset token: the credentials version of the password it
+    /// replaces (always present in one, absent in the others).
+    pub credentials_version: Option<u32>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -50,6 +68,9 @@ struct Claims {
     user_id: UserId,
     email_digest: String,
     expires_at: i64,
+    /// Only in password-reset tokens, so the other tokens keep their shape.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    credentials_version: Option<u32>,
 }
 
 /// Mints and checks signed tokens.
@@ -79,6 +100,8 @@ impl SignedTokens {
         HmacSha256::new_from_slice(&self.key).expect("HMAC accepts keys of any length")
     }
 
+    /// A token for a verification or unsubscribe link. (Password-reset tokens name
+    /// the password they replace: [`SignedTokens::mint_password_reset`].)
     pub fn mint(
         &self,
         purpose: TokenPurpose,
@@ -86,13 +109,36 @@ impl SignedTokens {
         normalized_email: &str,
         expires_at: DateTime<Utc>,
     ) -> String {
-        let claims = Claims {
+        self.sign(&Claims {
             purpose,
             user_id,
             email_digest: email_digest(normalized_email),
             expires_at: expires_at.timestamp(),
-        };
-        let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).expect("claims serialise"));
+            credentials_version: None,
+        })
+    }
+
+    /// A token for a password-reset link, valid until `expires_at` and only while
+    /// the user's credentials version is still `credentials_version` (the one the
+    /// `PasswordResetRequested` event names).
+    pub fn mint_password_reset(
+        &self,
+        user_id: UserId,
+        normalized_email: &str,
+        credentials_version: u32,
+        expires_at: DateTime<Utc>,
+    ) -> String {
+        self.sign(&Claims {
+            purpose: TokenPurpose::PasswordReset,
+            user_id,
+            email_digest: email_digest(normalized_email),
+            expires_at: expires_at.timestamp(),
+            credentials_version: Some(credentials_version),
+        })
+    }
+
+    fn sign(&self, claims: &Claims) -> String {
+        let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).expect("claims serialise"));
         let mut mac = self.mac();
         mac.update(body.as_bytes());
         let signature = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
@@ -122,12 +168,18 @@ impl SignedTokens {
         if claims.purpose != purpose {
             return Err(TokenError::Forged);
         }
+        // Cannot happen with our own tokens; refuse rather than reset without a
+        // version to check.
+        if (purpose == TokenPurpose::PasswordReset) != claims.credentials_version.is_some() {
+            return Err(TokenError::Forged);
+        }
         if claims.expires_at <= now.timestamp() {
             return Err(TokenError::Expired);
         }
         Ok(VerifiedToken {
             user_id: claims.user_id,
             email_digest: claims.email_digest,
+            credentials_version: claims.credentials_version,
         })
     }
 }
@@ -178,6 +230,7 @@ mod tests {
                 user_id: UserId::new(),
                 email_digest: email_digest("eve@example.com"),
                 expires_at: (now + Duration::days(365)).timestamp(),
+                credentials_version: None,
             })
             .unwrap(),
         );
@@ -195,5 +248,63 @@ mod tests {
             now + Duration::hours(1),
         );
         assert_eq!(check(&foreign), Err(TokenError::Forged));
+    }
+
+    #[test]
+    fn a_password_reset_token_names_the_password_it_replaces() {
+        let now = Utc::now();
+        let user = UserId::new();
+        let token = tokens().mint_password_reset(
+            user,
+            "ann@example.com",
+            3,
+            now + Duration::from_std(PASSWORD_RESET_LINK_LIFETIME).unwrap(),
+        );
+        let verified = tokens()
+            .check(TokenPurpose::PasswordReset, &token, now)
+            .unwrap();
+        assert_eq!(verified.user_id, user);
+        assert_eq!(verified.email_digest, email_digest("ann@example.com"));
+        assert_eq!(verified.credentials_version, Some(3));
+        assert_eq!(
+            tokens().check(
+                TokenPurpose::PasswordReset,
+                &token,
+                now + Duration::minutes(61)
+            ),
+            Err(TokenError::Expired)
+        );
+        // Not a verification or unsubscribe token, and they are not reset tokens.
+        assert_eq!(
+            tokens().check(TokenPurpose::VerifyEmail, &token, now),
+            Err(TokenError::Forged)
+        );
+        let verification = tokens().mint(
+            TokenPurpose::VerifyEmail,
+            user,
+            "ann@example.com",
+            now + Duration::hours(1),
+        );
+        assert_eq!(
+            tokens().check(TokenPurpose::PasswordReset, &verification, now),
+            Err(TokenError::Forged)
+        );
+    }
+
+    #[test]
+    fn a_reset_token_without_a_credentials_version_is_refused() {
+        // Only a holder of the key could make one; it must still not reset anything.
+        let now = Utc::now();
+        let token = tokens().sign(&Claims {
+            purpose: TokenPurpose::PasswordReset,
+            user_id: UserId::new(),
+            email_digest: email_digest("ann@example.com"),
+            expires_at: (now + Duration::hours(1)).timestamp(),
+            credentials_version: None,
+        });
+        assert_eq!(
+            tokens().check(TokenPurpose::PasswordReset, &token, now),
+            Err(TokenError::Forged)
+        );
     }
 }

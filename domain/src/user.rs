@@ -7,6 +7,15 @@
 //! side's job. E-mail uniqueness across users cannot be decided inside one user's
 //! stream; the command side guarantees it with a unique index on the normalised
 //! address.
+//!
+//! Mails are asked for with events (`VerificationMailRequested`,
+//! `PasswordResetRequested`) that the e-mail worker turns into mails. A password-reset
+//! link names the password it replaces by its credentials version (how many times
+//! the password had changed when the reset was asked for);
+//! [`UserCommand::ResetPassword`] is refused once that is no longer the current
+//! password. So a link works once, and two racing uses of one link cannot both
+//! succeed: the second one either finds the change or its append conflicts with it
+//! on the stream's sequence (and, judged again, finds it).
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -78,9 +87,22 @@ pub enum UserCommand {
     },
     /// The user followed the link in the verification mail.
     VerifyEmail,
-    /// A new password (the command side checked the current password or the reset
-    /// token, and the policy, and stores the new hash with the credentials).
+    /// A new password (the command side checked the current password and the
+    /// policy, and stores the new hash with the credentials).
     ChangePassword,
+    /// The user asks for another verification mail (the first one went with the
+    /// registration). Refused once the address is verified: there is nothing to confirm.
+    RequestVerificationMail,
+    /// Someone who knows the address asks for a password-reset mail. A deactivated
+    /// user gets none, silently: the caller's answer must not tell accounts apart.
+    RequestPasswordReset,
+    /// A new password through a reset link: the link carries the
+    /// `credentials_version` of the `PasswordResetRequested` it came from, and works
+    /// only while that is still the current one. The command side checked the link's
+    /// signature and the policy, and stores the new hash with the credentials.
+    ResetPassword {
+        credentials_version: u32,
+    },
     /// Sets (trimmed) or clears (`None` or blank) the display name.
     UpdateProfile {
         display_name: Option<String>,
@@ -130,6 +152,14 @@ pub enum UserEvent {
     UserDeactivated {
         reason: String,
     },
+    /// Another verification mail was asked for.
+    VerificationMailRequested,
+    /// A password-reset mail was asked for, to replace the password as it was after
+    /// `credentials_version` changes (0: the one chosen at registration). The reset
+    /// link names it, so that it stops working once the password has changed.
+    PasswordResetRequested {
+        credentials_version: u32,
+    },
 }
 
 impl DomainEvent for UserEvent {
@@ -143,6 +173,8 @@ impl DomainEvent for UserEvent {
             UserEvent::RoleGranted { .. } => "RoleGranted",
             UserEvent::RoleRevoked { .. } => "RoleRevoked",
             UserEvent::UserDeactivated { .. } => "UserDeactivated",
+            UserEvent::VerificationMailRequested => "VerificationMailRequested",
+            UserEvent::PasswordResetRequested { .. } => "PasswordResetRequested",
         };
         event_type.to_owned()
     }
@@ -170,6 +202,10 @@ pub enum UserError {
     DisplayNameTooLong { max: usize },
     #[error("a reason is required to deactivate a user")]
     ReasonRequired,
+    #[error("the e-mail address is already verified")]
+    EmailAlreadyVerified,
+    #[error("the password has changed since this reset link was sent")]
+    PasswordChangedSinceResetRequested,
 }
 
 /// A user's current state, rebuilt from its events.
@@ -182,6 +218,10 @@ pub struct User {
     price_alerts_enabled: bool,
     roles: BTreeSet<Role>,
     deactivated: bool,
+    /// How many times the password has changed since registration (0: the
+    /// registration's).
+    #[serde(default)]
+    credentials_version: u32,
 }
 
 impl User {
@@ -222,6 +262,12 @@ impl User {
         self.deactivated
     }
 
+    /// How many times the password has changed since registration (each
+    /// `PasswordChanged`): names the current password in reset links.
+    pub fn credentials_version(&self) -> u32 {
+        self.credentials_version
+    }
+
     /// Decides what a command means for this user: the events to record, none when
     /// the command changes nothing (so retries are harmless), or why it is refused.
     pub fn decide(&self, command: UserCommand) -> Result<Vec<UserEvent>, UserError> {
@@ -232,10 +278,26 @@ impl User {
             // Also for a deactivated user: the account exists, whatever its state.
             UserCommand::Register { .. } => return Err(UserError::AlreadyRegistered),
             _ if !self.is_registered() => return Err(UserError::NotRegistered),
+            // No mail for a closed account, and no refusal either: whoever asked
+            // must not learn which addresses have (closed) accounts.
+            UserCommand::RequestPasswordReset if self.deactivated => vec![],
             _ if self.deactivated => return Err(UserError::Deactivated),
             UserCommand::VerifyEmail if self.email_verified => vec![],
             UserCommand::VerifyEmail => vec![UserEvent::EmailVerified],
             UserCommand::ChangePassword => vec![UserEvent::PasswordChanged],
+            UserCommand::RequestVerificationMail if self.email_verified => {
+                return Err(UserError::EmailAlreadyVerified)
+            }
+            UserCommand::RequestVerificationMail => vec![UserEvent::VerificationMailRequested],
+            UserCommand::RequestPasswordReset => vec![UserEvent::PasswordResetRequested {
+                credentials_version: self.credentials_version,
+            }],
+            UserCommand::ResetPassword {
+                credentials_version,
+            } if credentials_version != self.credentials_version => {
+                return Err(UserError::PasswordChangedSinceResetRequested)
+            }
+            UserCommand::ResetPassword { .. } => vec![UserEvent::PasswordChanged],
             UserCommand::UpdateProfile { display_name } => {
                 let display_name = checked_display_name(display_name)?;
                 if display_name == self.display_name {
@@ -313,8 +375,10 @@ impl Aggregate for User {
                 self.price_alerts_enabled = true;
             }
             UserEvent::EmailVerified => self.email_verified = true,
-            // Nothing of the password is part of the user's state.
-            UserEvent::PasswordChanged => {}
+            // Nothing of the password itself is part of the user's state.
+            UserEvent::PasswordChanged => {
+                self.credentials_version = self.credentials_version.saturating_add(1);
+            }
             UserEvent::ProfileUpdated { display_name } => self.display_name = display_name,
             UserEvent::NotificationPreferencesChanged { price_alerts } => {
                 self.price_alerts_enabled = price_alerts;
@@ -326,6 +390,8 @@ impl Aggregate for User {
                 self.roles.remove(&role);
             }
             UserEvent::UserDeactivated { .. } => self.deactivated = true,
+            // Requests for mails change nothing of the user.
+            UserEvent::VerificationMailRequested | UserEvent::PasswordResetRequested { .. } => {}
         }
     }
 }

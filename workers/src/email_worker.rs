@@ -1,6 +1,7 @@
-//! The e-mail worker: the verification mail when a user registers, and the price
-//! alert when an order reaches its target (to verified addresses only, and only
-//! while the user's price alerts are on).
+//! The e-mail worker: the verification mail when a user registers or asks for
+//! another one, the password-reset mail, and the price alert when an order reaches
+//! its target (to verified addresses only, and only while the user's price alerts
+//! are on).
 //!
 //! Each mail's Message-ID is derived from the event that caused it, and a delivery
 //! record keyed by the event id is written after the SMTP server accepted it: a
@@ -13,7 +14,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use orders_command_api::event_store::EventStore;
-use orders_command_api::signed_tokens::{SignedTokens, TokenPurpose};
+use orders_command_api::signed_tokens::{SignedTokens, TokenPurpose, PASSWORD_RESET_LINK_LIFETIME};
+use orders_domain::email::EmailAddress;
+use orders_domain::ids::UserId;
 use orders_domain::order::{Order, OrderEvent};
 use orders_domain::price_check::PriceCheck;
 use orders_domain::user::{User, UserEvent};
@@ -72,22 +75,98 @@ impl EmailWorker {
                 let UserEvent::UserRegistered { user_id, email } = payload(event)? else {
                     return Ok(None);
                 };
-                let expires_at = recorded_at(event)? + VERIFICATION_LINK_LIFETIME;
-                let token = self.tokens.mint(
-                    TokenPurpose::VerifyEmail,
-                    user_id,
-                    &email.normalized(),
-                    expires_at,
-                );
-                let link = self.link("/auth/verify", &token)?;
-                let message_id = self.message_id(event, MailPurpose::VerifyEmail);
-                Ok(Some(OutgoingMail::verification(
-                    message_id, email, &link, expires_at,
-                )))
+                self.verification_mail(event, user_id, email).map(Some)
             }
+            ("user", "VerificationMailRequested") => {
+                let (user_id, user) = self.user_of(event).await?;
+                let Some(email) = user.email().cloned() else {
+                    return Ok(None);
+                };
+                // Verified meanwhile (by the first mail's link): nothing to confirm.
+                if user.email_verified() || user.is_deactivated() {
+                    tracing::info!(%user_id, "no verification mail: verified or deactivated since");
+                    return Ok(None);
+                }
+                self.verification_mail(event, user_id, email).map(Some)
+            }
+            ("user", "PasswordResetRequested") => self.password_reset(event).await,
             ("order", "TargetReached") => self.price_alert(event).await,
             _ => Ok(None),
         }
+    }
+
+    /// The verification mail, its link valid for two days from the event.
+    fn verification_mail(
+        &self,
+        event: &LogEvent,
+        user_id: UserId,
+        email: EmailAddress,
+    ) -> anyhow::Result<OutgoingMail> {
+        let expires_at = recorded_at(event)? + VERIFICATION_LINK_LIFETIME;
+        let token = self.tokens.mint(
+            TokenPurpose::VerifyEmail,
+            user_id,
+            &email.normalized(),
+            expires_at,
+        );
+        let link = self.link("/auth/verify", &token)?;
+        // Each event its own Message-ID: a resent mail is a new mail.
+        let message_id = self.message_id(event, MailPurpose::VerifyEmail);
+        Ok(OutgoingMail::verification(
+            message_id, email, &link, expires_at,
+        ))
+    }
+
+    /// The password-reset mail. Its token is made from the event alone (the user, the
+    /// address, the credentials version the event names, an hour from the event), so
+    /// a redelivery mints the same link; the API checks the version against the user
+    /// when the link is used. No mail when it could not work anyway: the account was
+    /// deactivated, the password changed since, or the link would already be expired
+    /// (a mail held up that long by an outage).
+    async fn password_reset(&self, event: &LogEvent) -> anyhow::Result<Option<OutgoingMail>> {
+        let UserEvent::PasswordResetRequested {
+            credentials_version,
+        } = payload(event)?
+        else {
+            return Ok(None);
+        };
+        let (user_id, user) = self.user_of(event).await?;
+        let Some(email) = user.email().cloned() else {
+            return Ok(None);
+        };
+        let expires_at = recorded_at(event)? + PASSWORD_RESET_LINK_LIFETIME;
+        if user.is_deactivated()
+            || user.credentials_version() != credentials_version
+            || expires_at <= Utc::now()
+        {
+            tracing::info!(%user_id, "no password-reset mail: its link could no longer work");
+            return Ok(None);
+        }
+        let token = self.tokens.mint_password_reset(
+            user_id,
+            &email.normalized(),
+            credentials_version,
+            expires_at,
+        );
+        let link = self.link("/auth/password-reset/confirm", &token)?;
+        let message_id = self.message_id(event, MailPurpose::PasswordReset);
+        Ok(Some(OutgoingMail::password_reset(
+            message_id, email, &link, expires_at,
+        )))
+    }
+
+    /// The user a user event is about, as they are now.
+    async fn user_of(&self, event: &LogEvent) -> anyhow::Result<(UserId, User)> {
+        let user_id: UserId = event
+            .aggregate_id
+            .parse()
+            .with_context(|| format!("user id {:?} is not a UUID", event.aggregate_id))?;
+        let (user, _) = self
+            .events
+            .load::<User>(&event.aggregate_id)
+            .await
+            .context("loading the user")?;
+        Ok((user_id, user))
     }
 
     async fn price_alert(&self, event: &LogEvent) -> anyhow::Result<Option<OutgoingMail>> {

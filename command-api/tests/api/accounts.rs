@@ -1,4 +1,5 @@
-//! Registration, e-mail verification, login and its throttling, the profile.
+//! Registration, e-mail verification (and resending its mail), login and its
+//! throttling, password reset, the profile.
 
 use chrono::{Duration, Utc};
 use futures::future::join_all;
@@ -425,4 +426,565 @@ async fn a_user_registered_in_the_old_v1_shape_is_upcast_when_loaded() {
     let me: Value = me.json().await.unwrap();
     assert_eq!(me["email"], "Old@Example.com");
     assert_eq!(me["notification_preferences"]["price_alerts"], true);
+}
+
+/// Moves a user's events back in time, as if registered `minutes` ago (the resend
+/// throttle counts the registration's mail).
+async fn backdate_user_events(app: &crate::helpers::TestApp, user_id: Uuid, minutes: i32) {
+    sqlx::query(
+        "UPDATE events SET recorded_at = recorded_at - make_interval(mins => $2)
+          WHERE aggregate_type = 'user' AND aggregate_id = $1",
+    )
+    .bind(user_id.to_string())
+    .bind(minutes)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+}
+
+fn retry_after(response: &reqwest::Response) -> u64 {
+    response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn resending_the_verification_mail_records_a_request_at_most_once_a_minute() {
+    let app = spawn_app().await;
+    let session = app.signed_up_user().await;
+    // Right after registering, its own mail is still on its way.
+    let too_soon = app
+        .post_json("/auth/verify/resend", &json!({}), Some(&session.token))
+        .await;
+    assert_eq!(too_soon.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!((1..=60).contains(&retry_after(&too_soon)));
+    assert_eq!(app.count_events("VerificationMailRequested").await, 0);
+
+    backdate_user_events(&app, session.user_id, 2).await;
+    let resent = app
+        .post_json("/auth/verify/resend", &json!({}), Some(&session.token))
+        .await;
+    assert_eq!(resent.status(), StatusCode::ACCEPTED);
+    assert!(resent.headers().contains_key("orders-position"));
+    let (aggregate_id, actor): (String, String) = sqlx::query_as(
+        "SELECT aggregate_id, metadata ->> 'actor' FROM events
+          WHERE event_type = 'VerificationMailRequested'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(aggregate_id, session.user_id.to_string());
+    assert_eq!(actor, format!("user:{}", session.user_id));
+
+    // The resent mail counts too.
+    let again = app
+        .post_json("/auth/verify/resend", &json!({}), Some(&session.token))
+        .await;
+    assert_eq!(again.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait = retry_after(&again);
+    assert!((55..=60).contains(&wait), "Retry-After: {wait}");
+    assert_eq!(problem(again).await["status"], 429);
+    assert_eq!(app.count_events("VerificationMailRequested").await, 1);
+}
+
+#[tokio::test]
+async fn resending_needs_a_token_and_an_unverified_address() {
+    let app = spawn_app().await;
+    let anonymous = app.post_json("/auth/verify/resend", &json!({}), None).await;
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    let forged = app
+        .post_json("/auth/verify/resend", &json!({}), Some("not.a.token"))
+        .await;
+    assert_eq!(forged.status(), StatusCode::UNAUTHORIZED);
+
+    let session = app.signed_up_user().await;
+    let token = app.state.signed_tokens.mint(
+        TokenPurpose::VerifyEmail,
+        UserId::from_uuid(session.user_id),
+        &session.email,
+        Utc::now() + Duration::hours(1),
+    );
+    let verified = app
+        .post_json("/auth/verify", &json!({"token": token}), None)
+        .await;
+    assert_eq!(verified.status(), StatusCode::NO_CONTENT);
+    backdate_user_events(&app, session.user_id, 2).await;
+    // Nothing left to confirm: 409, and no mail.
+    let resent = app
+        .post_json("/auth/verify/resend", &json!({}), Some(&session.token))
+        .await;
+    assert_eq!(resent.status(), StatusCode::CONFLICT);
+    assert!(problem(resent).await["detail"]
+        .as_str()
+        .unwrap()
+        .contains("already verified"));
+    assert_eq!(app.count_events("VerificationMailRequested").await, 0);
+}
+
+#[tokio::test]
+async fn a_password_reset_request_answers_202_whether_or_not_the_address_exists() {
+    let app = spawn_app().await;
+    let session = app.signed_up_user().await;
+
+    let started = std::time::Instant::now();
+    let unknown = app
+        .post_json(
+            "/auth/password-reset",
+            &json!({"email": "nobody@example.com"}),
+            None,
+        )
+        .await;
+    let unknown_took = started.elapsed();
+    assert_eq!(app.count_events("PasswordResetRequested").await, 0);
+
+    let started = std::time::Instant::now();
+    // Compared case-insensitively, like at login.
+    let known = app
+        .post_json(
+            "/auth/password-reset",
+            &json!({"email": session.email.to_uppercase()}),
+            None,
+        )
+        .await;
+    let known_took = started.elapsed();
+    assert_eq!(app.count_events("PasswordResetRequested").await, 1);
+    let payload: Value = sqlx::query_scalar(
+        "SELECT payload FROM events WHERE event_type = 'PasswordResetRequested'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        payload,
+        json!({"PasswordResetRequested": {"credentials_version": 0}})
+    );
+
+    // The same answer: status, headers that could tell (no Orders-Position), body.
+    for response in [&unknown, &known] {
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        assert!(!response.headers().contains_key("orders-position"));
+    }
+    assert_eq!(
+        unknown.headers().get("content-length"),
+        known.headers().get("content-length")
+    );
+    assert_eq!(unknown.text().await.unwrap(), known.text().await.unwrap());
+    // Both wait out the same floor, which hides the known address's insert.
+    for took in [unknown_took, known_took] {
+        assert!(took >= std::time::Duration::from_millis(150), "{took:?}");
+    }
+
+    let malformed = app
+        .post_json(
+            "/auth/password-reset",
+            &json!({"email": "not an address"}),
+            None,
+        )
+        .await;
+    assert_eq!(problem(malformed).await["field"], "email");
+}
+
+#[tokio::test]
+async fn a_deactivated_account_gets_the_same_202_and_no_reset() {
+    let app = spawn_app().await;
+    let session = app.signed_up_user().await;
+    let request_id = Uuid::now_v7();
+    app.state
+        .events
+        .execute::<User>(
+            &session.user_id.to_string(),
+            UserCommand::Deactivate {
+                reason: "abuse".to_owned(),
+            },
+            &CommandMetadata {
+                actor: "cli:test@localhost".to_owned(),
+                correlation_id: request_id,
+                causation_id: request_id,
+                request_id,
+                idempotency_key: None,
+            },
+        )
+        .await
+        .unwrap();
+    let response = app
+        .post_json(
+            "/auth/password-reset",
+            &json!({"email": session.email}),
+            None,
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    assert_eq!(app.count_events("PasswordResetRequested").await, 0);
+    // A link minted before the deactivation no longer works either.
+    let token = app.state.signed_tokens.mint_password_reset(
+        UserId::from_uuid(session.user_id),
+        &session.email,
+        0,
+        Utc::now() + Duration::hours(1),
+    );
+    let confirm = app
+        .post_json(
+            "/auth/password-reset/confirm",
+            &json!({"token": token, "password": "a brand new password"}),
+            None,
+        )
+        .await;
+    assert_eq!(confirm.status(), StatusCode::GONE);
+    assert_eq!(app.count_events("PasswordChanged").await, 0);
+}
+
+#[tokio::test]
+async fn password_reset_requests_are_throttled_per_address_known_or_not_and_per_client() {
+    let app = spawn_app().await;
+    let session = app.signed_up_user().await;
+    for email in [session.email.as_str(), "nobody@example.com"] {
+        for attempt in 1..=3 {
+            let response = app
+                .post_json("/auth/password-reset", &json!({"email": email}), None)
+                .await;
+            assert_eq!(
+                response.status(),
+                StatusCode::ACCEPTED,
+                "{email} #{attempt}"
+            );
+        }
+        // The fourth within 15 minutes, for an existing address or not alike.
+        let throttled = app
+            .post_json("/auth/password-reset", &json!({"email": email}), None)
+            .await;
+        assert_eq!(throttled.status(), StatusCode::TOO_MANY_REQUESTS, "{email}");
+        let wait = retry_after(&throttled);
+        assert!((1..=900).contains(&wait), "Retry-After: {wait}");
+    }
+    assert_eq!(app.count_events("PasswordResetRequested").await, 3);
+    // 8 requests so far from this client; 12 more addresses get through, then none.
+    for i in 0..12 {
+        let response = app
+            .post_json(
+                "/auth/password-reset",
+                &json!({"email": format!("guess-{i}@example.com")}),
+                None,
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::ACCEPTED, "guess {i}");
+    }
+    let throttled = app
+        .post_json(
+            "/auth/password-reset",
+            &json!({"email": "one-more@example.com"}),
+            None,
+        )
+        .await;
+    assert_eq!(throttled.status(), StatusCode::TOO_MANY_REQUESTS);
+    // Logins are not locked by any of this.
+    assert_eq!(
+        app.login(&session.email, "a long enough password")
+            .await
+            .status(),
+        StatusCode::OK
+    );
+}
+
+async fn confirm_reset(
+    app: &crate::helpers::TestApp,
+    token: String,
+    password: String,
+) -> reqwest::Response {
+    app.post_json(
+        "/auth/password-reset/confirm",
+        &json!({"token": token, "password": password}),
+        None,
+    )
+    .await
+}
+
+fn reset_token(app: &crate::helpers::TestApp, user_id: Uuid, email: &str, version: u32) -> String {
+    app.state.signed_tokens.mint_password_reset(
+        UserId::from_uuid(user_id),
+        email,
+        version,
+        Utc::now() + Duration::hours(1),
+    )
+}
+
+#[tokio::test]
+async fn a_reset_link_sets_a_new_password_once() {
+    let app = spawn_app_with(lenient_throttle).await;
+    let session = app.signed_up_user().await;
+    let requested = app
+        .post_json(
+            "/auth/password-reset",
+            &json!({"email": session.email}),
+            None,
+        )
+        .await;
+    assert_eq!(requested.status(), StatusCode::ACCEPTED);
+    // The worker mints the link from the event: version 0, the registration's password.
+    let token = reset_token(&app, session.user_id, &session.email, 0);
+
+    // The link's page shows the form, the token in it, and allows only its own script.
+    let page = app
+        .http
+        .get(app.url(&format!("/auth/password-reset/confirm?token={token}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert_eq!(page.headers()["cache-control"], "no-store");
+    assert_eq!(page.headers()["referrer-policy"], "no-referrer");
+    let policy = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(policy.contains("script-src 'sha256-"), "{policy}");
+    let html = page.text().await.unwrap();
+    assert!(html.contains(&format!("value=\"{token}\"")));
+    assert!(html.contains("type=\"password\""));
+    // The policy's hash is the page's script's, or browsers would not run it.
+    let script = html
+        .split_once("<script>")
+        .and_then(|(_, rest)| rest.split_once("</script>"))
+        .expect("a script")
+        .0;
+    let script_hash = {
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(script.as_bytes()))
+    };
+    assert!(
+        policy.contains(&format!("script-src 'sha256-{script_hash}'")),
+        "{policy}"
+    );
+
+    let confirmed = app
+        .post_json(
+            "/auth/password-reset/confirm",
+            &json!({"token": token, "password": "a brand new password"}),
+            None,
+        )
+        .await;
+    assert_eq!(confirmed.status(), StatusCode::NO_CONTENT);
+    assert!(confirmed.headers().contains_key("orders-position"));
+    assert_eq!(app.count_events("PasswordChanged").await, 1);
+    assert_eq!(
+        app.login(&session.email, "a long enough password")
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.login(&session.email, "a brand new password")
+            .await
+            .status(),
+        StatusCode::OK
+    );
+
+    // Used: the same link again is 410, as a page and as a command.
+    let again = app
+        .post_json(
+            "/auth/password-reset/confirm",
+            &json!({"token": token, "password": "yet another new password"}),
+            None,
+        )
+        .await;
+    assert_eq!(again.status(), StatusCode::GONE);
+    assert!(problem(again).await["detail"]
+        .as_str()
+        .unwrap()
+        .contains("has been used"));
+    let page = app
+        .http
+        .get(app.url(&format!("/auth/password-reset/confirm?token={token}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::GONE);
+    assert_eq!(app.count_events("PasswordChanged").await, 1);
+    assert_eq!(
+        app.login(&session.email, "a brand new password")
+            .await
+            .status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn concurrent_uses_of_one_reset_link_change_the_password_once() {
+    let app = spawn_app().await;
+    let session = app.signed_up_user().await;
+    let token = reset_token(&app, session.user_id, &session.email, 0);
+    let attempts =
+        (0..5).map(|i| confirm_reset(&app, token.clone(), format!("racing new password {i}")));
+    let statuses: Vec<StatusCode> = join_all(attempts)
+        .await
+        .into_iter()
+        .map(|response| response.status())
+        .collect();
+    let changed = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::NO_CONTENT)
+        .count();
+    let gone = statuses.iter().filter(|s| **s == StatusCode::GONE).count();
+    assert_eq!((changed, gone), (1, 4), "statuses: {statuses:?}");
+    assert_eq!(app.count_events("PasswordChanged").await, 1);
+}
+
+#[tokio::test]
+async fn a_password_change_after_the_mail_ends_its_link() {
+    let app = spawn_app_with(lenient_throttle).await;
+    let session = app.signed_up_user().await;
+    let token = reset_token(&app, session.user_id, &session.email, 0);
+    let changed = app
+        .post_json(
+            "/me/password",
+            &json!({"current_password": "a long enough password", "new_password": "a brand new password"}),
+            Some(&session.token),
+        )
+        .await;
+    assert_eq!(changed.status(), StatusCode::NO_CONTENT);
+    let confirm = app
+        .post_json(
+            "/auth/password-reset/confirm",
+            &json!({"token": token, "password": "an attacker's password"}),
+            None,
+        )
+        .await;
+    assert_eq!(confirm.status(), StatusCode::GONE);
+    // A link for the password as it is now works.
+    let fresh = reset_token(&app, session.user_id, &session.email, 1);
+    let confirm = app
+        .post_json(
+            "/auth/password-reset/confirm",
+            &json!({"token": fresh, "password": "the password I chose"}),
+            None,
+        )
+        .await;
+    assert_eq!(confirm.status(), StatusCode::NO_CONTENT);
+}
+
+#[tokio::test]
+async fn reset_links_that_are_forged_expired_or_for_another_purpose_and_weak_passwords_are_refused()
+{
+    let app = spawn_app().await;
+    let session = app.signed_up_user().await;
+    let confirm =
+        |token: String, password: &'static str| confirm_reset(&app, token, password.to_owned());
+    let expired = app.state.signed_tokens.mint_password_reset(
+        UserId::from_uuid(session.user_id),
+        &session.email,
+        0,
+        Utc::now() - Duration::minutes(1),
+    );
+    let response = confirm(expired.clone(), "a brand new password").await;
+    assert_eq!(response.status(), StatusCode::GONE);
+    assert!(problem(response).await["detail"]
+        .as_str()
+        .unwrap()
+        .contains("expired"));
+    let page = app
+        .http
+        .get(app.url(&format!("/auth/password-reset/confirm?token={expired}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::GONE);
+
+    let valid = reset_token(&app, session.user_id, &session.email, 0);
+    let forged = format!("{}x", &valid[..valid.len() - 1]);
+    assert_eq!(
+        confirm(forged.clone(), "a brand new password")
+            .await
+            .status(),
+        StatusCode::BAD_REQUEST
+    );
+    let page = app
+        .http
+        .get(app.url(&format!("/auth/password-reset/confirm?token={forged}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::BAD_REQUEST);
+    assert!(!page.text().await.unwrap().contains(&forged));
+    // A verification link's token does not reset a password.
+    let verification = app.state.signed_tokens.mint(
+        TokenPurpose::VerifyEmail,
+        UserId::from_uuid(session.user_id),
+        &session.email,
+        Utc::now() + Duration::hours(1),
+    );
+    assert_eq!(
+        confirm(verification, "a brand new password").await.status(),
+        StatusCode::BAD_REQUEST
+    );
+    // A token for another address of the user.
+    let other_address = reset_token(&app, session.user_id, "someone-else@example.com", 0);
+    assert_eq!(
+        confirm(other_address, "a brand new password")
+            .await
+            .status(),
+        StatusCode::BAD_REQUEST
+    );
+
+    for weak in ["short", "passwordpassword"] {
+        let response = confirm(valid.clone(), weak).await;
+        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(problem(response).await["field"], "password");
+    }
+    assert_eq!(app.count_events("PasswordChanged").await, 0);
+    // The link survives a refused attempt.
+    assert_eq!(
+        confirm(valid, "a brand new password").await.status(),
+        StatusCode::NO_CONTENT
+    );
+}
+
+#[tokio::test]
+async fn a_reset_unlocks_an_address_locked_by_failed_logins() {
+    let app = spawn_app().await;
+    let session = app.signed_up_user().await;
+    for _ in 0..5 {
+        app.login(&session.email, "a forgotten password").await;
+    }
+    assert_eq!(
+        app.login(&session.email, "a forgotten password")
+            .await
+            .status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    let token = reset_token(&app, session.user_id, &session.email, 0);
+    let confirm = app
+        .post_json(
+            "/auth/password-reset/confirm",
+            &json!({"token": token, "password": "a remembered password"}),
+            None,
+        )
+        .await;
+    assert_eq!(confirm.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.login(&session.email, "a remembered password")
+            .await
+            .status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_the_resend_and_reset_routes() {
+    let app = spawn_app().await;
+    let document: Value = app
+        .http
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let paths = document["paths"].as_object().unwrap();
+    assert!(paths["/auth/verify/resend"]["post"].is_object());
+    assert!(paths["/auth/password-reset"]["post"].is_object());
+    assert!(paths["/auth/password-reset/confirm"]["post"].is_object());
+    assert!(paths["/auth/password-reset/confirm"]["get"].is_object());
 }

@@ -45,6 +45,10 @@ fn every_command_but_register() -> Vec<UserCommand> {
         UserCommand::Deactivate {
             reason: "spam".to_owned(),
         },
+        UserCommand::RequestVerificationMail,
+        UserCommand::ResetPassword {
+            credentials_version: 0,
+        },
     ]
 }
 
@@ -131,6 +135,144 @@ async fn change_password_records_that_it_changed_and_nothing_of_the_password() {
         .when_async(UserCommand::ChangePassword)
         .await
         .then_expect_events(vec![UserEvent::PasswordChanged]);
+}
+
+#[tokio::test]
+async fn request_verification_mail_records_the_request_each_time() {
+    UserTest::with(())
+        .given(vec![registered()])
+        .when_async(UserCommand::RequestVerificationMail)
+        .await
+        .then_expect_events(vec![UserEvent::VerificationMailRequested]);
+    // Asking again asks again (the command side throttles how often).
+    UserTest::with(())
+        .given(vec![registered(), UserEvent::VerificationMailRequested])
+        .when_async(UserCommand::RequestVerificationMail)
+        .await
+        .then_expect_events(vec![UserEvent::VerificationMailRequested]);
+}
+
+#[tokio::test]
+async fn request_verification_mail_once_verified_is_refused() {
+    UserTest::with(())
+        .given(vec![registered(), UserEvent::EmailVerified])
+        .when_async(UserCommand::RequestVerificationMail)
+        .await
+        .then_expect_error(UserError::EmailAlreadyVerified);
+}
+
+#[tokio::test]
+async fn request_password_reset_names_the_current_password() {
+    UserTest::with(())
+        .given(vec![registered()])
+        .when_async(UserCommand::RequestPasswordReset)
+        .await
+        .then_expect_events(vec![UserEvent::PasswordResetRequested {
+            credentials_version: 0,
+        }]);
+    UserTest::with(())
+        .given(vec![
+            registered(),
+            UserEvent::PasswordChanged,
+            UserEvent::PasswordResetRequested {
+                credentials_version: 1,
+            },
+            UserEvent::PasswordChanged,
+        ])
+        .when_async(UserCommand::RequestPasswordReset)
+        .await
+        .then_expect_events(vec![UserEvent::PasswordResetRequested {
+            credentials_version: 2,
+        }]);
+}
+
+#[tokio::test]
+async fn request_password_reset_does_not_need_a_verified_address() {
+    // The mail goes to the registered address; following its link proves it.
+    UserTest::with(())
+        .given(vec![registered(), UserEvent::VerificationMailRequested])
+        .when_async(UserCommand::RequestPasswordReset)
+        .await
+        .then_expect_events(vec![UserEvent::PasswordResetRequested {
+            credentials_version: 0,
+        }]);
+}
+
+#[tokio::test]
+async fn request_password_reset_for_a_deactivated_user_records_nothing_and_refuses_nothing() {
+    UserTest::with(())
+        .given(vec![registered(), deactivated()])
+        .when_async(UserCommand::RequestPasswordReset)
+        .await
+        .then_expect_events(vec![]);
+}
+
+#[tokio::test]
+async fn request_password_reset_needs_a_registered_user() {
+    UserTest::with(())
+        .given_no_previous_events()
+        .when_async(UserCommand::RequestPasswordReset)
+        .await
+        .then_expect_error(UserError::NotRegistered);
+}
+
+#[tokio::test]
+async fn reset_password_with_the_current_password_s_link_changes_it() {
+    UserTest::with(())
+        .given(vec![
+            registered(),
+            UserEvent::PasswordResetRequested {
+                credentials_version: 0,
+            },
+        ])
+        .when_async(UserCommand::ResetPassword {
+            credentials_version: 0,
+        })
+        .await
+        .then_expect_events(vec![UserEvent::PasswordChanged]);
+}
+
+#[tokio::test]
+async fn reset_password_works_once() {
+    // The link's password was replaced by the reset itself.
+    UserTest::with(())
+        .given(vec![
+            registered(),
+            UserEvent::PasswordResetRequested {
+                credentials_version: 0,
+            },
+            UserEvent::PasswordChanged,
+        ])
+        .when_async(UserCommand::ResetPassword {
+            credentials_version: 0,
+        })
+        .await
+        .then_expect_error(UserError::PasswordChangedSinceResetRequested);
+}
+
+#[tokio::test]
+async fn reset_password_after_any_other_password_change_is_refused() {
+    // A change through `POST /me/password` after the mail was sent also ends the link,
+    // and an older link stays dead when a newer one is used.
+    UserTest::with(())
+        .given(vec![
+            registered(),
+            UserEvent::PasswordResetRequested {
+                credentials_version: 0,
+            },
+            UserEvent::PasswordResetRequested {
+                credentials_version: 0,
+            },
+            UserEvent::PasswordChanged,
+            UserEvent::PasswordResetRequested {
+                credentials_version: 1,
+            },
+        ])
+        .when_async(UserCommand::ResetPassword {
+            credentials_version: 0,
+        })
+        .await
+        .then_expect_error(UserError::PasswordChangedSinceResetRequested);
 }
 
 #[tokio::test]
@@ -329,6 +471,11 @@ fn state_follows_the_events() {
             role: Role::Auditor,
         },
         UserEvent::RoleRevoked { role: Role::Admin },
+        UserEvent::VerificationMailRequested,
+        UserEvent::PasswordResetRequested {
+            credentials_version: 1,
+        },
+        UserEvent::PasswordChanged,
     ] {
         user.apply(event);
     }
@@ -343,6 +490,7 @@ fn state_follows_the_events() {
     assert!(user.has_role(Role::Auditor));
     assert!(!user.has_role(Role::Admin));
     assert!(!user.is_deactivated());
+    assert_eq!(user.credentials_version(), 2);
 
     user.apply(deactivated());
     assert!(user.is_deactivated());
@@ -355,11 +503,18 @@ fn a_registered_user_has_price_alerts_on() {
     assert!(user.price_alerts_enabled());
     assert!(!user.email_verified());
     assert!(user.roles().is_empty());
+    assert_eq!(user.credentials_version(), 0);
 }
 
 #[test]
 fn no_event_carries_anything_of_the_password() {
-    let events = vec![registered(), UserEvent::PasswordChanged];
+    let events = vec![
+        registered(),
+        UserEvent::PasswordChanged,
+        UserEvent::PasswordResetRequested {
+            credentials_version: 3,
+        },
+    ];
     for event in events {
         let json = serde_json::to_string(&event).unwrap();
         assert!(!json.contains("password"), "{json}");
@@ -383,6 +538,16 @@ fn event_types_are_the_variant_names_with_their_versions() {
         (UserEvent::RoleGranted { role: Role::Admin }, "RoleGranted"),
         (UserEvent::RoleRevoked { role: Role::Admin }, "RoleRevoked"),
         (deactivated(), "UserDeactivated"),
+        (
+            UserEvent::VerificationMailRequested,
+            "VerificationMailRequested",
+        ),
+        (
+            UserEvent::PasswordResetRequested {
+                credentials_version: 0,
+            },
+            "PasswordResetRequested",
+        ),
     ];
     for (event, event_type) in events {
         assert_eq!(event.event_type(), event_type);

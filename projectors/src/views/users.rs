@@ -55,7 +55,11 @@ pub fn fold(
         (Some(row), _) => row,
     };
     match event {
-        UserEvent::UserRegistered { .. } | UserEvent::PasswordChanged => {}
+        // Requests for mails change nothing the view shows.
+        UserEvent::UserRegistered { .. }
+        | UserEvent::PasswordChanged
+        | UserEvent::VerificationMailRequested
+        | UserEvent::PasswordResetRequested { .. } => {}
         UserEvent::EmailVerified => row.email_verified = true,
         UserEvent::ProfileUpdated { display_name } => row.display_name = display_name.clone(),
         UserEvent::NotificationPreferencesChanged { price_alerts } => {

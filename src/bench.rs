@@ -45,6 +45,8 @@ pub(crate) enum BenchCommand {
     Pipeline(crate::bench_log::PipelineBenchArgs),
     /// Rebuilding a view from a long log, beside the raw read rate of the stream.
     Replay(crate::bench_log::ReplayBenchArgs),
+    /// A command on an order with 10,000 past checks beside one on a new order.
+    OrderLatency(crate::bench_checks::OrderLatencyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -83,6 +85,7 @@ pub(crate) async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Relay(args) => crate::bench_log::relay(args).await,
         BenchCommand::Pipeline(args) => crate::bench_log::pipeline(args).await,
         BenchCommand::Replay(args) => crate::bench_log::replay(args).await,
+        BenchCommand::OrderLatency(args) => crate::bench_checks::order_latency(args).await,
     }
 }
 

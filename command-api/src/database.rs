@@ -28,6 +28,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "price checks",
         include_str!("../migrations/0003_price_checks.sql"),
     ),
+    (
+        4,
+        "aggregate snapshots",
+        include_str!("../migrations/0004_snapshots.sql"),
+    ),
 ];
 
 pub fn migrator() -> Migrator {

@@ -610,6 +610,66 @@ impl Order {
 }
 
 impl Order {
+    /// A fixed history that uses every event variant, for fingerprinting what
+    /// `apply` makes of events: the command side keys its snapshots of orders by a
+    /// digest of the state this history folds into, so that a change to the state's
+    /// shape or to `apply` retires every snapshot taken by older code.
+    pub fn fingerprint_history() -> Vec<OrderEvent> {
+        let uah = |amount: i64| {
+            Money::new(rust_decimal::Decimal::new(amount, 2), Currency::UAH)
+                .expect("a valid UAH amount")
+        };
+        let check = |n: u128| Uuid::from_u128(0x0192_f1a8_0000_7000_8000_0000_0000_0000 + n);
+        vec![
+            OrderEvent::OrderPlaced {
+                order_id: OrderId::from_uuid(check(100)),
+                owner: UserId::from_uuid(check(101)),
+                url: ProductUrl::parse("https://shop.example/p/1").expect("a valid URL"),
+                target: uah(319_900),
+                check_interval_secs: DEFAULT_CHECK_INTERVAL_SECS,
+                selector: Some(".price".to_owned()),
+            },
+            OrderEvent::PriceChanged {
+                check_id: check(1),
+                previous: None,
+                price: uah(350_000),
+                extractor: Some("json-ld".to_owned()),
+            },
+            OrderEvent::BecameUnavailable {
+                check_id: check(2),
+                availability: Availability::OutOfStock,
+            },
+            OrderEvent::BecameAvailable {
+                check_id: check(3),
+                availability: Availability::InStock,
+            },
+            OrderEvent::PriceChanged {
+                check_id: check(3),
+                previous: Some(uah(350_000)),
+                price: uah(300_000),
+                extractor: None,
+            },
+            OrderEvent::TargetReached {
+                check_id: check(3),
+                previous: Some(uah(350_000)),
+                price: uah(300_000),
+                target: uah(319_900),
+            },
+            OrderEvent::OrderPaused,
+            OrderEvent::OrderResumed,
+            OrderEvent::TargetChanged {
+                previous: uah(319_900),
+                target: uah(290_000),
+            },
+            OrderEvent::Rearmed {
+                check_id: check(4),
+                price: uah(300_000),
+                target: uah(290_000),
+            },
+            OrderEvent::OrderCancelled,
+        ]
+    }
+
     /// Keeps the newest check id (events of one check come together, and checks
     /// arrive mostly in order; `max` keeps `apply` total either way).
     fn note_check(&mut self, check_id: Uuid) {

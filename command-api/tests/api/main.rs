@@ -6,5 +6,6 @@ mod helpers;
 mod operations;
 mod orders;
 mod relay;
+mod snapshots;
 mod views;
 mod writer_connections;

@@ -15,6 +15,7 @@ use orders_command_api::{ApiConfig, AppState, Secret};
 use tokio::net::TcpListener;
 
 mod bench;
+mod bench_checks;
 mod bench_log;
 
 #[derive(Debug, Parser)]
@@ -56,6 +57,47 @@ enum Command {
         #[command(flatten)]
         nats: NatsArgs,
     },
+    /// Dead letters: the messages workers gave up on; list them, or put them back.
+    Dlq {
+        #[command(subcommand)]
+        dlq: DlqCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqCommand {
+    /// The dead letters in ORDERS_DEAD_LETTERS, oldest first.
+    List(DlqListArgs),
+    /// Put dead letters back for their workers (which handle them again) and remove
+    /// them from the list.
+    Retry(DlqRetryArgs),
+}
+
+#[derive(Debug, Args)]
+struct DlqListArgs {
+    /// Only this worker's: scraper, price-policy or email.
+    #[arg(long)]
+    worker: Option<String>,
+    /// One JSON array instead of a table.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    nats: NatsArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["sequence", "all"])))]
+struct DlqRetryArgs {
+    /// The dead letter's sequence, as `orders dlq list` shows it.
+    sequence: Option<u64>,
+    /// Every dead letter (of --worker, if given).
+    #[arg(long)]
+    all: bool,
+    /// With --all: only this worker's (scraper, price-policy or email).
+    #[arg(long, requires = "all")]
+    worker: Option<String>,
+    #[command(flatten)]
+    nats: NatsArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -269,6 +311,9 @@ struct ScraperArgs {
     /// The least time between two requests to one host, across every scraper.
     #[arg(long, env = "ORDERS_SCRAPER_HOST_SPACING_MS", default_value_t = 5000)]
     scraper_host_spacing_ms: u64,
+    /// The most one request may take, from connecting to the last byte of the page.
+    #[arg(long, env = "ORDERS_SCRAPER_TIMEOUT_MS", default_value_t = 30_000)]
+    scraper_timeout_ms: u64,
 }
 
 impl ScraperArgs {
@@ -276,23 +321,36 @@ impl ScraperArgs {
         let allow_private =
             orders_workers::fetch::parse_allowed_networks(&self.scraper_allow_private)
                 .map_err(|error| anyhow::anyhow!("ORDERS_SCRAPER_ALLOW_PRIVATE: {error}"))?;
+        let total_timeout = self.timeout();
         Ok(orders_workers::fetch::FetchPolicy {
             allow_private,
+            total_timeout,
+            connect_timeout: total_timeout.min(std::time::Duration::from_secs(10)),
             ..Default::default()
         })
+    }
+
+    fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.scraper_timeout_ms.max(100))
     }
 
     fn host_gate(&self) -> orders_workers::host_gate::HostGateConfig {
         orders_workers::host_gate::HostGateConfig {
             spacing: std::time::Duration::from_millis(self.scraper_host_spacing_ms),
+            // A scraper that dies holding a host keeps it this long: a little more
+            // than its longest request.
+            lease: self.timeout() + std::time::Duration::from_secs(5),
             ..Default::default()
         }
     }
 }
 
-fn init_telemetry() {
+/// `default_filter`: what is logged when `ORDERS_LOG` is not set: `info` for the
+/// services; `warn` for the tools, whose output is their answer (a tool's error is
+/// one line on stderr, not buried under connection notices).
+fn init_telemetry(default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ORDERS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -635,6 +693,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Dlq { dlq: command } => dlq(command).await,
     }
 }
 
@@ -642,7 +701,11 @@ fn main() -> ExitCode {
     // A .env file is a convenience for development; real variables win.
     let _ = dotenvy::dotenv();
     let cli = Cli::parse();
-    init_telemetry();
+    init_telemetry(if matches!(cli.command, Command::Serve(_)) {
+        "info"
+    } else {
+        "warn"
+    });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -661,4 +724,51 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `orders dlq list|retry`.
+async fn dlq(command: DlqCommand) -> anyhow::Result<()> {
+    use orders_workers::dead_letters::{self, RetrySelection};
+    match command {
+        DlqCommand::List(args) => {
+            let jetstream = args.nats.jetstream().await?;
+            let letters = dead_letters::list(&jetstream, args.worker.as_deref()).await?;
+            if args.json {
+                println!("{}", serde_json::to_string(&letters)?);
+            } else if letters.is_empty() {
+                match &args.worker {
+                    Some(worker) => println!("no dead letters of the {worker} worker"),
+                    None => println!("no dead letters"),
+                }
+            } else {
+                print!("{}", dead_letters::table(&letters));
+            }
+        }
+        DlqCommand::Retry(args) => {
+            let which = match (args.sequence, args.all) {
+                (Some(sequence), false) => RetrySelection::One(sequence),
+                (None, true) => RetrySelection::All {
+                    worker: args.worker,
+                },
+                _ => anyhow::bail!("give one dead letter's sequence, or --all"),
+            };
+            let jetstream = args.nats.jetstream().await?;
+            let retried = dead_letters::retry(&jetstream, which).await?;
+            if retried.is_empty() {
+                println!("no dead letters to retry");
+            }
+            for letter in retried {
+                let event_type = if letter.event_type.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", letter.event_type)
+                };
+                println!(
+                    "put back dead letter {} for the {} worker: {}{event_type}",
+                    letter.stream_sequence, letter.worker, letter.event_id
+                );
+            }
+        }
+    }
+    Ok(())
 }

@@ -424,3 +424,39 @@ async fn scrape_fetches_a_page_but_never_a_private_address_unless_allowed() {
     assert_eq!(misconfigured.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&misconfigured.stderr).contains("ORDERS_SCRAPER_ALLOW_PRIVATE"));
 }
+
+#[test]
+fn dlq_list_says_there_are_none_and_retry_of_an_unknown_letter_is_one_line() {
+    // A fresh server: not even the dead-letter stream exists yet.
+    let server = orders_nats::test_server::NatsServer::start();
+    let listed = orders()
+        .args(["dlq", "list"])
+        .env("ORDERS_NATS_URL", server.url())
+        .output()
+        .unwrap();
+    assert_eq!(
+        listed.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&listed.stdout), "no dead letters\n");
+
+    // async-nats logs each connection at INFO, and main's default log level for
+    // every command is INFO: those lines are telemetry, not the error, so they are
+    // silenced here to count the error's lines.
+    let retried = orders()
+        .args(["dlq", "retry", "999"])
+        .env("ORDERS_NATS_URL", server.url())
+        .env("ORDERS_LOG", "warn")
+        .output()
+        .unwrap();
+    assert_eq!(retried.status.code(), Some(2));
+    let lines = stderr_lines(&retried);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].starts_with("error: no dead letter 999"),
+        "{lines:?}"
+    );
+    assert!(retried.stdout.is_empty());
+}

@@ -47,6 +47,8 @@ pub(crate) enum BenchCommand {
     Replay(crate::bench_log::ReplayBenchArgs),
     /// A command on an order with 10,000 past checks beside one on a new order.
     OrderLatency(crate::bench_checks::OrderLatencyArgs),
+    /// Checks per second through the whole pipeline beside hosts ÷ spacing.
+    Checks(crate::bench_checks::ChecksBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -86,6 +88,7 @@ pub(crate) async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Pipeline(args) => crate::bench_log::pipeline(args).await,
         BenchCommand::Replay(args) => crate::bench_log::replay(args).await,
         BenchCommand::OrderLatency(args) => crate::bench_checks::order_latency(args).await,
+        BenchCommand::Checks(args) => crate::bench_checks::checks(args).await,
     }
 }
 

@@ -209,3 +209,233 @@ async fn run(args: &OrderLatencyArgs, url: &str) -> anyhow::Result<()> {
     events.close().await;
     Ok(())
 }
+
+#[derive(Debug, Args)]
+pub(crate) struct ChecksBenchArgs {
+    /// A PostgreSQL URL; a fresh database is created on it and dropped afterwards.
+    #[arg(long, env = "ORDERS_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Shops, each a local HTTP server of its own (its own host:port).
+    #[arg(long, default_value_t = 50)]
+    hosts: u32,
+    /// Orders, spread evenly over the shops.
+    #[arg(long, default_value_t = 1_000)]
+    orders: u32,
+    /// ORDERS_SCRAPER_HOST_SPACING_MS of the scrapers.
+    #[arg(long, default_value_t = 100)]
+    spacing_ms: u64,
+    /// Scraper processes (`orders serve workers`), competing for the checks.
+    #[arg(long, default_value_t = 1)]
+    scrapers: u32,
+    /// Seconds measured, after as many of warm-up as it takes every shop's robots.txt
+    /// to be read.
+    #[arg(long, default_value_t = 20)]
+    duration_secs: u64,
+    /// Keep the benchmark database afterwards.
+    #[arg(long)]
+    keep_database: bool,
+}
+
+fn product_page(price: &str) -> String {
+    format!(
+        r#"<!doctype html><html><head><title>Kettle</title><script type="application/ld+json">
+{{"@context": "https://schema.org", "@type": "Product", "name": "Kettle",
+  "offers": {{"@type": "Offer", "price": "{price}", "priceCurrency": "UAH",
+             "availability": "https://schema.org/InStock"}}}}</script></head>
+<body><h1>Kettle</h1><p class="price">{price} ₴</p></body></html>"#
+    )
+}
+
+/// A child service process of the benchmark, killed when dropped.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_service(
+    service: &str,
+    database_url: &str,
+    nats_url: &str,
+    extra: &[(&str, String)],
+) -> anyhow::Result<Child> {
+    let mut command = std::process::Command::new(std::env::current_exe()?);
+    command
+        .args(["serve", service])
+        .env("ORDERS_DATABASE_URL", database_url)
+        .env("ORDERS_NATS_URL", nats_url)
+        .env("ORDERS_LOG", "error")
+        .stdout(std::process::Stdio::null());
+    for (name, value) in extra {
+        command.env(name, value);
+    }
+    Ok(Child(
+        command
+            .spawn()
+            .with_context(|| format!("starting serve {service}"))?,
+    ))
+}
+
+pub(crate) async fn checks(args: ChecksBenchArgs) -> anyhow::Result<()> {
+    let database = BenchDatabase::create(args.database_url.as_deref()).await?;
+    let outcome = run_checks(&args, &database.url).await;
+    database.finish(args.keep_database).await?;
+    outcome
+}
+
+async fn run_checks(args: &ChecksBenchArgs, url: &str) -> anyhow::Result<()> {
+    use orders_command_api::price_checks::{load_order, request_check};
+    use orders_domain::price_check::CheckTrigger;
+    use orders_workers::fixture_server::FixtureServer;
+
+    let pool = orders_command_api::database::connect(url, 8).await?;
+    orders_command_api::database::migrate(&pool).await?;
+    let nats = orders_nats::test_server::NatsServer::start();
+    let mut shops = Vec::with_capacity(args.hosts as usize);
+    for _ in 0..args.hosts {
+        shops.push(FixtureServer::start().await.context("starting a shop")?);
+    }
+    let events = EventStore::new(pool.clone());
+    let owner = UserId::new();
+    let mut orders = Vec::with_capacity(args.orders as usize);
+    for index in 0..args.orders {
+        let shop = &shops[(index % args.hosts) as usize];
+        let path = format!("/p/{index}");
+        shop.set_html(&path, product_page("3500.00"));
+        let order_id = OrderId::new();
+        events
+            .execute_on_new::<Order>(
+                &order_id.to_string(),
+                OrderCommand::Place {
+                    order_id,
+                    owner,
+                    url: ProductUrl::parse(shop.url(&path).as_str())?,
+                    target: uah("1"),
+                    check_interval_secs: 3600,
+                    selector: None,
+                    owner_active_orders: 0,
+                },
+                &scraper(),
+            )
+            .await
+            .map_err(|error| anyhow::anyhow!("placing an order: {error}"))?;
+        orders.push(order_id);
+    }
+    let worker_env = [
+        (
+            "ORDERS_JWT_SECRET",
+            "a benchmark secret of more than thirty-two bytes".to_owned(),
+        ),
+        // No mail is sent: the targets are never reached.
+        ("ORDERS_SMTP_URL", "smtp://127.0.0.1:9".to_owned()),
+        ("ORDERS_MAIL_FROM", "Orders <bench@orders.test>".to_owned()),
+        ("ORDERS_SCRAPER_ALLOW_PRIVATE", "127.0.0.0/8".to_owned()),
+        (
+            "ORDERS_SCRAPER_HOST_SPACING_MS",
+            args.spacing_ms.to_string(),
+        ),
+        ("ORDERS_SCRAPER_CONCURRENCY", args.orders.to_string()),
+        ("ORDERS_RELAY_POLL_MS", "20".to_owned()),
+    ];
+    let _relay = spawn_service("relay", url, nats.url(), &worker_env)?;
+    let mut scrapers = Vec::new();
+    for _ in 0..args.scrapers.max(1) {
+        scrapers.push(spawn_service("workers", url, nats.url(), &worker_env)?);
+    }
+
+    // Keeps every order's check in flight: an order without a claim gets a new one.
+    let ids: Vec<Uuid> = orders.iter().map(|id| id.as_uuid()).collect();
+    let warm_up =
+        std::time::Duration::from_secs(3) + std::time::Duration::from_millis(args.spacing_ms * 2);
+    let measured = std::time::Duration::from_secs(args.duration_secs);
+    let started = Instant::now();
+    let mut window: Option<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> = None;
+    let mut window_start = None;
+    let mut requested = 0_u64;
+    while started.elapsed() < warm_up + measured {
+        if window_start.is_none() && started.elapsed() >= warm_up {
+            window_start = Some(chrono::Utc::now());
+        }
+        let idle: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM UNNEST($1::uuid[]) AS ids (id)
+              WHERE NOT EXISTS (SELECT 1 FROM check_claims WHERE order_id = id)",
+        )
+        .bind(&ids)
+        .fetch_all(&pool)
+        .await?;
+        for id in idle {
+            let order = load_order(&events, OrderId::from_uuid(id))
+                .await
+                .map_err(|error| anyhow::anyhow!("{error}"))?;
+            request_check(&events, &order, CheckTrigger::Manual, &scraper())
+                .await
+                .map_err(|error| anyhow::anyhow!("{error}"))?;
+            requested += 1;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    if let Some(start) = window_start {
+        window = Some((start, chrono::Utc::now()));
+    }
+    let (from, to) = window.context("the measured window never started")?;
+    let observed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events
+          WHERE event_type = 'PriceObserved' AND recorded_at >= $1 AND recorded_at < $2",
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_one(&pool)
+    .await?;
+    let failed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'PriceCheckFailed'")
+            .fetch_one(&pool)
+            .await?;
+    let seconds = (to - from).num_milliseconds() as f64 / 1_000.0;
+    let rate = observed as f64 / seconds;
+    let ceiling = f64::from(args.hosts) * 1_000.0 / args.spacing_ms as f64;
+    drop(scrapers);
+
+    // The spacing, as the shops saw it: from the end of one request to the start of
+    // the next, per shop (robots.txt included).
+    let spacing = std::time::Duration::from_millis(args.spacing_ms);
+    let mut gaps = Vec::new();
+    let mut overlaps = 0;
+    for shop in &shops {
+        let mut requests = shop.requests();
+        requests.sort_by_key(|request| request.started_at);
+        for pair in requests.windows(2) {
+            match pair[0].finished_at {
+                Some(finished) if pair[1].started_at >= finished => {
+                    gaps.push(pair[1].started_at - finished);
+                }
+                _ => overlaps += 1,
+            }
+        }
+    }
+    gaps.sort();
+    let below = gaps.iter().filter(|gap| **gap < spacing).count();
+    let gap_ms =
+        |gap: Option<&std::time::Duration>| gap.map_or(f64::NAN, |gap| gap.as_secs_f64() * 1_000.0);
+    println!(
+        "checks through the pipeline: {observed} observed in {seconds:.1} s = {rate:.1} checks/s; \
+         ceiling hosts / spacing = {} / {} ms = {ceiling:.1} checks/s; {:.1}% of it \
+         ({requested} requested, {failed} failed checks in all, {} scraper process(es))",
+        args.hosts,
+        args.spacing_ms,
+        100.0 * rate / ceiling,
+        args.scrapers.max(1),
+    );
+    println!(
+        "spacing held: {} gaps between requests to one shop, {below} shorter than {} ms, {overlaps} overlapping; \
+         shortest {:.1} ms, median {:.1} ms",
+        gaps.len(),
+        args.spacing_ms,
+        gap_ms(gaps.first()),
+        gap_ms(gaps.get(gaps.len() / 2)),
+    );
+    events.close().await;
+    Ok(())
+}

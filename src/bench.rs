@@ -49,6 +49,8 @@ pub(crate) enum BenchCommand {
     OrderLatency(crate::bench_checks::OrderLatencyArgs),
     /// Checks per second through the whole pipeline beside hosts ÷ spacing.
     Checks(crate::bench_checks::ChecksBenchArgs),
+    /// The resident memory of each service, idle.
+    IdleMemory(crate::bench_checks::IdleMemoryArgs),
 }
 
 #[derive(Debug, Args)]
@@ -89,6 +91,7 @@ pub(crate) async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Replay(args) => crate::bench_log::replay(args).await,
         BenchCommand::OrderLatency(args) => crate::bench_checks::order_latency(args).await,
         BenchCommand::Checks(args) => crate::bench_checks::checks(args).await,
+        BenchCommand::IdleMemory(args) => crate::bench_checks::idle_memory(args).await,
     }
 }
 

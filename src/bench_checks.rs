@@ -439,3 +439,58 @@ async fn run_checks(args: &ChecksBenchArgs, url: &str) -> anyhow::Result<()> {
     events.close().await;
     Ok(())
 }
+
+#[derive(Debug, Args)]
+pub(crate) struct IdleMemoryArgs {
+    /// A PostgreSQL URL; a fresh database is created on it and dropped afterwards.
+    #[arg(long, env = "ORDERS_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Seconds each service idles before its memory is read.
+    #[arg(long, default_value_t = 10)]
+    idle_secs: u64,
+    /// Keep the benchmark database afterwards.
+    #[arg(long)]
+    keep_database: bool,
+}
+
+/// `orders bench idle-memory`: the resident memory of each service after it has
+/// started and idled (target: under 50 MB each), against a fresh database and a
+/// nats-server of its own.
+pub(crate) async fn idle_memory(args: IdleMemoryArgs) -> anyhow::Result<()> {
+    let database = BenchDatabase::create(args.database_url.as_deref()).await?;
+    let outcome = run_idle_memory(&args, &database.url).await;
+    database.finish(args.keep_database).await?;
+    outcome
+}
+
+async fn run_idle_memory(args: &IdleMemoryArgs, url: &str) -> anyhow::Result<()> {
+    let pool = orders_command_api::database::connect(url, 2).await?;
+    orders_command_api::database::migrate(&pool).await?;
+    pool.close().await;
+    let nats = orders_nats::test_server::NatsServer::start();
+    println!(
+        "service      RSS after {} s idle   peak RSS",
+        args.idle_secs
+    );
+    for service in ["api", "relay", "projectors", "workers", "all"] {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let env = [
+            (
+                "ORDERS_JWT_SECRET",
+                "a benchmark secret of more than thirty-two bytes".to_owned(),
+            ),
+            ("ORDERS_SMTP_URL", "smtp://127.0.0.1:9".to_owned()),
+            ("ORDERS_MAIL_FROM", "Orders <bench@orders.test>".to_owned()),
+            ("ORDERS_HTTP_ADDR", format!("127.0.0.1:{port}")),
+        ];
+        let child = spawn_service(service, url, nats.url(), &env)?;
+        tokio::time::sleep(std::time::Duration::from_secs(args.idle_secs)).await;
+        let (rss, peak) = crate::bench_log::memory_mib(child.0.id())
+            .with_context(|| format!("reading the memory of serve {service} (did it exit?)"))?;
+        println!("{service:<12} {rss:>8.1} MiB          {peak:>8.1} MiB");
+        drop(child);
+    }
+    Ok(())
+}

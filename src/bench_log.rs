@@ -696,7 +696,7 @@ pub(crate) struct ReplayBenchArgs {
 }
 
 /// Reads `/proc/<pid>/status` for `VmRSS` and `VmHWM`, in MiB.
-fn memory_mib(pid: u32) -> Option<(f64, f64)> {
+pub(crate) fn memory_mib(pid: u32) -> Option<(f64, f64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name: &str| {
         status

@@ -435,6 +435,10 @@ async fn serve_connection(mut stream: TcpStream, state: Arc<FixtureState>) {
     }
     // A client that went away is no failure of the server.
     let _ = write_response(&mut stream, &response, head.method == "HEAD").await;
+    // The answer is out once written: the client may act on it from now on, so the
+    // time is taken before closing the connection and taking the lock (either can
+    // wait behind other tasks on a busy machine).
+    let finished_at = Instant::now();
     let _ = stream.shutdown().await;
     let mut requests = state
         .requests
@@ -445,6 +449,6 @@ async fn serve_connection(mut stream: TcpStream, state: Arc<FixtureState>) {
         .get_mut(index)
         .filter(|request| request.started_at == started_at && request.path == head.target)
     {
-        request.finished_at = Some(Instant::now());
+        request.finished_at = Some(finished_at);
     }
 }

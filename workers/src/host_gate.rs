@@ -343,6 +343,15 @@ fn wall_clock_ms() -> u64 {
     u64::try_from(millis).unwrap_or(u64::MAX)
 }
 
+/// Milliseconds since the Unix epoch, rounded down: compared with a stored "not
+/// before" time, it never says the time has come too early.
+fn wall_clock_ms_floor() -> u64 {
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
+}
+
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
@@ -494,7 +503,9 @@ impl NatsHostGate {
                     continue;
                 }
             };
-            let now_ms = wall_clock_ms();
+            // Rounded down: the host is free only once the stored time has really
+            // passed (rounding up let a request start up to a millisecond early).
+            let now_ms = wall_clock_ms_floor();
             let available_at_ms = slot
                 .as_ref()
                 .map_or(0, |slot| slot.available_at_ms(spacing_ms));

@@ -529,3 +529,169 @@ async fn a_forgotten_password_is_reset_through_the_mailed_link_and_a_lost_verifi
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(mails_to(&email).len(), 3, "no other mail");
 }
+
+#[tokio::test]
+async fn no_alert_goes_to_an_unverified_address_or_to_a_user_who_turned_alerts_off() {
+    let (database_url, _pool) = fresh_database().await;
+    let nats = NatsServer::start();
+    let shop = FixtureServer::start().await.unwrap();
+    shop.set_html("/p/kettle", product_page("2999.00"));
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let _orders = Service::new(
+        Command::new(env!("CARGO_BIN_EXE_orders"))
+            .args(["serve", "all"])
+            .env("ORDERS_DATABASE_URL", &database_url)
+            .env("ORDERS_NATS_URL", nats.url())
+            .env("ORDERS_HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("ORDERS_PUBLIC_URL", &base)
+            .env(
+                "ORDERS_JWT_SECRET",
+                "an end-to-end test secret of more than 32 bytes",
+            )
+            .env("ORDERS_SMTP_URL", env("ORDERS_TEST_SMTP_URL"))
+            .env("ORDERS_MAIL_FROM", "Orders <alerts@orders.test>")
+            .env("ORDERS_SCRAPER_ALLOW_PRIVATE", "127.0.0.0/8")
+            .env("ORDERS_SCRAPER_HOST_SPACING_MS", "50")
+            .env("ORDERS_RELAY_POLL_MS", "20")
+            .env("ORDERS_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    orders_workers::fetch::install_crypto_provider();
+    let api = Api {
+        http: reqwest::Client::new(),
+        base: base.clone(),
+    };
+    let ready = Instant::now() + Duration::from_secs(30);
+    while api
+        .http
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < ready, "orders serve all did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let password = "correct horse battery staple";
+    let sign_up = |name: &'static str| {
+        let api = &api;
+        async move {
+            let email = format!("{name}-{}@example.com", uuid::Uuid::now_v7().simple());
+            let registered = api
+                .post(
+                    "/auth/register",
+                    json!({"email": email, "password": password}),
+                    None,
+                )
+                .await;
+            assert_eq!(registered.status(), 201);
+            let login: Value = api
+                .post(
+                    "/auth/login",
+                    json!({"email": email, "password": password}),
+                    None,
+                )
+                .await
+                .json()
+                .await
+                .unwrap();
+            (email, login["access_token"].as_str().unwrap().to_owned())
+        }
+    };
+    // Places an order whose target the shop's price (2999.00) already meets, has it
+    // checked, and waits until the order says the target was reached.
+    let reach_target = |token: String| {
+        let api = &api;
+        let url = shop.url("/p/kettle").to_string();
+        async move {
+            let placed: Value = api
+                .post(
+                    "/orders",
+                    json!({"url": url, "target_price": "3199.00", "currency": "UAH"}),
+                    Some(&token),
+                )
+                .await
+                .json()
+                .await
+                .unwrap();
+            let path = format!("/orders/{}", placed["order_id"].as_str().unwrap());
+            let checked = api
+                .post(&format!("{path}/check"), json!({}), Some(&token))
+                .await;
+            assert_eq!(checked.status(), 202);
+            api.get_until(&path, &token, |order| order["alert_armed"] == false)
+                .await;
+            path
+        }
+    };
+
+    // Never verified: the target is reached, no alert.
+    let (unverified, unverified_token) = sign_up("unverified").await;
+    reach_target(unverified_token).await;
+
+    // Verified, but alerts turned off: no alert either.
+    let (quiet, quiet_token) = sign_up("quiet").await;
+    let mails = wait_for_mails(&quiet, 1, Duration::from_secs(30)).await;
+    let token = token_in(&mails[0], &format!("{base}/auth/verify?token=")).unwrap();
+    assert_eq!(
+        api.post("/auth/verify", json!({"token": token}), None)
+            .await
+            .status(),
+        204
+    );
+    let turned_off = api
+        .http
+        .patch(format!("{base}/me"))
+        .bearer_auth(&quiet_token)
+        .json(&json!({"notification_preferences": {"price_alerts": false}}))
+        .send()
+        .await
+        .unwrap();
+    assert!(turned_off.status().is_success(), "{}", turned_off.status());
+    let quiet_order = reach_target(quiet_token.clone()).await;
+
+    // Wait as long as an alert takes to arrive, then look: the verification mails
+    // only.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(mails_to(&unverified).len(), 1, "the verification mail only");
+    assert_eq!(mails_to(&quiet).len(), 1, "the verification mail only");
+
+    // The same user with alerts on again gets the next alert: the price rises above
+    // the target (re-arming it) and drops again.
+    let turned_on = api
+        .http
+        .patch(format!("{base}/me"))
+        .bearer_auth(&quiet_token)
+        .json(&json!({"notification_preferences": {"price_alerts": true}}))
+        .send()
+        .await
+        .unwrap();
+    assert!(turned_on.status().is_success());
+    for (price, armed) in [("3500.00", true), ("2899.00", false)] {
+        shop.set_html("/p/kettle", product_page(price));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let checked = api
+                .post(
+                    &format!("{quiet_order}/check"),
+                    json!({}),
+                    Some(&quiet_token),
+                )
+                .await;
+            assert_eq!(checked.status(), 202);
+            let order = api.get(&quiet_order, &quiet_token).await;
+            if order["alert_armed"] == armed && order["last_price"] == price {
+                break;
+            }
+            assert!(Instant::now() < deadline, "never saw {price}: {order}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let mails = wait_for_mails(&quiet, 2, Duration::from_secs(30)).await;
+    assert_eq!(mails.len(), 2, "now the alert");
+    assert!(mails.iter().any(|mail| mail.contains("2 899.00 UAH")));
+}

@@ -46,7 +46,7 @@ fn scraper() -> CommandMetadata {
     CommandMetadata {
         actor: "system:scraper".to_owned(),
         correlation_id: id,
-        causation_id: id,
+        causation_id: id.to_string(),
         request_id: id,
         idempotency_key: None,
     }

@@ -14,6 +14,7 @@ use futures::FutureExt as _;
 use orders_command_api::{ApiConfig, AppState, Secret};
 use tokio::net::TcpListener;
 
+mod audit_cli;
 mod bench;
 mod bench_checks;
 mod bench_log;
@@ -50,6 +51,12 @@ enum Command {
     /// Read a product page as the scraper does and print what it found (one JSON
     /// object); exit 0 when it found the price, 1 when ambiguous or failed.
     Scrape(ScrapeArgs),
+    /// The audit trail: one aggregate's history, what one request caused, what one
+    /// actor did.
+    Audit {
+        #[command(subcommand)]
+        audit: audit_cli::AuditCommand,
+    },
     /// How far the relay and each view's projector are behind the log.
     Lag {
         #[command(flatten)]
@@ -678,6 +685,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench { bench } => bench::run(bench).await,
         Command::Replay(args) => replay(args).await,
+        Command::Audit { audit } => audit_cli::run(audit).await,
         Command::Scrape(args) => {
             if !scrape(args).await? {
                 std::process::exit(1);

@@ -538,28 +538,7 @@ async fn no_alert_goes_to_an_unverified_address_or_to_a_user_who_turned_alerts_o
     shop.set_html("/p/kettle", product_page("2999.00"));
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let _orders = Service::new(
-        Command::new(env!("CARGO_BIN_EXE_orders"))
-            .args(["serve", "all"])
-            .env("ORDERS_DATABASE_URL", &database_url)
-            .env("ORDERS_NATS_URL", nats.url())
-            .env("ORDERS_HTTP_ADDR", format!("127.0.0.1:{port}"))
-            .env("ORDERS_PUBLIC_URL", &base)
-            .env(
-                "ORDERS_JWT_SECRET",
-                "an end-to-end test secret of more than 32 bytes",
-            )
-            .env("ORDERS_SMTP_URL", env("ORDERS_TEST_SMTP_URL"))
-            .env("ORDERS_MAIL_FROM", "Orders <alerts@orders.test>")
-            .env("ORDERS_SCRAPER_ALLOW_PRIVATE", "127.0.0.0/8")
-            .env("ORDERS_SCRAPER_HOST_SPACING_MS", "50")
-            .env("ORDERS_RELAY_POLL_MS", "20")
-            .env("ORDERS_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap(),
-    );
+    let _orders = serve_all_with_a_scraper(&database_url, &nats, port, &base);
     orders_workers::fetch::install_crypto_provider();
     let api = Api {
         http: reqwest::Client::new(),
@@ -694,4 +673,177 @@ async fn no_alert_goes_to_an_unverified_address_or_to_a_user_who_turned_alerts_o
     let mails = wait_for_mails(&quiet, 2, Duration::from_secs(30)).await;
     assert_eq!(mails.len(), 2, "now the alert");
     assert!(mails.iter().any(|mail| mail.contains("2 899.00 UAH")));
+}
+
+/// `orders serve all` whose scraper may fetch the local shops.
+fn serve_all_with_a_scraper(
+    database_url: &str,
+    nats: &NatsServer,
+    port: u16,
+    base: &str,
+) -> Service {
+    Service::new(
+        Command::new(env!("CARGO_BIN_EXE_orders"))
+            .args(["serve", "all"])
+            .env("ORDERS_DATABASE_URL", database_url)
+            .env("ORDERS_NATS_URL", nats.url())
+            .env("ORDERS_HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("ORDERS_PUBLIC_URL", base)
+            .env(
+                "ORDERS_JWT_SECRET",
+                "an end-to-end test secret of more than 32 bytes",
+            )
+            .env("ORDERS_SMTP_URL", env("ORDERS_TEST_SMTP_URL"))
+            .env("ORDERS_MAIL_FROM", "Orders <alerts@orders.test>")
+            .env("ORDERS_SCRAPER_ALLOW_PRIVATE", "127.0.0.0/8")
+            .env("ORDERS_SCRAPER_HOST_SPACING_MS", "50")
+            .env("ORDERS_RELAY_POLL_MS", "20")
+            .env("ORDERS_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// Runs `orders audit ...` on the test's database; its stdout as JSON.
+fn audit(database_url: &str, args: &[&str]) -> Value {
+    let output = Command::new(env!("CARGO_BIN_EXE_orders"))
+        .arg("audit")
+        .args(args)
+        .arg("--json")
+        .env("ORDERS_DATABASE_URL", database_url)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "orders audit {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+fn event_types(page: &Value) -> Vec<String> {
+    page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["event_type"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_audit_trace_of_a_check_request_shows_what_it_caused_with_who_did_it() {
+    let (database_url, _pool) = fresh_database().await;
+    let nats = NatsServer::start();
+    let shop = FixtureServer::start().await.unwrap();
+    shop.set_html("/p/kettle", product_page("2999.00"));
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let _orders = serve_all_with_a_scraper(&database_url, &nats, port, &base);
+    orders_workers::fetch::install_crypto_provider();
+    let api = Api {
+        http: reqwest::Client::new(),
+        base: base.clone(),
+    };
+    let ready = Instant::now() + Duration::from_secs(30);
+    while api
+        .http
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < ready, "orders serve all did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let email = format!("audited-{}@example.com", uuid::Uuid::now_v7().simple());
+    let password = "correct horse battery staple";
+    let registered: Value = api
+        .post(
+            "/auth/register",
+            json!({"email": email, "password": password}),
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let user = format!("user:{}", registered["user_id"].as_str().unwrap());
+    let login: Value = api
+        .post(
+            "/auth/login",
+            json!({"email": email, "password": password}),
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let token = login["access_token"].as_str().unwrap().to_owned();
+    let placed: Value = api
+        .post(
+            "/orders",
+            json!({"url": shop.url("/p/kettle").as_str(), "target_price": "3199.00", "currency": "UAH"}),
+            Some(&token),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let order_id = placed["order_id"].as_str().unwrap().to_owned();
+
+    // The owner asks for a check, under a correlation id of the client's own.
+    let correlation = uuid::Uuid::now_v7().to_string();
+    let checked = api
+        .http
+        .post(format!("{base}/orders/{order_id}/check"))
+        .bearer_auth(&token)
+        .header("X-Correlation-Id", &correlation)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(checked.status(), 202);
+    api.get_until(&format!("/orders/{order_id}"), &token, |order| {
+        order["alert_armed"] == false
+    })
+    .await;
+
+    // The request's event, the scraper's observation under it, the order's price
+    // change and alert under that: in causal order, each with who did it.
+    let trace = audit(&database_url, &["trace", &correlation]);
+    let nodes: Vec<(u64, String, String)> = trace["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|node| {
+            (
+                node["depth"].as_u64().unwrap(),
+                node["entry"]["event_type"].as_str().unwrap().to_owned(),
+                node["entry"]["actor"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let scraper = "system:scraper".to_owned();
+    assert_eq!(
+        nodes,
+        [
+            (0, "PriceCheckRequested".to_owned(), user.clone()),
+            (1, "PriceObserved".to_owned(), scraper.clone()),
+            (2, "PriceChanged".to_owned(), scraper.clone()),
+            (2, "TargetReached".to_owned(), scraper.clone()),
+        ]
+    );
+
+    // The order's whole history, and what the user did.
+    let history = audit(&database_url, &["show", "order", &order_id]);
+    assert_eq!(
+        event_types(&history),
+        ["OrderPlaced", "PriceChanged", "TargetReached"]
+    );
+    let by_user = audit(&database_url, &["actor", &user]);
+    assert_eq!(
+        event_types(&by_user),
+        ["UserRegistered", "OrderPlaced", "PriceCheckRequested"]
+    );
 }

@@ -24,7 +24,7 @@ fn owner_metadata() -> CommandMetadata {
     CommandMetadata {
         actor: "user:test".to_owned(),
         correlation_id: id,
-        causation_id: id,
+        causation_id: id.to_string(),
         request_id: id,
         idempotency_key: None,
     }

@@ -41,7 +41,7 @@ fn metadata() -> CommandMetadata {
     CommandMetadata {
         actor: "cli:test@localhost".to_owned(),
         correlation_id: id,
-        causation_id: id,
+        causation_id: id.to_string(),
         request_id: id,
         idempotency_key: None,
     }

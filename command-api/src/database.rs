@@ -33,6 +33,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "aggregate snapshots",
         include_str!("../migrations/0004_snapshots.sql"),
     ),
+    (
+        5,
+        "audit indexes",
+        include_str!("../migrations/0005_audit_indexes.sql"),
+    ),
 ];
 
 pub fn migrator() -> Migrator {

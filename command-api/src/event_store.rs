@@ -49,8 +49,11 @@ pub struct CommandMetadata {
     pub actor: String,
     /// One per incoming request or scheduled job, carried into everything it causes.
     pub correlation_id: Uuid,
-    /// The command or event that caused these events.
-    pub causation_id: Uuid,
+    /// What caused these events: the HTTP request or CLI invocation (its request id),
+    /// the scheduled job (its id), or, for a worker, the event it acted on (its id
+    /// `<aggregate_type>/<aggregate_id>/<sequence>`), so an audit trace can follow
+    /// causes from event to event.
+    pub causation_id: String,
     /// The HTTP request (or CLI invocation) that carried the command.
     pub request_id: Uuid,
     /// `Idempotency-Key` of `POST /orders`; indexed, so a retry stores nothing new.
@@ -62,7 +65,7 @@ impl CommandMetadata {
         let mut map = HashMap::with_capacity(5);
         map.insert("actor".to_owned(), self.actor.clone());
         map.insert("correlation_id".to_owned(), self.correlation_id.to_string());
-        map.insert("causation_id".to_owned(), self.causation_id.to_string());
+        map.insert("causation_id".to_owned(), self.causation_id.clone());
         map.insert("request_id".to_owned(), self.request_id.to_string());
         if let Some(key) = &self.idempotency_key {
             map.insert("idempotency_key".to_owned(), key.clone());

@@ -14,6 +14,7 @@ use anyhow::Context as _;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 
+pub mod audit;
 pub mod auth;
 pub mod database;
 pub mod event_store;

@@ -177,7 +177,7 @@ impl Scheduler {
         let metadata = CommandMetadata {
             actor: "system:scheduler".to_owned(),
             correlation_id: job,
-            causation_id: job,
+            causation_id: job.to_string(),
             request_id: job,
             idempotency_key: None,
         };

@@ -19,9 +19,8 @@ pub fn caused_by(event: &LogEvent, actor: &str) -> CommandMetadata {
     CommandMetadata {
         actor: actor.to_owned(),
         correlation_id,
-        // The event that caused the command, as a UUID (v5 of its id
-        // `<type>/<id>/<sequence>`): the same event always gives the same one.
-        causation_id: event_uuid(&event.event_id()),
+        // The event that caused the command, by its id `<type>/<id>/<sequence>`.
+        causation_id: event.event_id(),
         request_id: Uuid::now_v7(),
         idempotency_key: None,
     }

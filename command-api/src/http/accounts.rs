@@ -116,7 +116,7 @@ pub async fn register(
     let metadata = CommandMetadata {
         actor: format!("user:{user_id}"),
         correlation_id: context.correlation_id,
-        causation_id: context.request_id,
+        causation_id: context.request_id.to_string(),
         request_id: context.request_id,
         idempotency_key: None,
     };
@@ -191,7 +191,7 @@ async fn apply_verification_token(
     let metadata = CommandMetadata {
         actor: format!("user:{}", verified.user_id),
         correlation_id: context.correlation_id,
-        causation_id: context.request_id,
+        causation_id: context.request_id.to_string(),
         request_id: context.request_id,
         idempotency_key: None,
     };
@@ -314,7 +314,7 @@ pub async fn resend_verification_mail(
     let metadata = CommandMetadata {
         actor: caller.actor(),
         correlation_id: context.correlation_id,
-        causation_id: context.request_id,
+        causation_id: context.request_id.to_string(),
         request_id: context.request_id,
         idempotency_key: None,
     };
@@ -561,7 +561,7 @@ async fn apply_unsubscribe_token(
     let metadata = CommandMetadata {
         actor: format!("user:{}", verified.user_id),
         correlation_id: context.correlation_id,
-        causation_id: context.request_id,
+        causation_id: context.request_id.to_string(),
         request_id: context.request_id,
         idempotency_key: None,
     };
@@ -637,7 +637,7 @@ pub async fn request_password_reset(
             let metadata = CommandMetadata {
                 actor: format!("user:{user_id}"),
                 correlation_id: context.correlation_id,
-                causation_id: context.request_id,
+                causation_id: context.request_id.to_string(),
                 request_id: context.request_id,
                 idempotency_key: None,
             };
@@ -764,7 +764,7 @@ pub async fn confirm_password_reset(
     let metadata = CommandMetadata {
         actor: format!("user:{}", verified.user_id),
         correlation_id: context.correlation_id,
-        causation_id: context.request_id,
+        causation_id: context.request_id.to_string(),
         request_id: context.request_id,
         idempotency_key: None,
     };

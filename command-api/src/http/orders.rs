@@ -140,7 +140,7 @@ fn metadata_for(
     CommandMetadata {
         actor: caller.actor(),
         correlation_id: context.correlation_id,
-        causation_id: context.request_id,
+        causation_id: context.request_id.to_string(),
         request_id: context.request_id,
         idempotency_key,
     }

@@ -317,7 +317,7 @@ async fn a_deactivated_user_is_refused_on_the_next_request_whatever_the_token_sa
             &CommandMetadata {
                 actor: "cli:test@localhost".to_owned(),
                 correlation_id: request_id,
-                causation_id: request_id,
+                causation_id: request_id.to_string(),
                 request_id,
                 idempotency_key: None,
             },
@@ -601,7 +601,7 @@ async fn a_deactivated_account_gets_the_same_202_and_no_reset() {
             &CommandMetadata {
                 actor: "cli:test@localhost".to_owned(),
                 correlation_id: request_id,
-                causation_id: request_id,
+                causation_id: request_id.to_string(),
                 request_id,
                 idempotency_key: None,
             },

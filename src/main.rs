@@ -14,6 +14,7 @@ use futures::FutureExt as _;
 use orders_command_api::{ApiConfig, AppState, Secret};
 use tokio::net::TcpListener;
 
+mod admin_cli;
 mod audit_cli;
 mod bench;
 mod bench_checks;
@@ -51,6 +52,11 @@ enum Command {
     /// Read a product page as the scraper does and print what it found (one JSON
     /// object); exit 0 when it found the price, 1 when ambiguous or failed.
     Scrape(ScrapeArgs),
+    /// Roles: `grant` or `revoke` `admin` / `auditor` for a user, by e-mail.
+    Admin {
+        #[command(subcommand)]
+        admin: admin_cli::AdminCommand,
+    },
     /// The audit trail: one aggregate's history, what one request caused, what one
     /// actor did.
     Audit {
@@ -686,6 +692,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench { bench } => bench::run(bench).await,
         Command::Replay(args) => replay(args).await,
         Command::Audit { audit } => audit_cli::run(audit).await,
+        Command::Admin { admin } => admin_cli::run(admin).await,
         Command::Scrape(args) => {
             if !scrape(args).await? {
                 std::process::exit(1);

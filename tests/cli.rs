@@ -3,6 +3,8 @@
 
 use std::process::Command;
 
+mod common;
+
 fn orders() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_orders"));
     // Away from any developer's .env, with none of the variables set.
@@ -459,4 +461,86 @@ fn dlq_list_says_there_are_none_and_retry_of_an_unknown_letter_is_one_line() {
         "{lines:?}"
     );
     assert!(retried.stdout.is_empty());
+}
+
+#[tokio::test]
+async fn admin_grant_and_revoke_are_recorded_as_the_operator() {
+    let (database_url, pool) = common::fresh_database().await;
+    let events = orders_command_api::event_store::EventStore::new(pool.clone());
+    let user_id = orders_domain::ids::UserId::new();
+    let email = format!("staff-{}@example.com", user_id.as_uuid().simple());
+    let request = uuid::Uuid::now_v7();
+    events
+        .execute_with_password(
+            &user_id.to_string(),
+            orders_domain::user::UserCommand::Register {
+                user_id,
+                email: orders_domain::email::EmailAddress::parse(&email).unwrap(),
+            },
+            &orders_command_api::event_store::CommandMetadata {
+                actor: format!("user:{user_id}"),
+                correlation_id: request,
+                causation_id: request.to_string(),
+                request_id: request,
+                idempotency_key: None,
+            },
+            "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA".to_owned(),
+        )
+        .await
+        .unwrap();
+    let admin = |args: &[&str]| {
+        orders()
+            .arg("admin")
+            .args(args)
+            .env("ORDERS_DATABASE_URL", &database_url)
+            .env("USER", "operator")
+            .output()
+            .unwrap()
+    };
+
+    let granted = admin(&["grant", &email, "auditor"]);
+    assert_eq!(
+        granted.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&granted.stderr)
+    );
+    assert!(String::from_utf8_lossy(&granted.stdout).contains("granted auditor"));
+    let again = admin(&["grant", &email, "auditor"]);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("nothing changed"));
+    let revoked = admin(&["revoke", &email, "auditor"]);
+    assert_eq!(revoked.status.code(), Some(0));
+    let recorded: Vec<(String, String)> = sqlx::query_as(
+        "SELECT event_type, metadata ->> 'actor' FROM events
+          WHERE aggregate_id = $1 AND event_type IN ('RoleGranted', 'RoleRevoked')
+          ORDER BY sequence",
+    )
+    .bind(user_id.to_string())
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(recorded.len(), 2);
+    assert_eq!(recorded[0].0, "RoleGranted");
+    assert_eq!(recorded[1].0, "RoleRevoked");
+    assert!(
+        recorded
+            .iter()
+            .all(|(_, actor)| actor.starts_with("cli:operator@")),
+        "{recorded:?}"
+    );
+
+    // Mistakes are one line and exit 2, and change nothing.
+    for (args, says) in [
+        (
+            vec!["grant", "nobody@example.com", "admin"],
+            "no user registered as nobody@example.com",
+        ),
+        (vec!["grant", email.as_str(), "superuser"], "unknown role"),
+    ] {
+        let output = admin(&args);
+        assert_eq!(output.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(says), "{stderr}");
+    }
 }

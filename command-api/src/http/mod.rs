@@ -18,6 +18,7 @@ use crate::problem::ApiError;
 use crate::{AppState, MAX_BODY_BYTES};
 
 pub mod accounts;
+pub mod admin;
 pub mod operations;
 pub mod orders;
 pub mod profile;
@@ -32,6 +33,7 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .merge(accounts::router())
+        .merge(admin::router())
         .merge(profile::router())
         .merge(orders::router())
         .merge(queries::router())

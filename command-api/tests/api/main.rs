@@ -2,6 +2,7 @@
 //! links once.
 
 mod accounts;
+mod admin;
 mod helpers;
 mod operations;
 mod orders;

@@ -1,0 +1,97 @@
+//! `orders admin grant|revoke <email> <role>`: an operator's bootstrap of roles,
+//! recorded with the actor `cli:<os-user>@<host>`.
+
+use anyhow::Context as _;
+use clap::Subcommand;
+use orders_command_api::event_store::{CommandMetadata, EventStore};
+use orders_domain::email::EmailAddress;
+use orders_domain::user::{Role, User, UserCommand};
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AdminCommand {
+    /// Give a user a role (`admin` or `auditor`).
+    Grant {
+        email: String,
+        role: String,
+        /// PostgreSQL URL.
+        #[arg(long, env = "ORDERS_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
+    },
+    /// Take a role away; it takes effect on the user's next request.
+    Revoke {
+        email: String,
+        role: String,
+        /// PostgreSQL URL.
+        #[arg(long, env = "ORDERS_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
+    },
+}
+
+/// `cli:<os-user>@<host>`: who ran the command, as the events record it.
+pub(crate) fn operator_actor() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".to_owned());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .unwrap_or_else(|_| "unknown-host".to_owned());
+    format!("cli:{user}@{host}")
+}
+
+pub(crate) async fn run(command: AdminCommand) -> anyhow::Result<()> {
+    let (email, role, database_url, grant) = match command {
+        AdminCommand::Grant {
+            email,
+            role,
+            database_url,
+        } => (email, role, database_url, true),
+        AdminCommand::Revoke {
+            email,
+            role,
+            database_url,
+        } => (email, role, database_url, false),
+    };
+    let role: Role = role.parse()?;
+    let email =
+        EmailAddress::parse(&email).map_err(|error| anyhow::anyhow!("{email:?}: {error}"))?;
+    let url = database_url
+        .filter(|url| !url.is_empty())
+        .context("ORDERS_DATABASE_URL is not set (e.g. postgres://orders@127.0.0.1:5432/orders)")?;
+    let pool = orders_command_api::database::connect(&url, 2).await?;
+    orders_command_api::database::migrate(&pool).await?;
+    let user_id = orders_command_api::user_lookup::user_by_email(&pool, &email.normalized())
+        .await
+        .context("looking the user up")?
+        .with_context(|| format!("no user registered as {email}"))?;
+    let request = uuid::Uuid::now_v7();
+    let metadata = CommandMetadata {
+        actor: operator_actor(),
+        correlation_id: request,
+        causation_id: request.to_string(),
+        request_id: request,
+        idempotency_key: None,
+    };
+    let command = if grant {
+        UserCommand::GrantRole { role }
+    } else {
+        UserCommand::RevokeRole { role }
+    };
+    let receipt = EventStore::new(pool.clone())
+        .execute::<User>(&user_id.to_string(), command, &metadata)
+        .await
+        .map_err(|error| anyhow::anyhow!("{error}"))?;
+    let (verb, already) = if grant {
+        ("granted", "already has")
+    } else {
+        ("revoked", "does not have")
+    };
+    if receipt.events_stored == 0 {
+        println!("{email} {already} the role {role}: nothing changed");
+    } else {
+        println!(
+            "{verb} {role} for {email} (user {user_id}) as {}",
+            metadata.actor
+        );
+    }
+    Ok(())
+}

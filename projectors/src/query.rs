@@ -128,3 +128,80 @@ pub async fn wait_for(
         tokio::time::sleep(POLL.min(deadline - now)).await;
     }
 }
+
+/// What narrows the administrators' list of users.
+#[derive(Debug, Clone, Default)]
+pub struct UserFilter {
+    /// Part of the e-mail address, any case.
+    pub email_contains: Option<String>,
+    /// Only users with this role (`admin`, `auditor`).
+    pub role: Option<String>,
+    pub deactivated: Option<bool>,
+}
+
+/// Every user after `after` (ids are UUID v7: in registration order) that the filter
+/// lets through, at most `limit`.
+pub async fn users(
+    pool: &PgPool,
+    filter: &UserFilter,
+    after: Option<Uuid>,
+    limit: i64,
+) -> sqlx::Result<Vec<UserRow>> {
+    let pattern = filter.email_contains.as_ref().map(|part| {
+        let escaped = part
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        format!("%{}%", escaped.to_lowercase())
+    });
+    let rows = sqlx::query(&format!(
+        "SELECT {} FROM view_users
+          WHERE user_id > $1
+            AND ($2::text IS NULL OR lower(email) LIKE $2)
+            AND ($3::text IS NULL OR $3 = ANY(roles))
+            AND ($4::bool IS NULL OR deactivated = $4)
+          ORDER BY user_id LIMIT $5",
+        users::COLUMNS
+    ))
+    .bind(after.unwrap_or(Uuid::nil()))
+    .bind(pattern)
+    .bind(&filter.role)
+    .bind(filter.deactivated)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(users::from_row).collect()
+}
+
+/// What narrows the administrators' list of orders.
+#[derive(Debug, Clone, Default)]
+pub struct OrderFilter {
+    pub owner: Option<Uuid>,
+    /// `active`, `paused` or `cancelled`.
+    pub status: Option<String>,
+}
+
+/// Every order after `after` (in placement order) that the filter lets through, at
+/// most `limit`.
+pub async fn orders(
+    pool: &PgPool,
+    filter: &OrderFilter,
+    after: Option<Uuid>,
+    limit: i64,
+) -> sqlx::Result<Vec<OrderRow>> {
+    let rows = sqlx::query(&format!(
+        "SELECT {} FROM view_orders
+          WHERE order_id > $1
+            AND ($2::uuid IS NULL OR owner_id = $2)
+            AND ($3::text IS NULL OR status = $3)
+          ORDER BY order_id LIMIT $4",
+        orders::COLUMNS
+    ))
+    .bind(after.unwrap_or(Uuid::nil()))
+    .bind(filter.owner)
+    .bind(&filter.status)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(orders::from_row).collect()
+}

@@ -22,6 +22,9 @@ use crate::AppState;
 
 pub fn router() -> Router<Arc<AppState>> {
     Router::new()
+        .route("/admin/users", get(list_users))
+        .route("/admin/users/{id}/roles", axum::routing::post(change_role))
+        .route("/admin/orders", get(list_orders))
         .route("/admin/audit/trace/{correlation_id}", get(audit_trace))
         .route("/admin/audit/actor/{actor}", get(audit_actor))
         .route("/admin/audit/{aggregate_type}/{id}", get(audit_aggregate))
@@ -197,4 +200,219 @@ pub async fn audit_actor(
         .await
         .context("reading the audit trail")?;
     Ok(Json(page))
+}
+
+/// Filters of `GET /admin/users` (with `limit` and `cursor`).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UserListParams {
+    pub limit: Option<String>,
+    pub cursor: Option<String>,
+    /// Part of the e-mail address, any case.
+    pub email: Option<String>,
+    /// `admin` or `auditor`.
+    pub role: Option<String>,
+    /// `true` or `false`.
+    pub deactivated: Option<bool>,
+}
+
+/// One user, as administrators see it.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct AdminUser {
+    #[schema(value_type = String, format = Uuid)]
+    pub user_id: uuid::Uuid,
+    pub email: String,
+    pub email_verified: bool,
+    pub display_name: Option<String>,
+    pub price_alerts: bool,
+    pub roles: Vec<String>,
+    pub deactivated: bool,
+    /// RFC 3339, UTC.
+    pub registered_at: String,
+}
+
+#[utoipa::path(get, path = "/admin/users", tag = "admin", security(("bearer" = [])),
+    params(UserListParams),
+    responses((status = 200), (status = 403, body = crate::problem::Problem), (status = 422, body = crate::problem::Problem)))]
+pub async fn list_users(
+    State(state): State<Arc<AppState>>,
+    caller: CurrentUser,
+    params: Result<Query<UserListParams>, QueryRejection>,
+) -> Result<Json<crate::http::queries::Page<AdminUser>>, ApiError> {
+    require_role(&state, caller, READERS).await?;
+    let Query(params) = params.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
+    let paging = crate::http::queries::PageParams {
+        limit: params.limit.clone(),
+        cursor: params.cursor.clone(),
+    };
+    let limit = paging.limit()?;
+    let after = paging.cursor::<16>()?.map(uuid::Uuid::from_bytes);
+    if let Some(role) = &params.role {
+        role.parse::<Role>()
+            .map_err(|error| ApiError::invalid_field("role", error.to_string()))?;
+    }
+    let filter = orders_projectors::query::UserFilter {
+        email_contains: params.email.clone().filter(|part| !part.is_empty()),
+        role: params.role.clone(),
+        deactivated: params.deactivated,
+    };
+    let rows = orders_projectors::query::users(state.pool(), &filter, after, limit + 1)
+        .await
+        .context("reading the users view")?;
+    Ok(Json(crate::http::queries::page(
+        rows,
+        limit,
+        |row| crate::http::queries::encode_cursor(row.user_id.as_bytes()),
+        |row| AdminUser {
+            user_id: row.user_id,
+            email: row.email,
+            email_verified: row.email_verified,
+            display_name: row.display_name,
+            price_alerts: row.price_alerts,
+            roles: row.roles,
+            deactivated: row.deactivated,
+            registered_at: row
+                .registered_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        },
+    )))
+}
+
+/// Filters of `GET /admin/orders` (with `limit` and `cursor`).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct OrderListParams {
+    pub limit: Option<String>,
+    pub cursor: Option<String>,
+    /// The owner's user id.
+    pub owner: Option<String>,
+    /// `active`, `paused` or `cancelled`.
+    pub status: Option<String>,
+}
+
+/// One order, as administrators see it: its owner's view plus the owner.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct AdminOrder {
+    #[schema(value_type = String, format = Uuid)]
+    pub owner_id: uuid::Uuid,
+    #[serde(flatten)]
+    pub order: crate::http::queries::OrderDetails,
+}
+
+#[utoipa::path(get, path = "/admin/orders", tag = "admin", security(("bearer" = [])),
+    params(OrderListParams),
+    responses((status = 200), (status = 403, body = crate::problem::Problem), (status = 422, body = crate::problem::Problem)))]
+pub async fn list_orders(
+    State(state): State<Arc<AppState>>,
+    caller: CurrentUser,
+    params: Result<Query<OrderListParams>, QueryRejection>,
+) -> Result<Json<crate::http::queries::Page<AdminOrder>>, ApiError> {
+    require_role(&state, caller, READERS).await?;
+    let Query(params) = params.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
+    let paging = crate::http::queries::PageParams {
+        limit: params.limit.clone(),
+        cursor: params.cursor.clone(),
+    };
+    let limit = paging.limit()?;
+    let after = paging.cursor::<16>()?.map(uuid::Uuid::from_bytes);
+    let owner = params
+        .owner
+        .as_deref()
+        .map(|owner| {
+            owner
+                .parse::<uuid::Uuid>()
+                .map_err(|_| ApiError::invalid_field("owner", "not a user id"))
+        })
+        .transpose()?;
+    if let Some(status) = &params.status {
+        if !["active", "paused", "cancelled"].contains(&status.as_str()) {
+            return Err(ApiError::invalid_field(
+                "status",
+                "must be active, paused or cancelled",
+            ));
+        }
+    }
+    let filter = orders_projectors::query::OrderFilter {
+        owner,
+        status: params.status.clone(),
+    };
+    let rows = orders_projectors::query::orders(state.pool(), &filter, after, limit + 1)
+        .await
+        .context("reading the orders view")?;
+    Ok(Json(crate::http::queries::page(
+        rows,
+        limit,
+        |row| crate::http::queries::encode_cursor(row.order_id.as_bytes()),
+        |row| AdminOrder {
+            owner_id: row.owner_id,
+            order: crate::http::queries::OrderDetails::from(row),
+        },
+    )))
+}
+
+/// `POST /admin/users/{id}/roles`: grant or revoke one role.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RoleChange {
+    /// `admin` or `auditor`.
+    pub role: String,
+    /// `grant` or `revoke`.
+    pub action: String,
+}
+
+#[utoipa::path(post, path = "/admin/users/{id}/roles", tag = "admin", security(("bearer" = [])),
+    params(("id" = String, Path)), request_body = RoleChange,
+    responses((status = 204), (status = 403, body = crate::problem::Problem), (status = 404, body = crate::problem::Problem),
+              (status = 422, body = crate::problem::Problem)))]
+pub async fn change_role(
+    State(state): State<Arc<AppState>>,
+    caller: CurrentUser,
+    context: crate::http::RequestContext,
+    Path(id): Path<String>,
+    crate::problem::AppJson(change): crate::problem::AppJson<RoleChange>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse as _;
+    use orders_domain::user::UserCommand;
+
+    require_role(&state, caller, &[Role::Admin]).await?;
+    let role: Role = change
+        .role
+        .parse()
+        .map_err(|error: orders_domain::user::UnknownRole| {
+            ApiError::invalid_field("role", error.to_string())
+        })?;
+    let command = match change.action.as_str() {
+        "grant" => UserCommand::GrantRole { role },
+        "revoke" => UserCommand::RevokeRole { role },
+        _ => return Err(ApiError::invalid_field("action", "must be grant or revoke")),
+    };
+    let user_id: orders_domain::ids::UserId =
+        id.parse().map_err(|_| ApiError::NotFound("no such user"))?;
+    let (user, _) = state
+        .events
+        .load::<User>(&user_id.to_string())
+        .await
+        .map_err(|error| ApiError::Internal(anyhow::anyhow!("loading the user: {error}")))?;
+    if !user.is_registered() {
+        return Err(ApiError::NotFound("no such user"));
+    }
+    let metadata = crate::event_store::CommandMetadata {
+        actor: format!("admin:{} for user:{user_id}", caller.user_id),
+        correlation_id: context.correlation_id,
+        causation_id: context.request_id.to_string(),
+        request_id: context.request_id,
+        idempotency_key: None,
+    };
+    let receipt = state
+        .events
+        .execute::<User>(&user_id.to_string(), command, &metadata)
+        .await
+        .map_err(|error| match error {
+            cqrs_es::AggregateError::UserError(refusal) => ApiError::Conflict(refusal.to_string()),
+            other => ApiError::Internal(anyhow::anyhow!("changing a role: {other}")),
+        })?;
+    Ok(crate::http::with_position(
+        axum::http::StatusCode::NO_CONTENT.into_response(),
+        receipt.position,
+    ))
 }

@@ -115,13 +115,13 @@ pub struct PageParams {
 }
 
 impl PageParams {
-    fn from_query(query: Result<Query<Self>, QueryRejection>) -> Result<Self, ApiError> {
+    pub(crate) fn from_query(query: Result<Query<Self>, QueryRejection>) -> Result<Self, ApiError> {
         query
             .map(|Query(params)| params)
             .map_err(|rejection| ApiError::BadRequest(rejection.body_text()))
     }
 
-    fn limit(&self) -> Result<i64, ApiError> {
+    pub(crate) fn limit(&self) -> Result<i64, ApiError> {
         match &self.limit {
             None => Ok(DEFAULT_PAGE_SIZE),
             Some(text) => text
@@ -138,7 +138,7 @@ impl PageParams {
     }
 
     /// The cursor's bytes (`None` for the first page).
-    fn cursor<const N: usize>(&self) -> Result<Option<[u8; N]>, ApiError> {
+    pub(crate) fn cursor<const N: usize>(&self) -> Result<Option<[u8; N]>, ApiError> {
         let Some(text) = &self.cursor else {
             return Ok(None);
         };
@@ -151,7 +151,7 @@ impl PageParams {
     }
 }
 
-fn encode_cursor(bytes: &[u8]) -> String {
+pub(crate) fn encode_cursor(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
@@ -164,7 +164,7 @@ pub struct Page<T> {
 }
 
 /// Splits the one-more row a page query fetched off, into the page and its cursor.
-fn page<R, T>(
+pub(crate) fn page<R, T>(
     mut rows: Vec<R>,
     limit: i64,
     cursor: impl Fn(&R) -> String,

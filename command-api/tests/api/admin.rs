@@ -194,3 +194,179 @@ async fn the_audit_routes_answer_auditors_and_admins_only_and_see_a_revocation_a
         StatusCode::OK
     );
 }
+
+/// Polls an admin list until `ready` holds (the views follow the log).
+async fn list_until(
+    app: &TestApp,
+    path: &str,
+    token: &str,
+    ready: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let response = get(app, path, Some(token)).await;
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let page: Value = response.json().await.unwrap();
+        if ready(&page) {
+            return page;
+        }
+        assert!(std::time::Instant::now() < deadline, "{path}: {page}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn admins_list_users_and_orders_and_change_roles_as_admin_for_the_user() {
+    let app = crate::helpers::spawn_app_with_log().await;
+    let admin = app.signed_up_user().await;
+    let shopper = app.signed_up_user().await;
+    let other = app.signed_up_user().await;
+    for _ in 0..2 {
+        app.placed_order(&shopper.token).await;
+    }
+    let others_order = app.placed_order(&other.token).await;
+    set_role(
+        &app,
+        admin.user_id,
+        UserCommand::GrantRole { role: Role::Admin },
+    )
+    .await;
+
+    // Users: filtered by e-mail and role, a page at a time.
+    let found = list_until(
+        &app,
+        &format!(
+            "/admin/users?email={}",
+            &shopper.email[5..37].to_uppercase()
+        ),
+        &admin.token,
+        |page| page["items"].as_array().unwrap().len() == 1,
+    )
+    .await;
+    assert_eq!(found["items"][0]["user_id"], shopper.user_id.to_string());
+    let admins = list_until(&app, "/admin/users?role=admin", &admin.token, |page| {
+        page["items"].as_array().unwrap().len() == 1
+    })
+    .await;
+    assert_eq!(admins["items"][0]["roles"], serde_json::json!(["admin"]));
+    let first = list_until(&app, "/admin/users?limit=2", &admin.token, |page| {
+        page["next_cursor"].is_string()
+    })
+    .await;
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let rest: Value = get(
+        &app,
+        &format!("/admin/users?limit=2&cursor={cursor}"),
+        Some(&admin.token),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(
+        rest["items"].as_array().unwrap().len(),
+        1,
+        "three users in all"
+    );
+
+    // Orders: everyone's, or one owner's.
+    let all = list_until(&app, "/admin/orders", &admin.token, |page| {
+        page["items"].as_array().unwrap().len() == 3
+    })
+    .await;
+    assert!(all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|order| order["order_id"] == others_order.to_string()));
+    let theirs: Value = get(
+        &app,
+        &format!("/admin/orders?owner={}", shopper.user_id),
+        Some(&admin.token),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(theirs["items"].as_array().unwrap().len(), 2);
+    assert!(theirs["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|order| order["owner_id"] == shopper.user_id.to_string()));
+    for (query, field) in [
+        ("status=lost", "status"),
+        ("owner=me", "owner"),
+        ("limit=0", "limit"),
+    ] {
+        let response = get(&app, &format!("/admin/orders?{query}"), Some(&admin.token)).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{query}"
+        );
+        assert_eq!(problem(response).await["field"], field);
+    }
+
+    // An admin grants a role: recorded as the admin acting for the user.
+    let roles = format!("/admin/users/{}/roles", shopper.user_id);
+    let granted = app
+        .post_json(
+            &roles,
+            &serde_json::json!({"role": "auditor", "action": "grant"}),
+            Some(&admin.token),
+        )
+        .await;
+    assert_eq!(granted.status(), StatusCode::NO_CONTENT);
+    let actor: String = sqlx::query_scalar(
+        "SELECT metadata ->> 'actor' FROM events WHERE aggregate_id = $1 AND event_type = 'RoleGranted'",
+    )
+    .bind(shopper.user_id.to_string())
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        actor,
+        format!("admin:{} for user:{}", admin.user_id, shopper.user_id)
+    );
+    // The new auditor reads the admin views, but may not change roles.
+    assert_eq!(
+        get(&app, "/admin/users", Some(&shopper.token))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let refused = app
+        .post_json(
+            &format!("/admin/users/{}/roles", other.user_id),
+            &serde_json::json!({"role": "admin", "action": "grant"}),
+            Some(&shopper.token),
+        )
+        .await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    // A plain user reads nothing.
+    for path in ["/admin/users", "/admin/orders"] {
+        assert_eq!(
+            get(&app, path, Some(&other.token)).await.status(),
+            StatusCode::FORBIDDEN
+        );
+    }
+    // Mistakes name themselves; an unknown user is not found.
+    let bad = app
+        .post_json(
+            &roles,
+            &serde_json::json!({"role": "owner", "action": "grant"}),
+            Some(&admin.token),
+        )
+        .await;
+    assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(problem(bad).await["field"], "role");
+    let nobody = app
+        .post_json(
+            &format!("/admin/users/{}/roles", Uuid::now_v7()),
+            &serde_json::json!({"role": "auditor", "action": "grant"}),
+            Some(&admin.token),
+        )
+        .await;
+    assert_eq!(nobody.status(), StatusCode::NOT_FOUND);
+}

@@ -369,12 +369,15 @@ pub async fn change_role(
     caller: CurrentUser,
     context: crate::http::RequestContext,
     Path(id): Path<String>,
-    crate::problem::AppJson(change): crate::problem::AppJson<RoleChange>,
+    // Taken as a result, so a caller without the role hears 403 before anything
+    // about their body.
+    body: Result<crate::problem::AppJson<RoleChange>, ApiError>,
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse as _;
     use orders_domain::user::UserCommand;
 
     require_role(&state, caller, &[Role::Admin]).await?;
+    let crate::problem::AppJson(change) = body?;
     let role: Role = change
         .role
         .parse()

@@ -370,3 +370,56 @@ async fn admins_list_users_and_orders_and_change_roles_as_admin_for_the_user() {
         .await;
     assert_eq!(nobody.status(), StatusCode::NOT_FOUND);
 }
+
+/// Every route of the OpenAPI document that takes an id, tried with another user's
+/// token: not found (never forbidden, never done); every admin route tried with a
+/// user's token: forbidden. Routes added later are swept too.
+#[tokio::test]
+async fn every_id_route_hides_other_users_data_and_every_admin_route_needs_a_role() {
+    let app = spawn_app().await;
+    let owner = app.signed_up_user().await;
+    let other = app.signed_up_user().await;
+    let order_id = app.placed_order(&owner.token).await;
+    let document: Value = get(&app, "/openapi.json", None).await.json().await.unwrap();
+    let paths = document["paths"].as_object().unwrap();
+    let events_before: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let mut swept = 0;
+    for (template, operations) in paths {
+        let admin = template.starts_with("/admin/");
+        if !admin && !template.contains("{id}") {
+            continue;
+        }
+        let path = template
+            .replace("{id}", &order_id.to_string())
+            .replace("{aggregate_type}", "order")
+            .replace("{correlation_id}", &Uuid::now_v7().to_string())
+            .replace("{actor}", &format!("user:{}", owner.user_id));
+        for method in operations.as_object().unwrap().keys() {
+            let request = match method.as_str() {
+                "get" => app.http.get(app.url(&path)),
+                "post" => app.http.post(app.url(&path)).json(&serde_json::json!({"role": "admin", "action": "grant", "target_price": "1.00"})),
+                "patch" => app.http.patch(app.url(&path)).json(&serde_json::json!({"target_price": "1.00"})),
+                "delete" => app.http.delete(app.url(&path)),
+                other => panic!("a {other} route: add it to this sweep"),
+            };
+            let response = request.bearer_auth(&other.token).send().await.unwrap();
+            let expected = if admin {
+                StatusCode::FORBIDDEN
+            } else {
+                StatusCode::NOT_FOUND
+            };
+            assert_eq!(response.status(), expected, "{method} {template}");
+            swept += 1;
+        }
+    }
+    // 7 order routes and 6 admin routes today.
+    assert!(swept >= 13, "only {swept} routes swept");
+    let events_after: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(events_after, events_before, "nothing was stored");
+}

@@ -70,6 +70,7 @@ where
     let run = |consumer: consumer::PullConsumer| {
         let step = step.clone();
         let mut stopped = stopped.clone();
+        let asked_to_stop = stopped.clone();
         async move {
             let messages = consumer
                 .messages()
@@ -94,6 +95,12 @@ where
                     }
                 })
                 .await;
+            // The messages end only when asked to; otherwise (the consumer was
+            // deleted, the connection is gone for good) this worker must not look
+            // alive: its process fails and its supervisor restarts it.
+            if !*asked_to_stop.borrow() {
+                anyhow::bail!("the {} consumer stopped delivering messages", worker.name);
+            }
             anyhow::Ok(())
         }
     };

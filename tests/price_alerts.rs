@@ -14,7 +14,7 @@ use orders_workers::fixture_server::FixtureServer;
 use serde_json::{json, Value};
 
 mod common;
-use common::{fresh_database, Service};
+use common::{fresh_database, worker_caught_up, Service};
 
 fn product_page(price: &str) -> String {
     format!(
@@ -170,7 +170,7 @@ impl Api {
 
 #[tokio::test]
 async fn a_price_drop_below_the_target_mails_one_alert_to_the_verified_owner() {
-    let (database_url, _pool) = fresh_database().await;
+    let (database_url, pool) = fresh_database().await;
     let nats = NatsServer::start();
     let shop = FixtureServer::start().await.unwrap();
     shop.set_html("/p/kettle", product_page("3500.00"));
@@ -340,7 +340,8 @@ async fn a_price_drop_below_the_target_mails_one_alert_to_the_verified_owner() {
         prices[1..].iter().all(|price| *price == "2999.00"),
         "{prices:?}"
     );
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Once the e-mail worker has handled every event of those checks: still one.
+    worker_caught_up(&pool, nats.url(), "email").await;
     assert_eq!(mails_to(&email).len(), 2, "no second alert");
 }
 
@@ -532,7 +533,7 @@ async fn a_forgotten_password_is_reset_through_the_mailed_link_and_a_lost_verifi
 
 #[tokio::test]
 async fn no_alert_goes_to_an_unverified_address_or_to_a_user_who_turned_alerts_off() {
-    let (database_url, _pool) = fresh_database().await;
+    let (database_url, pool) = fresh_database().await;
     let nats = NatsServer::start();
     let shop = FixtureServer::start().await.unwrap();
     shop.set_html("/p/kettle", product_page("2999.00"));
@@ -633,9 +634,9 @@ async fn no_alert_goes_to_an_unverified_address_or_to_a_user_who_turned_alerts_o
     assert!(turned_off.status().is_success(), "{}", turned_off.status());
     let quiet_order = reach_target(quiet_token.clone()).await;
 
-    // Wait as long as an alert takes to arrive, then look: the verification mails
-    // only.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Once the e-mail worker has handled both targets reached: the verification
+    // mails only.
+    worker_caught_up(&pool, nats.url(), "email").await;
     assert_eq!(mails_to(&unverified).len(), 1, "the verification mail only");
     assert_eq!(mails_to(&quiet).len(), 1, "the verification mail only");
 

@@ -28,7 +28,7 @@ use orders_workers::fixture_server::{FixtureResponse, FixtureServer};
 use sqlx::{ConnectOptions as _, PgPool};
 
 mod common;
-use common::{fresh_database, kill, Service};
+use common::{fresh_database, kill, worker_caught_up, Service};
 
 fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
@@ -190,8 +190,8 @@ async fn a_mailer_killed_between_sending_and_recording_sends_at_most_one_copy_wi
         "the same Message-ID"
     );
 
-    // Recorded: no further copy, however long we wait for redeliveries.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Recorded and acknowledged: nothing is left to redeliver, so no further copy.
+    worker_caught_up(&pool, nats.url(), "email").await;
     assert_eq!(mails_to(&address).len(), 2);
 }
 

@@ -155,3 +155,38 @@ async fn read_stream(
     }
     Ok(streamed)
 }
+
+/// Waits until the relay has published every stored event and `worker`'s durable
+/// consumer has nothing left to deliver and nothing unacknowledged: whatever the
+/// worker does about the events stored so far is done. (Tests that check something
+/// did *not* happen wait for this, never for a fixed time.)
+pub async fn worker_caught_up(pool: &PgPool, nats_url: &str, worker: &str) {
+    let jetstream = async_nats::jetstream::new(orders_nats::connect(nats_url).await.unwrap());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        let streamed = stream_length(&jetstream).await;
+        let mut consumer: async_nats::jetstream::consumer::PullConsumer = jetstream
+            .get_stream(LOG_STREAM)
+            .await
+            .unwrap()
+            .get_consumer(worker)
+            .await
+            .unwrap();
+        let info = consumer.info().await.unwrap();
+        if streamed == stored as u64 && info.num_pending == 0 && info.num_ack_pending == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the {worker} worker did not catch up: {stored} stored, {streamed} streamed, \
+             {} pending, {} unacknowledged",
+            info.num_pending,
+            info.num_ack_pending
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

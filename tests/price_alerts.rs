@@ -113,6 +113,27 @@ struct Api {
 }
 
 impl Api {
+    /// A client of the API at `base`, once its `/healthz` answers.
+    async fn once_ready(base: &str) -> Api {
+        orders_workers::fetch::install_crypto_provider();
+        let api = Api {
+            http: reqwest::Client::new(),
+            base: base.to_owned(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while api
+            .http
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "orders serve all did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        api
+    }
+
     async fn post(&self, path: &str, body: Value, token: Option<&str>) -> reqwest::Response {
         let mut request = self.http.post(format!("{}{path}", self.base)).json(&body);
         if let Some(token) = token {
@@ -176,45 +197,8 @@ async fn a_price_drop_below_the_target_mails_one_alert_to_the_verified_owner() {
     shop.set_html("/p/kettle", product_page("3500.00"));
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let _orders = Service::new(
-        Command::new(env!("CARGO_BIN_EXE_orders"))
-            .args(["serve", "all"])
-            .env("ORDERS_DATABASE_URL", &database_url)
-            .env("ORDERS_NATS_URL", nats.url())
-            .env("ORDERS_HTTP_ADDR", format!("127.0.0.1:{port}"))
-            .env("ORDERS_PUBLIC_URL", &base)
-            .env(
-                "ORDERS_JWT_SECRET",
-                "an end-to-end test secret of more than 32 bytes",
-            )
-            .env("ORDERS_SMTP_URL", env("ORDERS_TEST_SMTP_URL"))
-            .env("ORDERS_MAIL_FROM", "Orders <alerts@orders.test>")
-            .env("ORDERS_SCRAPER_ALLOW_PRIVATE", "127.0.0.0/8")
-            .env("ORDERS_SCRAPER_HOST_SPACING_MS", "100")
-            .env("ORDERS_SCHEDULER_TICK_MS", "200")
-            .env("ORDERS_RELAY_POLL_MS", "20")
-            .env("ORDERS_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap(),
-    );
-    orders_workers::fetch::install_crypto_provider();
-    let api = Api {
-        http: reqwest::Client::new(),
-        base: base.clone(),
-    };
-    let ready = Instant::now() + Duration::from_secs(30);
-    while api
-        .http
-        .get(format!("{base}/healthz"))
-        .send()
-        .await
-        .is_err()
-    {
-        assert!(Instant::now() < ready, "orders serve all did not start");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let _orders = serve_all_with_a_scraper(&database_url, &nats, port, &base);
+    let api = Api::once_ready(&base).await;
 
     // Register: the verification mail arrives; its link verifies the address.
     let email = format!("shopper-{}@example.com", uuid::Uuid::now_v7().simple());
@@ -399,22 +383,7 @@ async fn a_forgotten_password_is_reset_through_the_mailed_link_and_a_lost_verifi
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let _orders = serve_all(&database_url, &nats, port, &base);
-    orders_workers::fetch::install_crypto_provider();
-    let api = Api {
-        http: reqwest::Client::new(),
-        base: base.clone(),
-    };
-    let ready = Instant::now() + Duration::from_secs(30);
-    while api
-        .http
-        .get(format!("{base}/healthz"))
-        .send()
-        .await
-        .is_err()
-    {
-        assert!(Instant::now() < ready, "orders serve all did not start");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let api = Api::once_ready(&base).await;
 
     let email = format!("forgetful-{}@example.com", uuid::Uuid::now_v7().simple());
     let password = "correct horse battery staple";
@@ -540,22 +509,7 @@ async fn no_alert_goes_to_an_unverified_address_or_to_a_user_who_turned_alerts_o
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let _orders = serve_all_with_a_scraper(&database_url, &nats, port, &base);
-    orders_workers::fetch::install_crypto_provider();
-    let api = Api {
-        http: reqwest::Client::new(),
-        base: base.clone(),
-    };
-    let ready = Instant::now() + Duration::from_secs(30);
-    while api
-        .http
-        .get(format!("{base}/healthz"))
-        .send()
-        .await
-        .is_err()
-    {
-        assert!(Instant::now() < ready, "orders serve all did not start");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let api = Api::once_ready(&base).await;
     let password = "correct horse battery staple";
     let sign_up = |name: &'static str| {
         let api = &api;
@@ -742,22 +696,7 @@ async fn the_audit_trace_of_a_check_request_shows_what_it_caused_with_who_did_it
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let _orders = serve_all_with_a_scraper(&database_url, &nats, port, &base);
-    orders_workers::fetch::install_crypto_provider();
-    let api = Api {
-        http: reqwest::Client::new(),
-        base: base.clone(),
-    };
-    let ready = Instant::now() + Duration::from_secs(30);
-    while api
-        .http
-        .get(format!("{base}/healthz"))
-        .send()
-        .await
-        .is_err()
-    {
-        assert!(Instant::now() < ready, "orders serve all did not start");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let api = Api::once_ready(&base).await;
     let email = format!("audited-{}@example.com", uuid::Uuid::now_v7().simple());
     let password = "correct horse battery staple";
     let registered: Value = api

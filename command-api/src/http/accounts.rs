@@ -269,11 +269,7 @@ pub async fn verify_email_link(
             "The link may have been cut off by your mail program. Copy the whole link into your browser.",
         ),
     };
-    let page = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{heading} · Orders</title></head>\
-         <body><h1>{heading}</h1><p>{text}</p></body></html>"
-    );
-    (status, Html(page)).into_response()
+    link_page(status, heading, text)
 }
 
 /// At most one verification mail per user per this interval; the registration's
@@ -524,11 +520,7 @@ pub async fn unsubscribe_link(
             "The link may have been cut off by your mail program. Copy the whole link into your browser.",
         ),
     };
-    let page = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{heading} · Orders</title></head>\
-         <body><h1>{heading}</h1><p>{text}</p></body></html>"
-    );
-    (status, Html(page)).into_response()
+    link_page(status, heading, text)
 }
 
 async fn apply_unsubscribe_token(
@@ -994,4 +986,14 @@ fn escape_html(text: &str) -> String {
         }
     }
     escaped
+}
+
+/// The small page a link in a mail opens: what happened, in a heading and a line.
+/// `heading` and `text` are this module's own constant strings, never user input.
+fn link_page(status: StatusCode, heading: &str, text: &str) -> Response {
+    let page = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{heading} · Orders</title></head>\
+         <body><h1>{heading}</h1><p>{text}</p></body></html>"
+    );
+    (status, Html(page)).into_response()
 }

@@ -4,6 +4,7 @@
 use anyhow::Context as _;
 use clap::Subcommand;
 use orders_command_api::event_store::{CommandMetadata, EventStore};
+use orders_command_api::seal::AuditKey;
 use orders_domain::email::EmailAddress;
 use orders_domain::user::{Role, User, UserCommand};
 
@@ -16,6 +17,9 @@ pub(crate) enum AdminCommand {
         /// PostgreSQL URL.
         #[arg(long, env = "ORDERS_DATABASE_URL", hide_env_values = true)]
         database_url: Option<String>,
+        /// Seals the event (as the services do).
+        #[arg(long, env = "ORDERS_AUDIT_KEY", hide_env_values = true)]
+        audit_key: Option<String>,
     },
     /// Take a role away; it takes effect on the user's next request.
     Revoke {
@@ -24,6 +28,9 @@ pub(crate) enum AdminCommand {
         /// PostgreSQL URL.
         #[arg(long, env = "ORDERS_DATABASE_URL", hide_env_values = true)]
         database_url: Option<String>,
+        /// Seals the event (as the services do).
+        #[arg(long, env = "ORDERS_AUDIT_KEY", hide_env_values = true)]
+        audit_key: Option<String>,
     },
 }
 
@@ -39,17 +46,19 @@ pub(crate) fn operator_actor() -> String {
 }
 
 pub(crate) async fn run(command: AdminCommand) -> anyhow::Result<()> {
-    let (email, role, database_url, grant) = match command {
+    let (email, role, database_url, audit_key, grant) = match command {
         AdminCommand::Grant {
             email,
             role,
             database_url,
-        } => (email, role, database_url, true),
+            audit_key,
+        } => (email, role, database_url, audit_key, true),
         AdminCommand::Revoke {
             email,
             role,
             database_url,
-        } => (email, role, database_url, false),
+            audit_key,
+        } => (email, role, database_url, audit_key, false),
     };
     let role: Role = role.parse()?;
     let email =
@@ -57,6 +66,7 @@ pub(crate) async fn run(command: AdminCommand) -> anyhow::Result<()> {
     let url = database_url
         .filter(|url| !url.is_empty())
         .context("ORDERS_DATABASE_URL is not set (e.g. postgres://orders@127.0.0.1:5432/orders)")?;
+    let audit_key = AuditKey::from_env_value(audit_key)?;
     let pool = orders_command_api::database::connect(&url, 2).await?;
     orders_command_api::database::migrate(&pool).await?;
     let user_id = orders_command_api::user_lookup::user_by_email(&pool, &email.normalized())
@@ -76,7 +86,7 @@ pub(crate) async fn run(command: AdminCommand) -> anyhow::Result<()> {
     } else {
         UserCommand::RevokeRole { role }
     };
-    let receipt = EventStore::new(pool.clone())
+    let receipt = EventStore::new(pool.clone(), audit_key)
         .execute::<User>(&user_id.to_string(), command, &metadata)
         .await
         .map_err(|error| anyhow::anyhow!("{error}"))?;

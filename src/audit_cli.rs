@@ -1,10 +1,13 @@
-//! `orders audit show|trace|actor`: the audit trail for operators and auditors, as a
-//! readable table (or a causal tree for a trace), or JSON for scripts.
+//! `orders audit show|trace|actor|verify`: the audit trail for operators and
+//! auditors, as a readable table (or a causal tree for a trace), or JSON for
+//! scripts; and the proof that it was not altered.
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use orders_command_api::audit::{self, AuditEntry, AuditFilter, AuditPage, AuditSubject};
+use orders_command_api::audit_chain;
+use orders_command_api::seal::AuditKey;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum AuditCommand {
@@ -28,6 +31,27 @@ pub(crate) enum AuditCommand {
         #[command(flatten)]
         options: AuditOptions,
     },
+    /// Proves that no stored event was altered, removed, inserted or reordered:
+    /// recomputes every seal and the hash chain from PostgreSQL and compares them
+    /// with the links the relay recorded and the checkpoint in NATS. Exit code 0
+    /// when the log verifies, 1 at the first place where it does not.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct VerifyArgs {
+    /// One JSON object for scripts instead of a sentence.
+    #[arg(long)]
+    json: bool,
+    /// PostgreSQL URL.
+    #[arg(long, env = "ORDERS_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// NATS URL (where the chain's head is checkpointed).
+    #[arg(long, env = "ORDERS_NATS_URL")]
+    nats_url: Option<String>,
+    /// The key the events were sealed under.
+    #[arg(long, env = "ORDERS_AUDIT_KEY", hide_env_values = true)]
+    audit_key: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -95,8 +119,10 @@ impl AuditOptions {
     }
 }
 
-pub(crate) async fn run(command: AuditCommand) -> anyhow::Result<()> {
+/// Whether the log verified (`orders audit verify`); `true` for the other commands.
+pub(crate) async fn run(command: AuditCommand) -> anyhow::Result<bool> {
     match command {
+        AuditCommand::Verify(args) => verify(args).await,
         AuditCommand::Show {
             aggregate_type,
             id,
@@ -117,7 +143,8 @@ pub(crate) async fn run(command: AuditCommand) -> anyhow::Result<()> {
             if page.entries.is_empty() && filter.after.is_none() && options.event_types.is_empty() {
                 anyhow::bail!("no {aggregate_type} {id} in the event store");
             }
-            print_page(&page, options.json, false)
+            print_page(&page, options.json, false)?;
+            Ok(true)
         }
         AuditCommand::Trace {
             correlation_id,
@@ -133,11 +160,11 @@ pub(crate) async fn run(command: AuditCommand) -> anyhow::Result<()> {
                     "{}",
                     serde_json::json!({"correlation_id": correlation_id, "events": tree, "next_after": page.next_after})
                 );
-                return Ok(());
+                return Ok(true);
             }
             if tree.is_empty() {
                 println!("no events with correlation id {correlation_id}");
-                return Ok(());
+                return Ok(true);
             }
             println!("{}", header(true));
             for node in &tree {
@@ -146,15 +173,76 @@ pub(crate) async fn run(command: AuditCommand) -> anyhow::Result<()> {
                 println!("{}", line(&node.entry, &format!("{indent}{marker}"), true));
             }
             print_more(page.next_after);
-            Ok(())
+            Ok(true)
         }
         AuditCommand::Actor { actor, options } => {
             let filter = options.filter()?;
             let pool = options.pool().await?;
             let page = audit::page(&pool, &AuditSubject::Actor(&actor), &filter).await?;
-            print_page(&page, options.json, true)
+            print_page(&page, options.json, true)?;
+            Ok(true)
         }
     }
+}
+
+async fn verify(args: VerifyArgs) -> anyhow::Result<bool> {
+    let key = AuditKey::from_env_value(args.audit_key)?;
+    let database_url = args
+        .database_url
+        .filter(|url| !url.is_empty())
+        .context("ORDERS_DATABASE_URL is not set (e.g. postgres://orders@127.0.0.1:5432/orders)")?;
+    let nats_url = args
+        .nats_url
+        .filter(|url| !url.is_empty())
+        .context("ORDERS_NATS_URL is not set (e.g. nats://127.0.0.1:4222)")?;
+    let pool = orders_command_api::database::connect(&database_url, 4).await?;
+    let client = orders_nats::connect(&nats_url)
+        .await
+        .with_context(|| format!("connecting to NATS at {nats_url} (ORDERS_NATS_URL)"))?;
+    let heads = audit_chain::head_store(&async_nats::jetstream::new(client)).await?;
+    let started = std::time::Instant::now();
+    let report = audit_chain::verify(&pool, &heads, &key).await?;
+    let elapsed = started.elapsed();
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(report.verified());
+    }
+    match &report.failure {
+        None => {
+            let checkpoint = match &report.checkpoint {
+                Some(head) => format!(
+                    "ends in the checkpoint at position {} ({}, digest {})",
+                    head.chain_position, head.event_id, head.digest
+                ),
+                None => "is empty (nothing relayed yet)".to_owned(),
+            };
+            println!(
+                "verified {} events in {:.1} s: every seal holds; the chain of {} relayed events matches its links and {checkpoint}; {} not relayed yet",
+                report.events,
+                elapsed.as_secs_f64(),
+                report.chained,
+                report.unrelayed,
+            );
+        }
+        Some(failure) => {
+            let event = match (&failure.event, failure.global_position) {
+                (Some(event), Some(global_position)) => {
+                    format!(" ({event}, global position {global_position})")
+                }
+                _ => String::new(),
+            };
+            let reason = serde_json::to_value(&failure.tampering)?
+                .get("reason")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            println!(
+                "NOT VERIFIED at position {}{event}: {reason}: {}",
+                failure.position, failure.explanation
+            );
+        }
+    }
+    Ok(report.verified())
 }
 
 fn print_page(page: &AuditPage, json: bool, with_aggregate: bool) -> anyhow::Result<()> {

@@ -51,6 +51,8 @@ pub(crate) enum BenchCommand {
     Checks(crate::bench_checks::ChecksBenchArgs),
     /// The resident memory of each service, idle.
     IdleMemory(crate::bench_checks::IdleMemoryArgs),
+    /// `orders audit verify` over a million events beside `COPY | sha256sum`.
+    AuditVerify(crate::bench_audit::AuditVerifyBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -92,11 +94,24 @@ pub(crate) async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::OrderLatency(args) => crate::bench_checks::order_latency(args).await,
         BenchCommand::Checks(args) => crate::bench_checks::checks(args).await,
         BenchCommand::IdleMemory(args) => crate::bench_checks::idle_memory(args).await,
+        BenchCommand::AuditVerify(args) => crate::bench_audit::audit_verify(args).await,
     }
 }
 
 /// Users created up front; enough for millions of orders.
 pub(crate) const BENCH_USERS: i64 = 50_000;
+
+/// The key a benchmark run seals under: random, one per process, shared by the
+/// API and workers the run starts (as `ORDERS_AUDIT_KEY`, see
+/// [`bench_audit_key_text`]) and by the event stores it opens itself.
+pub(crate) fn bench_audit_key_text() -> &'static str {
+    static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple()))
+}
+
+pub(crate) fn bench_audit_key() -> orders_command_api::seal::AuditKey {
+    orders_command_api::seal::AuditKey::new(bench_audit_key_text().as_bytes())
+}
 
 pub(crate) fn bench_user_id(index: i64) -> UserId {
     let uuid = Uuid::parse_str(&format!("00000000-0000-7000-8000-{index:012x}"))
@@ -225,7 +240,7 @@ async fn run_in_database(
     } else {
         None
     };
-    let mut config = ApiConfig::new(secret, "http://127.0.0.1".to_owned());
+    let mut config = ApiConfig::new(secret, bench_audit_key(), "http://127.0.0.1".to_owned());
     config.relay_waker = log.as_ref().map(crate::bench_log::BenchLog::relay_waker);
     let state = AppState::new(config, pool.clone()).await?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;

@@ -143,7 +143,7 @@ pub(crate) async fn order_latency(args: OrderLatencyArgs) -> anyhow::Result<()> 
 async fn run(args: &OrderLatencyArgs, url: &str) -> anyhow::Result<()> {
     let pool = orders_command_api::database::connect(url, 8).await?;
     orders_command_api::database::migrate(&pool).await?;
-    let events = EventStore::new(pool.clone());
+    let events = EventStore::new(pool.clone(), crate::bench::bench_audit_key());
     let owner = UserId::new();
 
     // The long order's past: every check observed, the price changing every
@@ -189,7 +189,7 @@ async fn run(args: &OrderLatencyArgs, url: &str) -> anyhow::Result<()> {
         ("with snapshots", events.clone()),
         (
             "without snapshots",
-            EventStore::new(pool.clone()).without_snapshots(),
+            EventStore::new(pool.clone(), crate::bench::bench_audit_key()).without_snapshots(),
         ),
     ] {
         let (new, long) = measure(&store, owner, long_order, args.samples).await?;
@@ -298,7 +298,7 @@ async fn run_checks(args: &ChecksBenchArgs, url: &str) -> anyhow::Result<()> {
     for _ in 0..args.hosts {
         shops.push(FixtureServer::start().await.context("starting a shop")?);
     }
-    let events = EventStore::new(pool.clone());
+    let events = EventStore::new(pool.clone(), crate::bench::bench_audit_key());
     let owner = UserId::new();
     let mut orders = Vec::with_capacity(args.orders as usize);
     for index in 0..args.orders {
@@ -325,6 +325,10 @@ async fn run_checks(args: &ChecksBenchArgs, url: &str) -> anyhow::Result<()> {
         orders.push(order_id);
     }
     let worker_env = [
+        (
+            "ORDERS_AUDIT_KEY",
+            crate::bench::bench_audit_key_text().to_owned(),
+        ),
         (
             "ORDERS_JWT_SECRET",
             "a benchmark secret of more than thirty-two bytes".to_owned(),
@@ -477,6 +481,10 @@ async fn run_idle_memory(args: &IdleMemoryArgs, url: &str) -> anyhow::Result<()>
             .local_addr()?
             .port();
         let env = [
+            (
+                "ORDERS_AUDIT_KEY",
+                crate::bench::bench_audit_key_text().to_owned(),
+            ),
             (
                 "ORDERS_JWT_SECRET",
                 "a benchmark secret of more than thirty-two bytes".to_owned(),

@@ -132,7 +132,7 @@ fn sorted(mut values: Vec<f64>) -> Vec<f64> {
 
 /// Stores `events` real domain events (rounded down to whole users of 20 events: a
 /// registration, two placements and 17 price changes), 10,000 per transaction.
-async fn store_log(pool: &PgPool, events: u64) -> anyhow::Result<u64> {
+pub(crate) async fn store_log(pool: &PgPool, events: u64) -> anyhow::Result<u64> {
     const PER_USER: u64 = 20;
     let users = (events / PER_USER).max(1);
     let uah = Currency::from_code("UAH")?;
@@ -214,6 +214,8 @@ struct Columns {
     event_versions: Vec<&'static str>,
     payloads: Vec<serde_json::Value>,
     metadata: Vec<serde_json::Value>,
+    /// Sealed under the run's key, as the command side seals.
+    seals: Vec<Vec<u8>>,
 }
 
 impl Columns {
@@ -230,23 +232,37 @@ impl Columns {
     ) {
         let correlation = Uuid::now_v7().to_string();
         self.aggregate_types.push(aggregate_type);
-        self.aggregate_ids.push(aggregate_id.to_string());
         self.sequences.push(sequence);
         self.event_types.push(event_type);
         self.event_versions.push(event_version);
-        self.payloads.push(payload);
-        self.metadata.push(serde_json::json!({
+        let metadata = serde_json::json!({
             "actor": actor, "correlation_id": correlation,
             "causation_id": correlation, "request_id": correlation,
-        }));
+        });
+        let aggregate_id = aggregate_id.to_string();
+        let digests = orders_command_api::seal::EventContent {
+            aggregate_type,
+            aggregate_id: &aggregate_id,
+            sequence,
+            event_type,
+            event_version,
+            payload: &payload,
+            metadata: &metadata,
+        }
+        .digests();
+        self.seals
+            .push(crate::bench::bench_audit_key().seal(&digests));
+        self.aggregate_ids.push(aggregate_id);
+        self.payloads.push(payload);
+        self.metadata.push(metadata);
     }
 
     async fn insert(self, pool: &PgPool) -> anyhow::Result<u64> {
         let inserted = sqlx::query(
             "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version,
-                                 payload, metadata)
+                                 payload, metadata, seal)
              SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[],
-                                  $6::jsonb[], $7::jsonb[])",
+                                  $6::jsonb[], $7::jsonb[], $8::bytea[])",
         )
         .bind(&self.aggregate_types)
         .bind(&self.aggregate_ids)
@@ -255,6 +271,7 @@ impl Columns {
         .bind(&self.event_versions)
         .bind(&self.payloads)
         .bind(&self.metadata)
+        .bind(&self.seals)
         .execute(pool)
         .await
         .context("storing the benchmark's events")?;
@@ -263,7 +280,7 @@ impl Columns {
 }
 
 /// Relays everything stored (from an empty stream) and returns events/s.
-async fn relay_all(
+pub(crate) async fn relay_all(
     pool: &PgPool,
     jetstream: &jetstream::Context,
     window: i64,
@@ -484,7 +501,11 @@ async fn run_pipeline(args: &PipelineBenchArgs, url: &str) -> anyhow::Result<Pip
             Uuid::new_v4().simple()
         )),
     )?;
-    let mut config = ApiConfig::new(secret, "http://127.0.0.1".to_owned());
+    let mut config = ApiConfig::new(
+        secret,
+        crate::bench::bench_audit_key(),
+        "http://127.0.0.1".to_owned(),
+    );
     config.relay_waker = Some(log.relay_waker());
     let state = AppState::new(config, pool.clone()).await?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;

@@ -11,12 +11,14 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use futures::FutureExt as _;
+use orders_command_api::seal::AuditKey;
 use orders_command_api::{ApiConfig, AppState, Secret};
 use tokio::net::TcpListener;
 
 mod admin_cli;
 mod audit_cli;
 mod bench;
+mod bench_audit;
 mod bench_checks;
 mod bench_log;
 
@@ -281,6 +283,10 @@ struct ServeArgs {
     /// Signs access tokens and mailed links; at least 32 bytes, no default.
     #[arg(long, env = "ORDERS_JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
+    /// Seals every event written (the API, the workers); at least 32 bytes, no
+    /// default.
+    #[arg(long, env = "ORDERS_AUDIT_KEY", hide_env_values = true)]
+    audit_key: Option<String>,
     /// The base URL users reach the API at, for links in mails.
     #[arg(long, env = "ORDERS_PUBLIC_URL")]
     public_url: Option<String>,
@@ -481,6 +487,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    // Everything that writes events seals them.
+    let audit_key = if runs_api || runs_workers {
+        Some(AuditKey::from_env_value(args.audit_key.clone())?)
+    } else {
+        None
+    };
     let database_url = args.database.url()?.to_owned();
     // The relay and the projectors need NATS; the API uses it, when given, to wake
     // the relay after each commit.
@@ -573,6 +585,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 host_gate: args.scraper.host_gate(),
                 scraper_concurrency: args.scraper_concurrency.max(1),
                 scheduler_tick: std::time::Duration::from_millis(args.scheduler_tick_ms.max(10)),
+                audit_key: audit_key.clone().context("the workers seal their events")?,
             };
             services.spawn(
                 orders_workers::service::run(
@@ -606,8 +619,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             );
         }
     }
-    if let Some(jwt_secret) = jwt_secret {
-        let mut config = ApiConfig::new(jwt_secret, public_url.clone());
+    if let (Some(jwt_secret), Some(audit_key)) = (jwt_secret, audit_key) {
+        let mut config = ApiConfig::new(jwt_secret, audit_key, public_url.clone());
         config.relay_waker = nats
             .clone()
             .map(orders_command_api::event_store::RelayWaker::new);
@@ -691,7 +704,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench { bench } => bench::run(bench).await,
         Command::Replay(args) => replay(args).await,
-        Command::Audit { audit } => audit_cli::run(audit).await,
+        Command::Audit { audit } => {
+            if !audit_cli::run(audit).await? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Admin { admin } => admin_cli::run(admin).await,
         Command::Scrape(args) => {
             if !scrape(args).await? {

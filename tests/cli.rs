@@ -44,6 +44,7 @@ fn a_missing_jwt_secret_stops_the_service_with_one_line() {
 fn a_short_jwt_secret_stops_the_service_with_one_line() {
     let output = orders()
         .args(["serve", "all"])
+        .env("ORDERS_AUDIT_KEY", common::AUDIT_KEY)
         .env("ORDERS_JWT_SECRET", "too short")
         .env("ORDERS_DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
         .output()
@@ -60,9 +61,47 @@ fn a_short_jwt_secret_stops_the_service_with_one_line() {
 }
 
 #[test]
+fn a_missing_or_short_audit_key_stops_whatever_writes_events_with_one_line() {
+    for (service, key) in [
+        (["serve", "api"].as_slice(), None),
+        (["serve", "workers"].as_slice(), Some("short")),
+        (
+            ["admin", "grant", "someone@example.com", "admin"].as_slice(),
+            None,
+        ),
+        (["audit", "verify"].as_slice(), Some("")),
+    ] {
+        let mut command = orders();
+        command
+            .args(service)
+            .env("ORDERS_DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
+            .env("ORDERS_NATS_URL", "nats://127.0.0.1:1")
+            .env(
+                "ORDERS_JWT_SECRET",
+                "a secret that is long enough for HS256 signing",
+            )
+            .env("ORDERS_SMTP_URL", "smtp://127.0.0.1:1")
+            .env("ORDERS_MAIL_FROM", "Orders <orders@example.com>");
+        if let Some(key) = key {
+            command.env("ORDERS_AUDIT_KEY", key);
+        }
+        let output = command.output().unwrap();
+        assert_eq!(output.status.code(), Some(2), "{service:?}");
+        let lines = stderr_lines(&output);
+        assert_eq!(lines.len(), 1, "{service:?}: {lines:?}");
+        let expected = match key {
+            Some("short") => "ORDERS_AUDIT_KEY is 5 bytes long; it must be at least 32 bytes",
+            _ => "error: ORDERS_AUDIT_KEY is not set",
+        };
+        assert!(lines[0].contains(expected), "{service:?}: {lines:?}");
+    }
+}
+
+#[test]
 fn a_missing_database_url_stops_the_service_with_one_line() {
     let output = orders()
         .args(["serve", "api"])
+        .env("ORDERS_AUDIT_KEY", common::AUDIT_KEY)
         .env(
             "ORDERS_JWT_SECRET",
             "a secret that is long enough for HS256 signing",
@@ -259,6 +298,7 @@ fn the_service_stops_cleanly_on_sigterm() {
     let mut service = orders()
         .args(["serve", "api"])
         .env("ORDERS_DATABASE_URL", &database_url)
+        .env("ORDERS_AUDIT_KEY", common::AUDIT_KEY)
         .env(
             "ORDERS_JWT_SECRET",
             "a secret that is long enough for HS256 signing",
@@ -466,7 +506,8 @@ fn dlq_list_says_there_are_none_and_retry_of_an_unknown_letter_is_one_line() {
 #[tokio::test]
 async fn admin_grant_and_revoke_are_recorded_as_the_operator() {
     let (database_url, pool) = common::fresh_database().await;
-    let events = orders_command_api::event_store::EventStore::new(pool.clone());
+    let events =
+        orders_command_api::event_store::EventStore::new(pool.clone(), common::audit_key());
     let user_id = orders_domain::ids::UserId::new();
     let email = format!("staff-{}@example.com", user_id.as_uuid().simple());
     let request = uuid::Uuid::now_v7();
@@ -493,6 +534,7 @@ async fn admin_grant_and_revoke_are_recorded_as_the_operator() {
             .arg("admin")
             .args(args)
             .env("ORDERS_DATABASE_URL", &database_url)
+            .env("ORDERS_AUDIT_KEY", common::AUDIT_KEY)
             .env("USER", "operator")
             .output()
             .unwrap()

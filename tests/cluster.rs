@@ -33,6 +33,7 @@ fn serve_all(database_url: &str, nats_urls: &str, http_addr: &str) -> Service {
             .env("ORDERS_DATABASE_URL", database_url)
             .env("ORDERS_NATS_URL", nats_urls)
             .env("ORDERS_NATS_REPLICAS", "3")
+            .env("ORDERS_AUDIT_KEY", common::AUDIT_KEY)
             .env("ORDERS_JWT_SECRET", JWT_SECRET)
             .env(
                 "ORDERS_SMTP_URL",

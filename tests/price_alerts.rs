@@ -338,6 +338,7 @@ fn serve_all(database_url: &str, nats: &NatsServer, port: u16, base: &str) -> Se
             .env("ORDERS_NATS_URL", nats.url())
             .env("ORDERS_HTTP_ADDR", format!("127.0.0.1:{port}"))
             .env("ORDERS_PUBLIC_URL", base)
+            .env("ORDERS_AUDIT_KEY", common::AUDIT_KEY)
             .env(
                 "ORDERS_JWT_SECRET",
                 "an end-to-end test secret of more than 32 bytes",
@@ -644,6 +645,7 @@ fn serve_all_with_a_scraper(
             .env("ORDERS_NATS_URL", nats.url())
             .env("ORDERS_HTTP_ADDR", format!("127.0.0.1:{port}"))
             .env("ORDERS_PUBLIC_URL", base)
+            .env("ORDERS_AUDIT_KEY", common::AUDIT_KEY)
             .env(
                 "ORDERS_JWT_SECRET",
                 "an end-to-end test secret of more than 32 bytes",
@@ -687,17 +689,25 @@ fn event_types(page: &Value) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn the_audit_trace_of_a_check_request_shows_what_it_caused_with_who_did_it() {
-    let (database_url, _pool) = fresh_database().await;
-    let nats = NatsServer::start();
-    let shop = FixtureServer::start().await.unwrap();
-    shop.set_html("/p/kettle", product_page("2999.00"));
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let _orders = serve_all_with_a_scraper(&database_url, &nats, port, &base);
-    let api = Api::once_ready(&base).await;
-    let email = format!("audited-{}@example.com", uuid::Uuid::now_v7().simple());
+/// The verification link of the mail to `email` (waits for it).
+async fn verification_token(email: &str, base: &str) -> String {
+    let mails = wait_for_mails(email, 1, Duration::from_secs(30)).await;
+    assert_eq!(mails.len(), 1, "one verification mail to {email}");
+    let link_start = mails[0]
+        .find(&format!("{base}/auth/verify?token="))
+        .expect("the mail has the verification link");
+    mails[0][link_start..]
+        .split_once("token=")
+        .unwrap()
+        .1
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .collect()
+}
+
+/// Registers, verifies through the mailed link and logs in: the user's id and
+/// access token.
+async fn verified_user(api: &Api, base: &str, email: &str) -> (String, String) {
     let password = "correct horse battery staple";
     let registered: Value = api
         .post(
@@ -709,7 +719,11 @@ async fn the_audit_trace_of_a_check_request_shows_what_it_caused_with_who_did_it
         .json()
         .await
         .unwrap();
-    let user = format!("user:{}", registered["user_id"].as_str().unwrap());
+    let token = verification_token(email, base).await;
+    let verified = api
+        .post("/auth/verify", json!({"token": token}), None)
+        .await;
+    assert_eq!(verified.status(), 204);
     let login: Value = api
         .post(
             "/auth/login",
@@ -720,39 +734,15 @@ async fn the_audit_trace_of_a_check_request_shows_what_it_caused_with_who_did_it
         .json()
         .await
         .unwrap();
-    let token = login["access_token"].as_str().unwrap().to_owned();
-    let placed: Value = api
-        .post(
-            "/orders",
-            json!({"url": shop.url("/p/kettle").as_str(), "target_price": "3199.00", "currency": "UAH"}),
-            Some(&token),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    let order_id = placed["order_id"].as_str().unwrap().to_owned();
+    (
+        registered["user_id"].as_str().unwrap().to_owned(),
+        login["access_token"].as_str().unwrap().to_owned(),
+    )
+}
 
-    // The owner asks for a check, under a correlation id of the client's own.
-    let correlation = uuid::Uuid::now_v7().to_string();
-    let checked = api
-        .http
-        .post(format!("{base}/orders/{order_id}/check"))
-        .bearer_auth(&token)
-        .header("X-Correlation-Id", &correlation)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(checked.status(), 202);
-    api.get_until(&format!("/orders/{order_id}"), &token, |order| {
-        order["alert_armed"] == false
-    })
-    .await;
-
-    // The request's event, the scraper's observation under it, the order's price
-    // change and alert under that: in causal order, each with who did it.
-    let trace = audit(&database_url, &["trace", &correlation]);
-    let nodes: Vec<(u64, String, String)> = trace["events"]
+/// (depth, event type, actor) of each node of `orders audit trace`.
+fn trace_nodes(trace: &Value) -> Vec<(u64, String, String)> {
+    trace["events"]
         .as_array()
         .unwrap()
         .iter()
@@ -763,10 +753,159 @@ async fn the_audit_trace_of_a_check_request_shows_what_it_caused_with_who_did_it
                 node["entry"]["actor"].as_str().unwrap().to_owned(),
             )
         })
-        .collect();
+        .collect()
+}
+
+/// A day in the life of the system, then its audit trail: a user registers and
+/// verifies, places two orders, an administrator (made one by an operator) grants
+/// the user a role, the scheduler and the scraper check both orders, the user asks
+/// for a check. The trace of the user's request shows the request's event and what
+/// the workers did because of it, in causal order, each with its actor; the
+/// scheduler's job and the role change are attributed as such; and the whole log
+/// verifies.
+#[tokio::test]
+async fn the_audit_trail_of_a_realistic_day_attributes_every_event_and_verifies() {
+    let (database_url, pool) = fresh_database().await;
+    let nats = NatsServer::start();
+    let shop = FixtureServer::start().await.unwrap();
+    shop.set_html("/p/kettle", product_page("3500.00"));
+    shop.set_html("/p/toaster", product_page("1500.00"));
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let _orders = serve_all_with_a_scraper(&database_url, &nats, port, &base);
+    let api = Api::once_ready(&base).await;
+
+    // An operator makes the first administrator.
+    let admin_email = format!("admin-{}@example.com", uuid::Uuid::now_v7().simple());
+    let (admin_id, _) = verified_user(&api, &base, &admin_email).await;
+    let granted = Command::new(env!("CARGO_BIN_EXE_orders"))
+        .args(["admin", "grant", &admin_email, "admin"])
+        .env("ORDERS_DATABASE_URL", &database_url)
+        .env("ORDERS_AUDIT_KEY", common::AUDIT_KEY)
+        .env("USER", "operator")
+        .output()
+        .unwrap();
+    assert!(
+        granted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&granted.stderr)
+    );
+    let admin_login: Value = api
+        .post(
+            "/auth/login",
+            json!({"email": admin_email, "password": "correct horse battery staple"}),
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let admin_token = admin_login["access_token"].as_str().unwrap().to_owned();
+
+    // The user: registered, verified, two orders.
+    let email = format!("audited-{}@example.com", uuid::Uuid::now_v7().simple());
+    let (user_id, token) = verified_user(&api, &base, &email).await;
+    let user = format!("user:{user_id}");
+    let mut order_ids = Vec::new();
+    for path in ["/p/kettle", "/p/toaster"] {
+        let placed: Value = api
+            .post(
+                "/orders",
+                json!({"url": shop.url(path).as_str(), "target_price": "3199.00", "currency": "UAH"}),
+                Some(&token),
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        order_ids.push(placed["order_id"].as_str().unwrap().to_owned());
+    }
+
+    // The administrator makes the user an auditor.
+    let changed = api
+        .post(
+            &format!("/admin/users/{user_id}/roles"),
+            json!({"role": "auditor", "action": "grant"}),
+            Some(&admin_token),
+        )
+        .await;
+    assert_eq!(changed.status(), 204, "{:?}", changed.text().await);
+
+    // The scheduler's turn: the toaster's first check is made due now (as if its
+    // spread had passed) once the scheduler has it in its plan.
+    let toaster = &order_ids[1];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let planned = sqlx::query(
+            "UPDATE check_schedule SET next_check_at = now() WHERE order_id = $1::uuid",
+        )
+        .bind(toaster)
+        .execute(&pool)
+        .await
+        .unwrap()
+        .rows_affected();
+        if planned == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the scheduler never planned the order"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    api.get_until(&format!("/orders/{toaster}"), &token, |order| {
+        order["last_price"] == "1500.00"
+    })
+    .await;
+
+    // The user asks for a check of the kettle, whose price has just dropped, under
+    // a correlation id of their own. The scheduler is kept off it (its next check a
+    // day away, none in flight) so that this request is what observes the drop.
+    let kettle = &order_ids[0];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (planned, in_flight): (i64, i64) = sqlx::query_as(
+            "WITH planned AS (
+                UPDATE check_schedule SET next_check_at = now() + interval '1 day'
+                 WHERE order_id = $1::uuid RETURNING order_id)
+             SELECT (SELECT count(*) FROM planned),
+                    (SELECT count(*) FROM check_claims WHERE order_id = $1::uuid)",
+        )
+        .bind(kettle)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if planned == 1 && in_flight == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the kettle's schedule never settled"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    shop.set_html("/p/kettle", product_page("2999.00"));
+    let correlation = uuid::Uuid::now_v7().to_string();
+    let checked = api
+        .http
+        .post(format!("{base}/orders/{kettle}/check"))
+        .bearer_auth(&token)
+        .header("X-Correlation-Id", &correlation)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(checked.status(), 202);
+    api.get_until(&format!("/orders/{kettle}"), &token, |order| {
+        order["alert_armed"] == false
+    })
+    .await;
+
+    // The request's event, the scraper's observation under it, the order's price
+    // change and alert under that: in causal order, each with who did it.
+    let trace = audit(&database_url, &["trace", &correlation]);
     let scraper = "system:scraper".to_owned();
     assert_eq!(
-        nodes,
+        trace_nodes(&trace),
         [
             (0, "PriceCheckRequested".to_owned(), user.clone()),
             (1, "PriceObserved".to_owned(), scraper.clone()),
@@ -775,15 +914,100 @@ async fn the_audit_trace_of_a_check_request_shows_what_it_caused_with_who_did_it
         ]
     );
 
-    // The order's whole history, and what the user did.
-    let history = audit(&database_url, &["show", "order", &order_id]);
-    assert_eq!(
-        event_types(&history),
-        ["OrderPlaced", "PriceChanged", "TargetReached"]
+    // The scheduler's job for the toaster, traced the same way.
+    let scheduled = audit(&database_url, &["actor", "system:scheduler"]);
+    let job = scheduled["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|entry| entry["event_type"] == "PriceCheckRequested")
+        .expect("the scheduler requested a check");
+    let job_trace = audit(
+        &database_url,
+        &["trace", job["correlation_id"].as_str().unwrap()],
     );
-    let by_user = audit(&database_url, &["actor", &user]);
     assert_eq!(
-        event_types(&by_user),
-        ["UserRegistered", "OrderPlaced", "PriceCheckRequested"]
+        trace_nodes(&job_trace),
+        [
+            (
+                0,
+                "PriceCheckRequested".to_owned(),
+                "system:scheduler".to_owned()
+            ),
+            (1, "PriceObserved".to_owned(), scraper.clone()),
+            (2, "PriceChanged".to_owned(), scraper.clone()),
+            (2, "TargetReached".to_owned(), scraper.clone()),
+        ]
     );
+
+    // The user's own history: what they did, and the role an administrator gave
+    // them, attributed to the administrator acting for them.
+    let history = audit(&database_url, &["show", "user", &user_id]);
+    let entries: Vec<(String, String)> = history["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| {
+            (
+                entry["event_type"].as_str().unwrap().to_owned(),
+                entry["actor"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            ("UserRegistered".to_owned(), user.clone()),
+            ("EmailVerified".to_owned(), user.clone()),
+            (
+                "RoleGranted".to_owned(),
+                format!("admin:{admin_id} for user:{user_id}")
+            ),
+        ]
+    );
+    let operator = audit(&database_url, &["show", "user", &admin_id]);
+    let grant = operator["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|entry| entry["event_type"] == "RoleGranted")
+        .unwrap();
+    assert!(
+        grant["actor"]
+            .as_str()
+            .unwrap()
+            .starts_with("cli:operator@"),
+        "{grant}"
+    );
+    let history = audit(&database_url, &["show", "order", kettle]);
+    assert_eq!(
+        event_types(&history).last().map(String::as_str),
+        Some("TargetReached")
+    );
+
+    // Every event relayed, and the log proves it was not altered.
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let report = loop {
+        let output = Command::new(env!("CARGO_BIN_EXE_orders"))
+            .args(["audit", "verify", "--json"])
+            .env("ORDERS_DATABASE_URL", &database_url)
+            .env("ORDERS_NATS_URL", nats.url())
+            .env("ORDERS_AUDIT_KEY", common::AUDIT_KEY)
+            .output()
+            .unwrap();
+        let report: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|_| {
+            panic!("{}", String::from_utf8_lossy(&output.stderr));
+        });
+        assert_eq!(output.status.code(), Some(0), "{report}");
+        if report["chained"].as_i64() >= Some(stored) {
+            break report;
+        }
+        assert!(Instant::now() < deadline, "never all relayed: {report}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(report["checkpoint"]["chain_position"], report["chained"]);
 }

@@ -123,7 +123,7 @@ async fn due_active_orders_get_one_check_at_a_time_and_paused_or_cancelled_ones_
     let nats = NatsServer::start();
     let _relay = service("relay", &database_url, nats.url());
     let _projectors = service("projectors", &database_url, nats.url());
-    let events = EventStore::new(pool.clone());
+    let events = EventStore::new(pool.clone(), common::audit_key());
 
     let active = place(&events).await;
     let paused = place(&events).await;

@@ -53,6 +53,7 @@ fn service(args: &[&str], database_url: &str, nats_url: &str) -> Service {
             .args(args)
             .env("ORDERS_DATABASE_URL", database_url)
             .env("ORDERS_NATS_URL", nats_url)
+            .env("ORDERS_AUDIT_KEY", common::AUDIT_KEY)
             .env(
                 "ORDERS_JWT_SECRET",
                 "a worker crash test secret of more than 32 bytes",
@@ -148,7 +149,7 @@ async fn a_mailer_killed_between_sending_and_recording_sends_at_most_one_copy_wi
     }
     let workers = service(&["serve", "workers"], &database_url, nats.url());
 
-    let events = EventStore::new(pool.clone());
+    let events = EventStore::new(pool.clone(), common::audit_key());
     let user_id = UserId::new();
     let address = format!("crash-{}@example.com", user_id.as_uuid().simple());
     events
@@ -213,7 +214,7 @@ async fn a_scraper_killed_mid_check_leaves_the_check_to_the_next_one() {
     );
     let workers = service(&["serve", "workers"], &database_url, nats.url());
 
-    let events = EventStore::new(pool.clone());
+    let events = EventStore::new(pool.clone(), common::audit_key());
     let order_id = OrderId::new();
     events
         .execute_on_new::<Order>(

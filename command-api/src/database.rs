@@ -38,6 +38,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "audit indexes",
         include_str!("../migrations/0005_audit_indexes.sql"),
     ),
+    (
+        6,
+        "audit chain",
+        include_str!("../migrations/0006_audit_chain.sql"),
+    ),
 ];
 
 pub fn migrator() -> Migrator {

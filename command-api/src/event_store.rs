@@ -40,6 +40,7 @@ use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::seal::{AuditKey, EventContent};
 use crate::writer_connections::{leaves_connection_usable, WriterConnections};
 
 /// Who caused a command and why: written into the metadata of every event it stores.
@@ -181,6 +182,8 @@ pub struct EventStore {
     /// Whether orders load from (and write) snapshots; off only to measure what they
     /// save.
     snapshots: bool,
+    /// Seals every event written (`ORDERS_AUDIT_KEY`).
+    key: AuditKey,
 }
 
 /// Tells the relay, after a commit, that there is something to relay, so that it
@@ -222,7 +225,8 @@ impl RelayWaker {
 }
 
 impl EventStore {
-    pub fn new(pool: PgPool) -> Self {
+    /// The event store on `pool`, sealing every event it writes under `key`.
+    pub fn new(pool: PgPool, key: AuditKey) -> Self {
         let writers = WriterConnections::new(
             (*pool.connect_options()).clone(),
             pool.options().get_max_connections(),
@@ -233,6 +237,7 @@ impl EventStore {
             pool,
             relay_waker: None,
             snapshots: true,
+            key,
         }
     }
 
@@ -284,6 +289,7 @@ impl EventStore {
             stream,
             guard: extras.guard,
             password_hash: extras.password_hash,
+            key: self.key.clone(),
         };
         let store = if self.snapshots_of::<A>() {
             // cqrs-es's loading from a snapshot; never its snapshot writing (the
@@ -542,22 +548,23 @@ struct OrdersEventRepository {
     guard: Option<PlacementGuard>,
     /// The password hash that goes with a registration or a password change.
     password_hash: Option<String>,
+    key: AuditKey,
 }
 
 /// All of a command's events in one statement; `UNNEST` keeps the statement text the
 /// same for any number of events, so it is prepared once per connection.
 pub const INSERT_EVENTS: &str = "
-INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])
+INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, seal)
+SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[], $8::bytea[])
 RETURNING tx_id::text, global_position, NULL::bigint";
 
 /// A user's events, keeping in step in the same statement (so the same transaction)
 /// the user's placement guard (registration creates it, deactivation marks it) and
-/// credentials (the password hash `$8` of a registration or a password change).
+/// credentials (the password hash `$9` of a registration or a password change).
 pub const INSERT_USER_EVENTS: &str = "
 WITH inserted AS (
-    INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-    SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])
+    INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, seal)
+    SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[], $8::bytea[])
     RETURNING aggregate_id, event_type, tx_id, global_position
 ), registered AS (
     INSERT INTO placement_guards (user_id, active_orders, deactivated)
@@ -567,7 +574,7 @@ WITH inserted AS (
      WHERE user_id IN (SELECT aggregate_id FROM inserted WHERE event_type = 'UserDeactivated')
 ), credentials AS (
     INSERT INTO credentials (user_id, password_hash)
-    SELECT aggregate_id, $8::text FROM inserted
+    SELECT aggregate_id, $9::text FROM inserted
      WHERE event_type IN ('UserRegistered', 'PasswordChanged')
     ON CONFLICT (user_id) DO UPDATE
        SET password_hash = excluded.password_hash, changed_at = statement_timestamp()
@@ -578,8 +585,8 @@ SELECT tx_id::text, global_position, NULL::bigint FROM inserted";
 /// place back, in the same statement.
 pub const INSERT_ORDER_EVENTS: &str = "
 WITH inserted AS (
-    INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-    SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])
+    INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, seal)
+    SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[], $8::bytea[])
     RETURNING aggregate_id, event_type, tx_id, global_position
 ), cancelled AS (
     UPDATE placement_guards SET active_orders = active_orders - 1
@@ -592,17 +599,17 @@ WITH inserted AS (
 )
 SELECT tx_id::text, global_position, NULL::bigint FROM inserted";
 
-/// A placement by owner `$8`: appended only if the owner's placement guard takes it
+/// A placement by owner `$9`: appended only if the owner's placement guard takes it
 /// (the owner is not deactivated; past 100 active orders its CHECK fails the whole
 /// statement), in the same statement. No row back: the owner is deactivated.
 pub const INSERT_GUARDED_PLACEMENT: &str = "
 WITH guard AS (
     UPDATE placement_guards SET active_orders = active_orders + 1
-     WHERE user_id = $8 AND NOT deactivated
+     WHERE user_id = $9 AND NOT deactivated
     RETURNING active_orders
 ), inserted AS (
-    INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-    SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])
+    INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, seal)
+    SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[], $8::bytea[])
      WHERE EXISTS (SELECT 1 FROM guard)
     RETURNING tx_id, global_position
 )
@@ -623,8 +630,8 @@ WITH claim AS (
      WHERE check_claims.claimed_at < statement_timestamp() - interval '30 minutes'
     RETURNING order_id
 ), inserted AS (
-    INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-    SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])
+    INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, seal)
+    SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[], $8::bytea[])
      WHERE NOT ('PriceCheckRequested' = ANY($4::text[])) OR EXISTS (SELECT 1 FROM claim)
     RETURNING aggregate_id, event_type, tx_id, global_position
 ), released AS (
@@ -654,10 +661,24 @@ impl OrdersEventRepository {
         let mut event_versions = Vec::with_capacity(count);
         let mut payloads = Vec::with_capacity(count);
         let mut metadata = Vec::with_capacity(count);
+        let mut seals = Vec::with_capacity(count);
+        let mut scratch = Vec::with_capacity(512);
         for event in events {
+            let sequence = i64::try_from(event.sequence).unwrap_or(i64::MAX);
+            let digests = EventContent {
+                aggregate_type: A::TYPE,
+                aggregate_id: &event.aggregate_id,
+                sequence,
+                event_type: &event.event_type,
+                event_version: &event.event_version,
+                payload: &event.payload,
+                metadata: &event.metadata,
+            }
+            .digests_with(&mut scratch);
+            seals.push(self.key.seal(&digests));
             aggregate_types.push(A::TYPE);
             aggregate_ids.push(event.aggregate_id.as_str());
-            sequences.push(i64::try_from(event.sequence).unwrap_or(i64::MAX));
+            sequences.push(sequence);
             event_types.push(event.event_type.as_str());
             event_versions.push(event.event_version.as_str());
             payloads.push(&event.payload);
@@ -677,7 +698,8 @@ impl OrdersEventRepository {
             .bind(&event_types)
             .bind(&event_versions)
             .bind(&payloads)
-            .bind(&metadata);
+            .bind(&metadata)
+            .bind(&seals);
         if let Some(guard) = &self.guard {
             query = query.bind(guard.owner.to_string());
         } else if A::TYPE == User::TYPE {

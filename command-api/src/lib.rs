@@ -15,6 +15,7 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 
 pub mod audit;
+pub mod audit_chain;
 pub mod auth;
 pub mod database;
 pub mod event_store;
@@ -24,6 +25,7 @@ pub mod metrics;
 pub mod price_checks;
 pub mod problem;
 pub mod relay;
+pub mod seal;
 pub mod signed_tokens;
 pub mod user_lookup;
 pub mod writer_connections;
@@ -73,6 +75,8 @@ impl std::fmt::Debug for Secret {
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
     pub jwt_secret: Secret,
+    /// Seals every event the API writes (`ORDERS_AUDIT_KEY`).
+    pub audit_key: seal::AuditKey,
     /// Base URL for links in mails (verification, unsubscribe).
     pub public_url: String,
     pub access_token_lifetime: Duration,
@@ -85,9 +89,10 @@ pub struct ApiConfig {
 }
 
 impl ApiConfig {
-    pub fn new(jwt_secret: Secret, public_url: String) -> Self {
+    pub fn new(jwt_secret: Secret, audit_key: seal::AuditKey, public_url: String) -> Self {
         Self {
             jwt_secret,
+            audit_key,
             public_url,
             access_token_lifetime: Duration::from_secs(3600),
             verification_token_lifetime: Duration::from_secs(48 * 3600),
@@ -119,7 +124,8 @@ impl AppState {
             .await
             .context("hashing the dummy password")?;
         Ok(Arc::new(Self {
-            events: EventStore::new(pool.clone()).with_relay_waker(config.relay_waker.clone()),
+            events: EventStore::new(pool.clone(), config.audit_key.clone())
+                .with_relay_waker(config.relay_waker.clone()),
             access_tokens: AccessTokens::new(
                 config.jwt_secret.expose(),
                 config.access_token_lifetime,

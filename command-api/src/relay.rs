@@ -23,6 +23,11 @@
 //! whose view of the stream is stale (another relay published meanwhile) cannot
 //! append, and a retried publish is also recognised by its `Nats-Msg-Id`.
 //!
+//! **The audit chain.** Before a batch is published, each event's link in the
+//! audit chain (`audit_chain`, see that module) is recorded at the stream sequence
+//! it will get; after the batch is acknowledged, the chain's head is checkpointed
+//! in the key-value bucket `ORDERS_AUDIT`. A republished event has the same link.
+//!
 //! **Never a gap skipped.** A long transaction holds the horizon back; the relay
 //! waits for it, it never skips it. Our sessions end idle transactions after 5 s
 //! (`idle_in_transaction_session_timeout`, see `database`).
@@ -38,6 +43,9 @@ use futures::StreamExt as _;
 use orders_nats::leader::{renewal_interval, LeaderLease};
 pub use orders_nats::StreamHead;
 use orders_nats::{LogEvent, LogPosition};
+
+use crate::audit_chain::{self, ChainHead, ChainLink};
+use crate::seal::{self, EventContent, EventDigests, LogPlace};
 use sqlx::PgPool;
 use tokio::sync::Notify;
 
@@ -45,7 +53,7 @@ use tokio::sync::Notify;
 const EVENTS_AFTER: &str = "
 SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, payload::text, metadata,
        tx_id::text, global_position,
-       to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')
+       to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), seal
   FROM events
  WHERE (tx_id, global_position) > ($1::text::xid8, $2)
    AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
@@ -63,9 +71,18 @@ type EventRow = (
     String,
     i64,
     String,
+    Option<Vec<u8>>,
 );
 
-fn log_event(row: EventRow) -> LogEvent {
+/// An event to relay, with what its link in the audit chain needs.
+struct Relayable {
+    event: LogEvent,
+    digests: EventDigests,
+    seal: Option<Vec<u8>>,
+    actor: String,
+}
+
+fn relayable(row: EventRow, scratch: &mut Vec<u8>) -> anyhow::Result<Relayable> {
     let (
         aggregate_type,
         aggregate_id,
@@ -77,7 +94,25 @@ fn log_event(row: EventRow) -> LogEvent {
         tx_id,
         global_position,
         recorded_at,
+        seal,
     ) = row;
+    let payload_value: serde_json::Value =
+        serde_json::from_str(&payload).context("a stored payload that is not JSON")?;
+    let digests = EventContent {
+        aggregate_type: &aggregate_type,
+        aggregate_id: &aggregate_id,
+        sequence,
+        event_type: &event_type,
+        event_version: &event_version,
+        payload: &payload_value,
+        metadata: &metadata,
+    }
+    .digests_with(scratch);
+    let actor = metadata
+        .get("actor")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
     let metadata = match metadata {
         serde_json::Value::Object(map) => map
             .into_iter()
@@ -88,7 +123,7 @@ fn log_event(row: EventRow) -> LogEvent {
             .collect(),
         _ => BTreeMap::new(),
     };
-    LogEvent {
+    let event = LogEvent {
         aggregate_type,
         aggregate_id,
         sequence,
@@ -99,7 +134,31 @@ fn log_event(row: EventRow) -> LogEvent {
         recorded_at,
         payload: bytes::Bytes::from(payload),
         metadata,
-    }
+    };
+    Ok(Relayable {
+        event,
+        digests,
+        seal,
+        actor,
+    })
+}
+
+async fn relayables_after(
+    pool: &PgPool,
+    after: LogPosition,
+    limit: i64,
+) -> anyhow::Result<Vec<Relayable>> {
+    let rows: Vec<EventRow> = sqlx::query_as(EVENTS_AFTER)
+        .bind(after.tx_id.to_string())
+        .bind(after.global_position)
+        .bind(limit)
+        .fetch_all(pool)
+        .await
+        .context("reading events below the horizon")?;
+    let mut scratch = Vec::with_capacity(1024);
+    rows.into_iter()
+        .map(|row| relayable(row, &mut scratch))
+        .collect()
 }
 
 /// At most `limit` events after `after`, below the horizon, in log order: what the
@@ -109,14 +168,11 @@ pub async fn events_after(
     after: LogPosition,
     limit: i64,
 ) -> anyhow::Result<Vec<LogEvent>> {
-    let rows: Vec<EventRow> = sqlx::query_as(EVENTS_AFTER)
-        .bind(after.tx_id.to_string())
-        .bind(after.global_position)
-        .bind(limit)
-        .fetch_all(pool)
-        .await
-        .context("reading events below the horizon")?;
-    Ok(rows.into_iter().map(log_event).collect())
+    Ok(relayables_after(pool, after, limit)
+        .await?
+        .into_iter()
+        .map(|relayable| relayable.event)
+        .collect())
 }
 
 pub struct Relay {
@@ -125,6 +181,10 @@ pub struct Relay {
     batch_size: i64,
     /// Notified when the command side says it committed events.
     wake: Arc<Notify>,
+    /// Where the audit chain's head is checkpointed (opened at first use).
+    heads: tokio::sync::OnceCell<jetstream::kv::Store>,
+    /// A head published but not yet checkpointed (the checkpoint failed).
+    unsaved_head: std::sync::Mutex<Option<ChainHead>>,
 }
 
 /// Subscribes to the command side's wake-ups (see `event_store::RelayWaker`) and
@@ -152,6 +212,8 @@ impl Relay {
             jetstream,
             batch_size: batch_size.max(1),
             wake: Arc::new(Notify::new()),
+            heads: tokio::sync::OnceCell::new(),
+            unsaved_head: std::sync::Mutex::new(None),
         }
     }
 
@@ -182,10 +244,44 @@ impl Relay {
             tx_id: head.tx_id,
             global_position: head.global_position,
         };
-        let events = events_after(&self.pool, after, self.batch_size).await?;
-        if events.is_empty() {
+        let batch = relayables_after(&self.pool, after, self.batch_size).await?;
+        if batch.is_empty() {
+            self.save_unsaved_head().await?;
             return Ok(0);
         }
+        // The links first: a link never lags its message.
+        let mut previous = audit_chain::link_digest(&self.pool, head.stream_sequence).await?;
+        let links: Vec<ChainLink> = batch
+            .iter()
+            .zip(1..)
+            .map(|(relayable, offset)| {
+                let event = &relayable.event;
+                let digest = seal::chain_digest(
+                    &previous,
+                    &relayable.digests,
+                    relayable.seal.as_deref(),
+                    LogPlace {
+                        global_position: event.global_position,
+                        recorded_at: &event.recorded_at,
+                    },
+                );
+                previous = digest;
+                ChainLink {
+                    chain_position: i64::try_from(head.stream_sequence + offset)
+                        .unwrap_or(i64::MAX),
+                    global_position: event.global_position,
+                    aggregate_type: event.aggregate_type.clone(),
+                    aggregate_id: event.aggregate_id.clone(),
+                    sequence: event.sequence,
+                    actor: relayable.actor.clone(),
+                    recorded_at: event.recorded_at.clone(),
+                    digests: relayable.digests,
+                    digest,
+                }
+            })
+            .collect();
+        audit_chain::record_links(&self.pool, &links).await?;
+        let events: Vec<&LogEvent> = batch.iter().map(|relayable| &relayable.event).collect();
         let mut acknowledgements = Vec::with_capacity(events.len());
         for (offset, event) in events.iter().enumerate() {
             let publish = PublishMessage::build()
@@ -203,17 +299,52 @@ impl Relay {
             );
         }
         let published = events.len();
-        for (event, acknowledgement) in events.iter().zip(acknowledgements) {
-            let ack = acknowledgement
-                .await
-                .with_context(|| format!("publishing event {}", event.event_id()))?;
-            *head = StreamHead {
-                stream_sequence: ack.sequence,
-                tx_id: event.tx_id,
-                global_position: event.global_position,
-            };
+        let mut acknowledged = Ok(());
+        for ((event, link), acknowledgement) in events.iter().zip(&links).zip(acknowledgements) {
+            match acknowledgement.await {
+                Ok(ack) => {
+                    *head = StreamHead {
+                        stream_sequence: ack.sequence,
+                        tx_id: event.tx_id,
+                        global_position: event.global_position,
+                    };
+                    *self.unsaved_head.lock().expect("head lock poisoned") =
+                        Some(ChainHead::of(link));
+                }
+                Err(error) => {
+                    acknowledged = Err(anyhow::Error::new(error)
+                        .context(format!("publishing event {}", event.event_id())));
+                    break;
+                }
+            }
         }
+        // Whatever was acknowledged is checkpointed, even when the rest failed.
+        let saved = self.save_unsaved_head().await;
+        acknowledged?;
+        saved?;
         Ok(published)
+    }
+
+    /// Checkpoints the chain's head of what was last published, if not yet done.
+    async fn save_unsaved_head(&self) -> anyhow::Result<()> {
+        let unsaved = self
+            .unsaved_head
+            .lock()
+            .expect("head lock poisoned")
+            .clone();
+        let Some(chain_head) = unsaved else {
+            return Ok(());
+        };
+        let store = self
+            .heads
+            .get_or_try_init(|| audit_chain::head_store(&self.jetstream))
+            .await?;
+        audit_chain::checkpoint(store, &chain_head).await?;
+        let mut unsaved = self.unsaved_head.lock().expect("head lock poisoned");
+        if unsaved.as_ref() == Some(&chain_head) {
+            *unsaved = None;
+        }
+        Ok(())
     }
 
     /// Relays until `shutdown` resolves: catches up in batches, then polls.
@@ -294,7 +425,9 @@ impl Relay {
                     () = tokio::time::sleep(renew_every) => {}
                 }
             }
-            // Leading: resume from what the stream holds, whoever wrote it.
+            // Leading: resume from what the stream holds, whoever wrote it. A head
+            // this instance could not checkpoint while it led before is stale now.
+            *self.unsaved_head.lock().expect("head lock poisoned") = None;
             let mut head = match self.stream_head().await {
                 Ok(head) => head,
                 Err(error) => {

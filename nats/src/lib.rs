@@ -18,7 +18,8 @@ pub use envelope::{EnvelopeError, LogEvent};
 pub use head::{stream_head, StreamHead};
 pub use position::{InvalidLogPosition, LogPosition};
 pub use topology::{
-    ensure_topology, TopologyError, LEADER_BUCKET, LEADER_LEASE, RELAY_BUCKET, SCRAPER_HOSTS_BUCKET,
+    ensure_topology, TopologyError, AUDIT_BUCKET, AUDIT_CHAIN_HEAD_KEY, LEADER_BUCKET,
+    LEADER_LEASE, RELAY_BUCKET, SCRAPER_HOSTS_BUCKET,
 };
 
 /// The stream that holds the whole event log, one message per stored event.

@@ -14,6 +14,10 @@ pub const LEADER_BUCKET: &str = "ORDERS_LEADERS";
 pub const LEADER_LEASE: Duration = Duration::from_secs(10);
 /// Key-value bucket of the relay's state (e.g. the stream's verified head).
 pub const RELAY_BUCKET: &str = "ORDERS_RELAY";
+/// Key-value bucket of the audit chain's head (key [`AUDIT_CHAIN_HEAD_KEY`]),
+/// checkpointed by the relay after every batch it publishes, outside PostgreSQL.
+pub const AUDIT_BUCKET: &str = "ORDERS_AUDIT";
+pub const AUDIT_CHAIN_HEAD_KEY: &str = "chain_head";
 /// Key-value bucket of the scraper's host gate (orders-workers `host_gate`): per
 /// host, who is fetching from it and when it may be fetched from next.
 pub const SCRAPER_HOSTS_BUCKET: &str = "ORDERS_SCRAPER_HOSTS";
@@ -82,6 +86,7 @@ pub async fn ensure_topology(
     for (bucket, max_age) in [
         (LEADER_BUCKET, LEADER_LEASE),
         (RELAY_BUCKET, Duration::ZERO),
+        (AUDIT_BUCKET, Duration::ZERO),
         // A host not fetched for a day is forgotten.
         (SCRAPER_HOSTS_BUCKET, Duration::from_secs(86_400)),
     ] {

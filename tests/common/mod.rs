@@ -11,6 +11,13 @@ use orders_nats::{LogEvent, LOG_STREAM};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions as _, PgPool};
 
+/// The key the tests' services seal events under (`ORDERS_AUDIT_KEY`).
+pub const AUDIT_KEY: &str = "the process tests' audit key, more than 32 bytes";
+
+pub fn audit_key() -> orders_command_api::seal::AuditKey {
+    orders_command_api::seal::AuditKey::new(AUDIT_KEY.as_bytes())
+}
+
 /// A fresh, migrated database; its URL and a pool on it.
 pub async fn fresh_database() -> (String, PgPool) {
     let server_url = std::env::var("ORDERS_TEST_DATABASE_URL")

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_nats::jetstream::{self, kv};
 use orders_command_api::event_store::EventStore;
+use orders_command_api::seal::AuditKey;
 use orders_command_api::signed_tokens::SignedTokens;
 use sqlx::PgPool;
 use url::Url;
@@ -31,6 +32,8 @@ pub struct WorkersConfig {
     pub scraper_concurrency: usize,
     /// How often the scheduler looks for orders that are due.
     pub scheduler_tick: Duration,
+    /// Seals the events the workers store (`ORDERS_AUDIT_KEY`).
+    pub audit_key: AuditKey,
 }
 
 /// Runs every worker until `stopped` turns true.
@@ -48,7 +51,7 @@ pub async fn run(
             let _ = stopped.wait_for(|stop| *stop).await;
         }
     };
-    let events = EventStore::new(pool.clone());
+    let events = EventStore::new(pool.clone(), config.audit_key.clone());
     let gate = HostGate::nats(&jetstream, config.host_gate)
         .await
         .context("opening the scraper's host gate")?;

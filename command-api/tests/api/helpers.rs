@@ -7,6 +7,7 @@ use std::time::Duration;
 use orders_command_api::event_store::RelayWaker;
 use orders_command_api::login_throttle::ThrottlePolicy;
 use orders_command_api::relay::{listen_for_wake_ups, Relay};
+use orders_command_api::seal::AuditKey;
 use orders_command_api::{ApiConfig, AppState, Secret};
 use orders_nats::test_server::NatsServer;
 use orders_nats::{ensure_topology, LEADER_BUCKET, LEADER_LEASE};
@@ -17,6 +18,11 @@ use sqlx::{ConnectOptions as _, PgPool};
 use uuid::Uuid;
 
 pub(crate) const JWT_SECRET: &str = "test secret that is long enough for HS256 signing";
+pub(crate) const AUDIT_KEY: &str = "the API tests' audit key, longer than 32 bytes";
+
+pub(crate) fn audit_key() -> AuditKey {
+    AuditKey::new(AUDIT_KEY.as_bytes())
+}
 
 pub(crate) struct TestApp {
     pub(crate) address: String,
@@ -145,7 +151,7 @@ pub(crate) async fn spawn_second_instance(app: &TestApp) -> TestApp {
 
 async fn spawn_instance(pool: PgPool, configure: impl FnOnce(&mut ApiConfig)) -> TestApp {
     let secret = Secret::from_env_value("ORDERS_JWT_SECRET", Some(JWT_SECRET.to_owned())).unwrap();
-    let mut config = ApiConfig::new(secret, "http://localhost".to_owned());
+    let mut config = ApiConfig::new(secret, audit_key(), "http://localhost".to_owned());
     configure(&mut config);
     let state = AppState::new(config, pool.clone()).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

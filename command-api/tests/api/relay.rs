@@ -148,7 +148,7 @@ async fn concurrent_writers_with_out_of_order_commits_reach_the_stream_once_in_o
     let pool = fresh_database().await;
     let server = NatsServer::start();
     let jetstream = log_stream(&server).await;
-    let events = EventStore::new(pool.clone());
+    let events = EventStore::new(pool.clone(), crate::helpers::audit_key());
     let relay = Arc::new(Relay::new(pool.clone(), jetstream.clone(), 64));
 
     // A transaction that takes its position early and commits late: its event must
@@ -234,7 +234,7 @@ async fn a_relay_restarted_mid_catch_up_resumes_from_the_stream_without_duplicat
     let pool = fresh_database().await;
     let server = NatsServer::start();
     let jetstream = log_stream(&server).await;
-    let events = EventStore::new(pool.clone());
+    let events = EventStore::new(pool.clone(), crate::helpers::audit_key());
     for _ in 0..40 {
         user_with_history(&events, 4).await;
     }
@@ -268,7 +268,7 @@ async fn a_relay_whose_view_of_the_stream_is_stale_cannot_append() {
     let pool = fresh_database().await;
     let server = NatsServer::start();
     let jetstream = log_stream(&server).await;
-    let events = EventStore::new(pool.clone());
+    let events = EventStore::new(pool.clone(), crate::helpers::audit_key());
     for _ in 0..10 {
         user_with_history(&events, 2).await;
     }
@@ -362,7 +362,7 @@ async fn two_relays_publish_every_event_once_and_the_standby_takes_over_from_a_d
     let jetstream = log_stream(&server).await;
     let lease = Duration::from_secs(1);
     let bucket = leader_bucket(&jetstream, lease).await;
-    let events = EventStore::new(pool.clone());
+    let events = EventStore::new(pool.clone(), crate::helpers::audit_key());
     let relays: BTreeMap<&str, tokio::task::JoinHandle<()>> = ["first", "second"]
         .into_iter()
         .map(|name| {

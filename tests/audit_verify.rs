@@ -152,6 +152,10 @@ impl Log {
     }
 
     fn verify(&self) -> Output {
+        self.verify_with(&["--json"], AUDIT_KEY)
+    }
+
+    fn verify_with(&self, args: &[&str], key: &str) -> Output {
         let mut command = Command::new(env!("CARGO_BIN_EXE_orders"));
         command.current_dir(std::env::temp_dir());
         for (name, _) in std::env::vars() {
@@ -160,10 +164,11 @@ impl Log {
             }
         }
         command
-            .args(["audit", "verify", "--json"])
+            .args(["audit", "verify"])
+            .args(args)
             .env("ORDERS_DATABASE_URL", &self.database_url)
             .env("ORDERS_NATS_URL", self.nats.url())
-            .env("ORDERS_AUDIT_KEY", AUDIT_KEY)
+            .env("ORDERS_AUDIT_KEY", key)
             .output()
             .unwrap()
     }
@@ -225,30 +230,14 @@ async fn an_untouched_log_verifies_with_events_not_yet_relayed() {
     assert_eq!(report["unrelayed"], 1);
 
     // The readable form says so in one line.
-    let mut command = Command::new(env!("CARGO_BIN_EXE_orders"));
-    let output = command
-        .current_dir(std::env::temp_dir())
-        .args(["audit", "verify"])
-        .env("ORDERS_DATABASE_URL", &log.database_url)
-        .env("ORDERS_NATS_URL", log.nats.url())
-        .env("ORDERS_AUDIT_KEY", AUDIT_KEY)
-        .output()
-        .unwrap();
+    let output = log.verify_with(&[], AUDIT_KEY);
     let text = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(0), "{text}");
     assert!(text.starts_with("verified 11 events"), "{text}");
     assert!(text.contains("1 not relayed yet"), "{text}");
 
     // Under another key nothing verifies, from the first event on.
-    let mut command = Command::new(env!("CARGO_BIN_EXE_orders"));
-    let output = command
-        .current_dir(std::env::temp_dir())
-        .args(["audit", "verify", "--json"])
-        .env("ORDERS_DATABASE_URL", &log.database_url)
-        .env("ORDERS_NATS_URL", log.nats.url())
-        .env("ORDERS_AUDIT_KEY", "another key that is also long enough")
-        .output()
-        .unwrap();
+    let output = log.verify_with(&["--json"], "another key that is also long enough");
     assert_eq!(output.status.code(), Some(1));
     let report: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["failure"]["position"], 1, "{report}");
@@ -268,6 +257,19 @@ async fn a_changed_payload_is_found_where_it_is() {
     assert_eq!(failure["reason"], "payload_changed", "{failure}");
     assert_eq!(failure["event"], log.event_id(6), "{failure}");
     assert_eq!(failure["global_position"], target, "{failure}");
+
+    // Readably, in one line.
+    let output = log.verify_with(&[], AUDIT_KEY);
+    assert_eq!(output.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(
+        text.starts_with(&format!(
+            "NOT VERIFIED at position 6 ({}, global position {target}): payload_changed: ",
+            log.event_id(6)
+        )),
+        "{text}"
+    );
 }
 
 #[tokio::test]

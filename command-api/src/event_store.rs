@@ -22,6 +22,11 @@
 //! makes of a fixed history ([`order_snapshot_version`]), so code that changes the
 //! state or `apply` never reads a snapshot taken by older code. Deleting every row
 //! of `aggregate_snapshots` is always safe.
+//!
+//! Every event is written with its seal (`crate::seal`: HMAC-SHA-256 under
+//! `ORDERS_AUDIT_KEY` over a canonical form of the event), computed here from what
+//! cqrs-es serialised, in the same statement as the event: an event in the table
+//! without a seal that verifies was not written by this code.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

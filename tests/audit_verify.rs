@@ -410,3 +410,85 @@ async fn rewriting_the_tail_and_its_links_together_is_caught_by_the_checkpoint()
     assert_eq!(failure["position"], 10, "{failure}");
     assert_eq!(failure["reason"], "recorded_at_changed", "{failure}");
 }
+
+#[tokio::test]
+async fn links_removed_or_altered_in_postgresql_are_found() {
+    let log = Log::relayed().await;
+    log.execute("DELETE FROM audit_chain WHERE chain_position = 4")
+        .await;
+    let failure = log.verify_fails();
+    assert_eq!(failure["position"], 4, "{failure}");
+    assert_eq!(failure["reason"], "link_missing", "{failure}");
+
+    let log = Log::relayed().await;
+    log.execute("UPDATE audit_chain SET digest = sha256(digest) WHERE chain_position = 3")
+        .await;
+    let failure = log.verify_fails();
+    assert_eq!(failure["position"], 3, "{failure}");
+    assert_eq!(failure["reason"], "link_altered", "{failure}");
+}
+
+#[tokio::test]
+async fn a_chain_rewritten_to_match_a_changed_event_still_parts_from_the_checkpoint() {
+    use orders_command_api::seal::{chain_digest, EventDigests, LogPlace};
+    let log = Log::relayed().await;
+    // The 9th event's time moved back a day, and its link and the 10th's recomputed
+    // to match, as someone who knows how the chain is built (but cannot write to
+    // NATS) would do.
+    log.execute(&format!(
+        "UPDATE events SET recorded_at = recorded_at - interval '1 day'
+          WHERE global_position = {}",
+        log.global_position(9)
+    ))
+    .await;
+    let mut previous: [u8; 32] =
+        sqlx::query_scalar::<_, Vec<u8>>("SELECT digest FROM audit_chain WHERE chain_position = 8")
+            .fetch_one(&log.pool)
+            .await
+            .unwrap()
+            .try_into()
+            .unwrap();
+    for position in [9, 10] {
+        let (body, metadata, seal, global_position, recorded_at): (
+            Vec<u8>,
+            Vec<u8>,
+            Vec<u8>,
+            i64,
+            String,
+        ) = sqlx::query_as(
+            "SELECT link.body_digest, link.metadata_digest, event.seal, event.global_position,
+                    to_char(event.recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')
+               FROM audit_chain AS link JOIN events AS event USING (global_position)
+              WHERE link.chain_position = $1",
+        )
+        .bind(position)
+        .fetch_one(&log.pool)
+        .await
+        .unwrap();
+        let digests = EventDigests {
+            body: body.try_into().unwrap(),
+            metadata: metadata.try_into().unwrap(),
+        };
+        previous = chain_digest(
+            &previous,
+            &digests,
+            Some(&seal),
+            LogPlace {
+                global_position,
+                recorded_at: &recorded_at,
+            },
+        );
+        sqlx::query(
+            "UPDATE audit_chain SET digest = $1, recorded_at = $2 WHERE chain_position = $3",
+        )
+        .bind(previous.as_slice())
+        .bind(&recorded_at)
+        .bind(position)
+        .execute(&log.pool)
+        .await
+        .unwrap();
+    }
+    let failure = log.verify_fails();
+    assert_eq!(failure["position"], 10, "{failure}");
+    assert_eq!(failure["reason"], "checkpoint_mismatch", "{failure}");
+}

@@ -211,6 +211,8 @@ pub enum Tampering {
     /// The links end before the checkpointed position: links (and events) were
     /// removed at the tail.
     LinksMissing { checkpoint_position: i64 },
+    /// The links skip this position: a link was removed from `audit_chain`.
+    LinkMissing,
     /// Links were recorded but no checkpoint is in NATS.
     CheckpointMissing,
 }
@@ -232,6 +234,7 @@ impl Tampering {
             Self::LinkAltered => "the chain's recorded link differs from the one recomputed from the unchanged event: audit_chain was altered".to_owned(),
             Self::CheckpointMismatch { checkpoint } => format!("the chain recomputed to this position does not end in the checkpointed digest {checkpoint}: events and their links were rewritten together"),
             Self::LinksMissing { checkpoint_position } => format!("the chain's links end here, but the checkpoint is at position {checkpoint_position}: events and their links were removed at the tail"),
+            Self::LinkMissing => "the chain has no link for this position: a link was removed from audit_chain".to_owned(),
             Self::CheckpointMissing => format!("links are recorded but the key-value bucket {} holds no checkpoint", orders_nats::AUDIT_BUCKET),
         }
     }
@@ -698,13 +701,9 @@ async fn diagnose(pool: &PgPool, mismatch: Mismatch) -> anyhow::Result<VerifyFai
         Mismatch::Unsealed { event, position } => {
             failure(Some(&event), position, Tampering::Inserted)
         }
-        Mismatch::LinkGap { event, position } => failure(
-            Some(&event),
-            position,
-            Tampering::LinksMissing {
-                checkpoint_position: position,
-            },
-        ),
+        Mismatch::LinkGap { event, position } => {
+            failure(Some(&event), position, Tampering::LinkMissing)
+        }
         Mismatch::Found {
             event,
             position,

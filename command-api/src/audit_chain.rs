@@ -64,11 +64,11 @@ impl ChainHead {
     }
 }
 
-/// The digest of the link at `chain_position` (the genesis digest before the first);
-/// an error when the chain has no such link.
-pub async fn link_digest(pool: &PgPool, chain_position: u64) -> anyhow::Result<[u8; 32]> {
+/// The digest of the link at `chain_position` (the genesis digest before the
+/// first), if the chain has that link.
+pub async fn link_digest(pool: &PgPool, chain_position: u64) -> anyhow::Result<Option<[u8; 32]>> {
     if chain_position == 0 {
-        return Ok(GENESIS);
+        return Ok(Some(GENESIS));
     }
     let digest: Option<Vec<u8>> =
         sqlx::query_scalar("SELECT digest FROM audit_chain WHERE chain_position = $1")
@@ -76,15 +76,21 @@ pub async fn link_digest(pool: &PgPool, chain_position: u64) -> anyhow::Result<[
             .fetch_optional(pool)
             .await
             .context("reading the audit chain")?;
-    let digest = digest.with_context(|| {
-        format!(
-            "the audit chain has no link for stream sequence {chain_position}, the last event \
-             in the log stream: it cannot be continued (run `orders audit verify`)"
-        )
-    })?;
     digest
-        .try_into()
-        .map_err(|_| anyhow::anyhow!("the audit chain's link {chain_position} is not a digest"))
+        .map(|digest| {
+            digest.try_into().map_err(|_| {
+                anyhow::anyhow!("the audit chain's link {chain_position} is not a digest")
+            })
+        })
+        .transpose()
+}
+
+/// Whether the chain has any link at all.
+pub async fn has_links(pool: &PgPool) -> anyhow::Result<bool> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM audit_chain)")
+        .fetch_one(pool)
+        .await
+        .context("reading the audit chain")
 }
 
 /// Records links (a link already recorded at a position stays as it is: a

@@ -45,7 +45,7 @@ pub use orders_nats::StreamHead;
 use orders_nats::{LogEvent, LogPosition};
 
 use crate::audit_chain::{self, ChainHead, ChainLink};
-use crate::seal::{self, EventContent, EventDigests, LogPlace};
+use crate::seal::{self, EventContent, EventDigests, LogPlace, GENESIS};
 use sqlx::PgPool;
 use tokio::sync::Notify;
 
@@ -161,6 +161,38 @@ async fn relayables_after(
         .collect()
 }
 
+/// The links of `batch`, which follows the link `after` whose digest is `previous`.
+fn links_after(mut previous: [u8; 32], after: u64, batch: &[Relayable]) -> Vec<ChainLink> {
+    batch
+        .iter()
+        .zip(1..)
+        .map(|(relayable, offset)| {
+            let event = &relayable.event;
+            let digest = seal::chain_digest(
+                &previous,
+                &relayable.digests,
+                relayable.seal.as_deref(),
+                LogPlace {
+                    global_position: event.global_position,
+                    recorded_at: &event.recorded_at,
+                },
+            );
+            previous = digest;
+            ChainLink {
+                chain_position: i64::try_from(after + offset).unwrap_or(i64::MAX),
+                global_position: event.global_position,
+                aggregate_type: event.aggregate_type.clone(),
+                aggregate_id: event.aggregate_id.clone(),
+                sequence: event.sequence,
+                actor: relayable.actor.clone(),
+                recorded_at: event.recorded_at.clone(),
+                digests: relayable.digests,
+                digest,
+            }
+        })
+        .collect()
+}
+
 /// At most `limit` events after `after`, below the horizon, in log order: what the
 /// relay publishes next.
 pub async fn events_after(
@@ -250,36 +282,11 @@ impl Relay {
             return Ok(0);
         }
         // The links first: a link never lags its message.
-        let mut previous = audit_chain::link_digest(&self.pool, head.stream_sequence).await?;
-        let links: Vec<ChainLink> = batch
-            .iter()
-            .zip(1..)
-            .map(|(relayable, offset)| {
-                let event = &relayable.event;
-                let digest = seal::chain_digest(
-                    &previous,
-                    &relayable.digests,
-                    relayable.seal.as_deref(),
-                    LogPlace {
-                        global_position: event.global_position,
-                        recorded_at: &event.recorded_at,
-                    },
-                );
-                previous = digest;
-                ChainLink {
-                    chain_position: i64::try_from(head.stream_sequence + offset)
-                        .unwrap_or(i64::MAX),
-                    global_position: event.global_position,
-                    aggregate_type: event.aggregate_type.clone(),
-                    aggregate_id: event.aggregate_id.clone(),
-                    sequence: event.sequence,
-                    actor: relayable.actor.clone(),
-                    recorded_at: event.recorded_at.clone(),
-                    digests: relayable.digests,
-                    digest,
-                }
-            })
-            .collect();
+        let previous = match audit_chain::link_digest(&self.pool, head.stream_sequence).await? {
+            Some(digest) => digest,
+            None => self.chain_what_was_relayed(head.stream_sequence).await?,
+        };
+        let links = links_after(previous, head.stream_sequence, &batch);
         audit_chain::record_links(&self.pool, &links).await?;
         let events: Vec<&LogEvent> = batch.iter().map(|relayable| &relayable.event).collect();
         let mut acknowledgements = Vec::with_capacity(events.len());
@@ -323,6 +330,61 @@ impl Relay {
         acknowledged?;
         saved?;
         Ok(published)
+    }
+
+    /// The stream holds `relayed` messages but the chain has no link for the last:
+    /// either the log was relayed before the chain existed (no link and no
+    /// checkpoint at all), and the chain is built now over those events, in the
+    /// order they were relayed, or links were removed, and the relay stops rather
+    /// than write a new chain over them. Returns the digest of link `relayed`.
+    async fn chain_what_was_relayed(&self, relayed: u64) -> anyhow::Result<[u8; 32]> {
+        let store = self
+            .heads
+            .get_or_try_init(|| audit_chain::head_store(&self.jetstream))
+            .await?;
+        if audit_chain::has_links(&self.pool).await?
+            || audit_chain::read_checkpoint(store).await?.is_some()
+        {
+            anyhow::bail!(
+                "the audit chain has no link for stream sequence {relayed}, the last event in \
+                 the log stream, though it was chained before: links were removed; the relay \
+                 stops here (run `orders audit verify`)"
+            );
+        }
+        tracing::warn!(
+            relayed,
+            "the log was relayed before the audit chain existed: chaining those events first"
+        );
+        let mut previous = GENESIS;
+        let mut chained = 0;
+        let mut after = LogPosition::default();
+        let mut last_event = String::new();
+        while chained < relayed {
+            let limit = (relayed - chained).min(self.batch_size as u64);
+            let batch = relayables_after(&self.pool, after, limit as i64).await?;
+            let Some(last) = batch.last() else {
+                anyhow::bail!(
+                    "the log stream holds {relayed} events but only {chained} are below the horizon"
+                );
+            };
+            after = LogPosition {
+                tx_id: last.event.tx_id,
+                global_position: last.event.global_position,
+            };
+            last_event = last.event.event_id();
+            let links = links_after(previous, chained, &batch);
+            audit_chain::record_links(&self.pool, &links).await?;
+            previous = links.last().map_or(previous, |link| link.digest);
+            chained += batch.len() as u64;
+        }
+        let last = audit_chain::ChainHead {
+            chain_position: i64::try_from(relayed).unwrap_or(i64::MAX),
+            global_position: after.global_position,
+            event_id: last_event,
+            digest: seal::hex(&previous),
+        };
+        *self.unsaved_head.lock().expect("head lock poisoned") = Some(last);
+        Ok(previous)
     }
 
     /// Checkpoints the chain's head of what was last published, if not yet done.

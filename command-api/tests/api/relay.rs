@@ -447,3 +447,70 @@ async fn transaction_ids_are_ordered_as_numbers_not_as_text() {
         .collect();
     assert_eq!(order, [9, 10, 99, 100]);
 }
+
+#[tokio::test]
+async fn a_log_relayed_before_the_audit_chain_existed_is_chained_first_but_removed_links_stop_the_relay(
+) {
+    let pool = fresh_database().await;
+    let server = NatsServer::start();
+    let jetstream = log_stream(&server).await;
+    let events = EventStore::new(pool.clone(), crate::helpers::audit_key());
+    for _ in 0..5 {
+        user_with_history(&events, 3).await;
+    }
+    let relay = Relay::new(pool.clone(), jetstream.clone(), 7);
+    let mut head = relay.stream_head().await.unwrap();
+    relay_until_caught_up(&relay, &mut head, &pool).await;
+
+    // As a deployment from before the chain: a relayed log, no link, no checkpoint.
+    sqlx::query("DELETE FROM audit_chain")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let heads = orders_command_api::audit_chain::head_store(&jetstream)
+        .await
+        .unwrap();
+    heads
+        .purge(orders_nats::AUDIT_CHAIN_HEAD_KEY)
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        user_with_history(&events, 3).await;
+    }
+    let relay = Relay::new(pool.clone(), jetstream.clone(), 7);
+    let mut head = relay.stream_head().await.unwrap();
+    relay_until_caught_up(&relay, &mut head, &pool).await;
+    let report =
+        orders_command_api::audit_chain::verify(&pool, &heads, &crate::helpers::audit_key())
+            .await
+            .unwrap();
+    assert!(report.verified(), "{report:?}");
+    assert_eq!(report.chained, 8 * 4);
+    assert_eq!(report.checkpoint.unwrap().chain_position, 8 * 4);
+
+    // Links removed once the chain exists: the relay does not build a new chain
+    // over them; it stops, saying why.
+    sqlx::query("DELETE FROM audit_chain WHERE chain_position > 20")
+        .execute(&pool)
+        .await
+        .unwrap();
+    user_with_history(&events, 0).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let error = loop {
+        // (Until the new event is below the server-wide horizon.)
+        match relay.step(&mut head).await {
+            Err(error) => break error,
+            Ok(published) => assert_eq!(published, 0),
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the relay never stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(
+        format!("{error:#}").contains("links were removed"),
+        "{error:#}"
+    );
+    assert_eq!(head.stream_sequence, 8 * 4, "nothing was published");
+}

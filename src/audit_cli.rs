@@ -185,6 +185,13 @@ pub(crate) async fn run(command: AuditCommand) -> anyhow::Result<bool> {
     }
 }
 
+fn events(count: u64) -> String {
+    match count {
+        1 => "1 event".to_owned(),
+        _ => format!("{count} events"),
+    }
+}
+
 async fn verify(args: VerifyArgs) -> anyhow::Result<bool> {
     let key = AuditKey::from_env_value(args.audit_key)?;
     let database_url = args
@@ -217,10 +224,10 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<bool> {
                 None => "is empty (nothing relayed yet)".to_owned(),
             };
             println!(
-                "verified {} events in {:.1} s: every seal holds; the chain of {} relayed events matches its links and {checkpoint}; {} not relayed yet",
-                report.events,
+                "verified {} in {:.1} s: every seal holds; the chain of {} relayed matches its links and {checkpoint}; {} not relayed yet",
+                events(report.events),
                 elapsed.as_secs_f64(),
-                report.chained,
+                events(report.chained),
                 report.unrelayed,
             );
         }

@@ -695,10 +695,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let jetstream = async_nats::jetstream::new(client);
             ensure_topology_patiently(&jetstream, nats_replicas).await?;
             println!(
-                "NATS topology ready: stream {}, buckets {} and {}",
+                "NATS topology ready: stream {}, buckets {}, {}, {} and {}",
                 orders_nats::LOG_STREAM,
                 orders_nats::LEADER_BUCKET,
-                orders_nats::RELAY_BUCKET
+                orders_nats::RELAY_BUCKET,
+                orders_nats::AUDIT_BUCKET,
+                orders_nats::SCRAPER_HOSTS_BUCKET
             );
             Ok(())
         }

@@ -3,7 +3,7 @@
 //! each kind of tampering is found at the right position with the right reason, and
 //! an untouched log verifies.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use orders_command_api::event_store::{CommandMetadata, EventStore};
 use orders_command_api::relay::Relay;
@@ -16,7 +16,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 mod common;
-use common::{audit_key, fresh_database, AUDIT_KEY};
+use common::{audit_key, fresh_database, orders, AUDIT_KEY};
 
 /// A database, a nats-server and a log of ten events, all relayed.
 struct Log {
@@ -156,14 +156,7 @@ impl Log {
     }
 
     fn verify_with(&self, args: &[&str], key: &str) -> Output {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_orders"));
-        command.current_dir(std::env::temp_dir());
-        for (name, _) in std::env::vars() {
-            if name.starts_with("ORDERS_") {
-                command.env_remove(name);
-            }
-        }
-        command
+        orders()
             .args(["audit", "verify"])
             .args(args)
             .env("ORDERS_DATABASE_URL", &self.database_url)

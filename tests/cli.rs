@@ -4,18 +4,7 @@
 use std::process::Command;
 
 mod common;
-
-fn orders() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_orders"));
-    // Away from any developer's .env, with none of the variables set.
-    command.current_dir(std::env::temp_dir());
-    for (name, _) in std::env::vars() {
-        if name.starts_with("ORDERS_") {
-            command.env_remove(name);
-        }
-    }
-    command
-}
+use common::orders;
 
 fn stderr_lines(output: &std::process::Output) -> Vec<String> {
     String::from_utf8_lossy(&output.stderr)

@@ -36,6 +36,7 @@ async fn the_topology_is_created_once_and_left_as_is_when_ensured_again() {
     let leaders = js.get_key_value(LEADER_BUCKET).await.unwrap();
     assert_eq!(leaders.status().await.unwrap().max_age(), LEADER_LEASE);
     js.get_key_value(RELAY_BUCKET).await.unwrap();
+    js.get_key_value(orders_nats::AUDIT_BUCKET).await.unwrap();
 }
 
 fn sample_event(sequence: i64) -> LogEvent {

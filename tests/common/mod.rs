@@ -18,6 +18,19 @@ pub fn audit_key() -> orders_command_api::seal::AuditKey {
     orders_command_api::seal::AuditKey::new(AUDIT_KEY.as_bytes())
 }
 
+/// The `orders` binary away from any developer's `.env`, with none of the
+/// `ORDERS_*` variables of the test's environment set.
+pub fn orders() -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_orders"));
+    command.current_dir(std::env::temp_dir());
+    for (name, _) in std::env::vars() {
+        if name.starts_with("ORDERS_") {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
 /// A fresh, migrated database; its URL and a pool on it.
 pub async fn fresh_database() -> (String, PgPool) {
     let server_url = std::env::var("ORDERS_TEST_DATABASE_URL")

@@ -12,8 +12,8 @@ ALTER TABLE events ADD COLUMN seal bytea;
 -- What is kept beside the digest lets `orders audit verify` say what changed: the
 -- event that was here, its two content digests, its actor and its time. The chain's
 -- head is also checkpointed outside PostgreSQL (the NATS key-value bucket
--- ORDERS_AUDIT), signed under the same key, after every relayed batch, so that
--- rewriting events and this table together is detected too.
+-- ORDERS_AUDIT) after every relayed batch, so that rewriting events and this table
+-- together is detected too.
 CREATE TABLE audit_chain (
     chain_position  bigint      PRIMARY KEY,
     global_position bigint      NOT NULL,

@@ -21,7 +21,9 @@
 //! disk every two minutes) is healed by republishing. Every publish carries the
 //! stream sequence it expects to follow (`Nats-Expected-Last-Sequence`): a relay
 //! whose view of the stream is stale (another relay published meanwhile) cannot
-//! append, and a retried publish is also recognised by its `Nats-Msg-Id`.
+//! append, and a retried publish is also recognised by its `Nats-Msg-Id`. A batch's
+//! first message is acknowledged before the rest is sent, so a stale relay is
+//! refused at its first message and appends nothing at all.
 //!
 //! **The audit chain.** Before a batch is published, each event's link in the
 //! audit chain (`audit_chain`, see that module) is recorded at the stream sequence
@@ -289,39 +291,52 @@ impl Relay {
         let links = links_after(previous, head.stream_sequence, &batch);
         audit_chain::record_links(&self.pool, &links).await?;
         let events: Vec<&LogEvent> = batch.iter().map(|relayable| &relayable.event).collect();
-        let mut acknowledgements = Vec::with_capacity(events.len());
-        for (offset, event) in events.iter().enumerate() {
-            let publish = PublishMessage::build()
-                .headers(event.headers())
-                .expected_last_sequence(head.stream_sequence + offset as u64)
-                .payload(event.body());
-            let subject = event
-                .subject()
-                .context("an event id that cannot be a subject")?;
-            acknowledgements.push(
-                self.jetstream
-                    .send_publish(subject, publish)
-                    .await
-                    .context("publishing to the log stream")?,
-            );
-        }
         let published = events.len();
+        // The first message goes alone: its acknowledgement proves that this relay's
+        // view of the stream is current before the rest is pipelined. Sent together,
+        // a stale relay's first messages would be refused while a later one, whose
+        // expected sequence happened to be the stream's end by then, was appended
+        // (the right event in the right place, since every relay reads one fixed
+        // order, but behind the back of the relay that leads).
         let mut acknowledged = Ok(());
-        for ((event, link), acknowledgement) in events.iter().zip(&links).zip(acknowledgements) {
-            match acknowledgement.await {
-                Ok(ack) => {
-                    *head = StreamHead {
-                        stream_sequence: ack.sequence,
-                        tx_id: event.tx_id,
-                        global_position: event.global_position,
-                    };
-                    *self.unsaved_head.lock().expect("head lock poisoned") =
-                        Some(ChainHead::of(link));
-                }
-                Err(error) => {
-                    acknowledged = Err(anyhow::Error::new(error)
-                        .context(format!("publishing event {}", event.event_id())));
-                    break;
+        for (round, range) in [(0, 0..1), (1, 1..events.len())] {
+            if round == 1 && acknowledged.is_err() {
+                break;
+            }
+            let mut acknowledgements = Vec::with_capacity(range.len());
+            for offset in range.clone() {
+                let event = events[offset];
+                let publish = PublishMessage::build()
+                    .headers(event.headers())
+                    .expected_last_sequence(head.stream_sequence + (offset - range.start) as u64)
+                    .payload(event.body());
+                let subject = event
+                    .subject()
+                    .context("an event id that cannot be a subject")?;
+                acknowledgements.push(
+                    self.jetstream
+                        .send_publish(subject, publish)
+                        .await
+                        .context("publishing to the log stream")?,
+                );
+            }
+            for (offset, acknowledgement) in range.zip(acknowledgements) {
+                let event = events[offset];
+                match acknowledgement.await {
+                    Ok(ack) => {
+                        *head = StreamHead {
+                            stream_sequence: ack.sequence,
+                            tx_id: event.tx_id,
+                            global_position: event.global_position,
+                        };
+                        *self.unsaved_head.lock().expect("head lock poisoned") =
+                            Some(ChainHead::of(&links[offset]));
+                    }
+                    Err(error) => {
+                        acknowledged = Err(anyhow::Error::new(error)
+                            .context(format!("publishing event {}", event.event_id())));
+                        break;
+                    }
                 }
             }
         }

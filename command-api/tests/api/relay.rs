@@ -274,7 +274,10 @@ async fn a_relay_whose_view_of_the_stream_is_stale_cannot_append() {
     }
     let deposed = Relay::new(pool.clone(), jetstream.clone(), 10);
     let mut stale_head = deposed.stream_head().await.unwrap();
-    let leader = Relay::new(pool.clone(), jetstream.clone(), 10);
+    // The leader's batches are smaller than the deposed relay's, so the stream ends
+    // inside the range the deposed relay sends: a publish of its whose expected
+    // sequence is the stream's end must not slip through after its first is refused.
+    let leader = Relay::new(pool.clone(), jetstream.clone(), 4);
     let mut head = leader.stream_head().await.unwrap();
     while leader.step(&mut head).await.unwrap() == 0 {
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -294,6 +297,10 @@ async fn a_relay_whose_view_of_the_stream_is_stale_cannot_append() {
             Ok(published) => panic!("a relay with a stale view appended {published} events"),
         }
     }
+    // Refused at its first message, it sent nothing after it: the stream ends where
+    // the leader left it, so the leader's next batch follows on.
+    let after_refusal = leader.stream_head().await.unwrap();
+    assert_eq!(after_refusal.stream_sequence, head.stream_sequence);
     relay_until_caught_up(&leader, &mut head, &pool).await;
     assert_stream_equals_table(&pool, &jetstream).await;
 }

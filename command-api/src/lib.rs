@@ -152,13 +152,33 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let app = http::router(state.clone());
-    let served = axum::serve(
+    let serving = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown)
-    .await
-    .context("serving HTTP");
+    .with_graceful_shutdown(shutdown);
+    let served = tokio::select! {
+        served = serving => served.context("serving HTTP"),
+        never = purge_login_failures(state.pool().clone()) => match never {},
+    };
     state.events.close().await;
     served
+}
+
+/// How often an API instance deletes the throttling rows that count nothing any more.
+const LOGIN_FAILURES_PURGE_INTERVAL: Duration = Duration::from_secs(5 * 60);
+
+/// Purges `login_failures` every few minutes while the API serves (every instance
+/// does; a purge that finds nothing costs one indexless DELETE on a small table).
+async fn purge_login_failures(pool: PgPool) -> std::convert::Infallible {
+    let mut interval = tokio::time::interval(LOGIN_FAILURES_PURGE_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        match login_throttle::purge_expired(&pool, chrono::Utc::now()).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::debug!(purged, "purged expired login throttling rows"),
+            Err(error) => tracing::warn!(error = %error, "purging login throttling rows failed"),
+        }
+    }
 }

@@ -1,27 +1,41 @@
 //! Login throttling per e-mail address and per client address, kept in PostgreSQL
 //! so that every API instance sees the same counts.
 //!
-//! After `limit` failures within the window a key is locked; each further failure
-//! doubles the lock, up to a cap. A locked login is refused with 429 and
-//! `Retry-After` before the password is even looked at. The e-mail key is counted
-//! whether or not the address belongs to anyone, so throttling reveals nothing about
-//! which addresses exist. A successful login clears its e-mail key.
+//! **The count is the gate.** An attempt is counted under both of its keys, in one
+//! transaction holding both rows, *before* its password is verified, and only if
+//! neither key is locked; otherwise it is refused with 429 and `Retry-After` without
+//! any password check. So however many attempts arrive at once, from however many
+//! API instances, at most `limit` of them per key and window reach the password
+//! check: the rows' locks order them, and each sees the counts of those before it.
+//! (Checking a lock, verifying the password and then counting the failure, as this
+//! module once did, let a burst of parallel logins all pass the check before any
+//! failure was counted.)
+//!
+//! An attempt whose password was right gives its place back under both keys; the
+//! failures before it stay counted until their window passes, so a success in the
+//! middle of a burst cannot reopen the gate for the rest of it. When a key reaches
+//! its limit it is locked, and every further attempt admitted after a lock doubles
+//! the next one, up to a cap. The e-mail key is counted whether or not the address
+//! belongs to anyone, so throttling reveals nothing about which addresses exist.
+//! Keys hold a digest of the address, never the address itself: any text a client
+//! sends (a NUL, kilobytes) makes a key of the same short shape.
 
 use std::net::IpAddr;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
+use sha2::{Digest as _, Sha256};
 use sqlx::PgPool;
 
 /// The throttling rules.
 #[derive(Debug, Clone, Copy)]
 pub struct ThrottlePolicy {
-    /// Failures for one e-mail address before it is locked.
+    /// Attempts for one e-mail address (that did not succeed) before it is locked.
     pub failures_per_email: i32,
-    /// Failures from one client address (any e-mail) before it is locked.
+    /// Attempts from one client address (any e-mail) before it is locked.
     pub failures_per_client: i32,
-    /// Failures older than this are forgotten.
+    /// Attempts older than this are forgotten.
     pub window_secs: i64,
-    /// The first lock; doubled for every failure beyond the limit.
+    /// The first lock; doubled for every attempt admitted beyond the limit.
     pub base_lock_secs: i64,
     pub max_lock_secs: i64,
 }
@@ -46,10 +60,67 @@ pub struct ThrottleKeys {
 }
 
 impl ThrottleKeys {
-    pub fn new(normalized_email: &str, client: IpAddr) -> Self {
+    /// The keys of an attempt for an e-mail address as the client typed it (or as
+    /// normalised, when it parses) from a client address.
+    pub fn new(email: &str, client: IpAddr) -> Self {
+        let digest = Sha256::digest(email.as_bytes());
         Self {
-            email: format!("email:{normalized_email}"),
+            email: format!("email:{}", crate::seal::hex(&digest)),
             client: format!("client:{client}"),
+        }
+    }
+}
+
+/// Whether an attempt may verify its password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Counted: verify the password, and report a success with
+    /// [`LoginThrottle::succeeded`].
+    Admitted,
+    /// Refused before any password check: try again after this many seconds.
+    Locked { retry_after_secs: u64 },
+}
+
+/// One key's row of `login_failures`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Counter {
+    throttle_key: String,
+    /// Attempts in the window that did not succeed (in flight or failed).
+    failures: i32,
+    first_failure: DateTime<Utc>,
+    locked_until: Option<DateTime<Utc>>,
+}
+
+impl Counter {
+    /// Seconds until this key may be tried again, if it is locked at `now`.
+    fn locked_for(&self, now: DateTime<Utc>) -> Option<u64> {
+        let until = self.locked_until.filter(|until| *until > now)?;
+        let millis = (until - now).num_milliseconds().max(0);
+        // Round up: a client that waits the whole Retry-After must get through.
+        Some(u64::try_from((millis + 999) / 1000).unwrap_or(1).max(1))
+    }
+
+    /// The counter once one more attempt is admitted at `now`.
+    fn admit(&self, limit: i32, policy: &ThrottlePolicy, now: DateTime<Utc>) -> Counter {
+        let window_passed = self.first_failure <= now - Duration::seconds(policy.window_secs);
+        let (failures, first_failure) = if window_passed || self.failures <= 0 {
+            (1, now)
+        } else {
+            (self.failures.saturating_add(1), self.first_failure)
+        };
+        let locked_until = (failures >= limit).then(|| {
+            let doublings = u32::try_from(failures - limit).unwrap_or(0).min(30);
+            let lock_secs = policy
+                .base_lock_secs
+                .saturating_mul(1_i64 << doublings)
+                .min(policy.max_lock_secs);
+            now + Duration::seconds(lock_secs)
+        });
+        Counter {
+            throttle_key: self.throttle_key.clone(),
+            failures,
+            first_failure,
+            locked_until,
         }
     }
 }
@@ -64,72 +135,187 @@ impl LoginThrottle {
         Self { pool, policy }
     }
 
-    /// Seconds until a login under these keys may be tried again, if it is locked.
-    pub async fn locked_for(
-        &self,
-        keys: &ThrottleKeys,
-        now: DateTime<Utc>,
-    ) -> Result<Option<u64>, sqlx::Error> {
-        let until: Option<DateTime<Utc>> = sqlx::query_scalar(
-            "SELECT max(locked_until) FROM login_failures
-              WHERE throttle_key IN ($1, $2) AND locked_until > $3",
-        )
-        .bind(&keys.email)
-        .bind(&keys.client)
-        .bind(now)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(until.map(|until| {
-            let millis = (until - now).num_milliseconds().max(0);
-            // Round up: a client that waits the whole Retry-After must get through.
-            u64::try_from((millis + 999) / 1000).unwrap_or(1).max(1)
-        }))
+    fn limit_of(&self, keys: &ThrottleKeys, key: &str) -> i32 {
+        if key == keys.email {
+            self.policy.failures_per_email
+        } else {
+            self.policy.failures_per_client
+        }
     }
 
-    /// Counts a failed login under both keys, locking those over their limit.
-    pub async fn record_failure(
+    /// Counts an attempt under both keys, unless either is locked: then nothing is
+    /// counted and the attempt must not verify its password.
+    pub async fn admit(
         &self,
         keys: &ThrottleKeys,
         now: DateTime<Utc>,
-    ) -> Result<(), sqlx::Error> {
-        // One statement for both keys: a failure costs one round trip. A window that
-        // has passed starts over; over the limit, the lock doubles per failure.
+    ) -> Result<Admission, sqlx::Error> {
+        // Both rows are created (if missing) and locked in the order of their keys,
+        // so two attempts never wait for each other in opposite orders.
+        let mut ordered = [keys.email.as_str(), keys.client.as_str()];
+        ordered.sort_unstable();
+        let mut transaction = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO login_failures AS f (throttle_key, failures, first_failure, locked_until)
-             SELECT key, 1, $3, CASE WHEN lim <= 1 THEN $3 + make_interval(secs => $5) END
-               FROM (VALUES ($1, $6::int), ($2, $7::int)) AS k(key, lim)
-             ON CONFLICT (throttle_key) DO UPDATE SET
-               failures = CASE WHEN f.first_failure < $3 - make_interval(secs => $4)
-                               THEN 1 ELSE f.failures + 1 END,
-               first_failure = CASE WHEN f.first_failure < $3 - make_interval(secs => $4)
-                                    THEN $3 ELSE f.first_failure END,
-               locked_until = CASE
-                 WHEN f.first_failure < $3 - make_interval(secs => $4) THEN NULL
-                 WHEN f.failures + 1 >= (CASE WHEN f.throttle_key = $1 THEN $6 ELSE $7 END)
-                   THEN $3 + make_interval(secs => least($8::float8,
-                          $5::float8 * power(2, f.failures + 1
-                            - (CASE WHEN f.throttle_key = $1 THEN $6 ELSE $7 END))))
-                 ELSE f.locked_until END",
+            "INSERT INTO login_failures (throttle_key, failures, first_failure)
+             SELECT key, 0, $2 FROM UNNEST($1::text[]) AS key
+             ON CONFLICT (throttle_key) DO NOTHING",
+        )
+        .bind(&ordered[..])
+        .bind(now)
+        .execute(&mut *transaction)
+        .await?;
+        let counters: Vec<Counter> = sqlx::query_as(
+            "SELECT throttle_key, failures, first_failure, locked_until
+               FROM login_failures WHERE throttle_key = ANY($1)
+              ORDER BY throttle_key FOR UPDATE",
+        )
+        .bind(&ordered[..])
+        .fetch_all(&mut *transaction)
+        .await?
+        .into_iter()
+        .map(
+            |(throttle_key, failures, first_failure, locked_until)| Counter {
+                throttle_key,
+                failures,
+                first_failure,
+                locked_until,
+            },
+        )
+        .collect();
+        let locked = counters
+            .iter()
+            .filter_map(|counter| counter.locked_for(now))
+            .max();
+        if let Some(retry_after_secs) = locked {
+            transaction.rollback().await?;
+            return Ok(Admission::Locked { retry_after_secs });
+        }
+        let admitted: Vec<Counter> = counters
+            .iter()
+            .map(|counter| counter.admit(self.limit_of(keys, &counter.throttle_key), &self.policy, now))
+            .collect();
+        sqlx::query(
+            "UPDATE login_failures AS f
+                SET failures = n.failures, first_failure = n.first_failure,
+                    locked_until = n.locked_until
+               FROM UNNEST($1::text[], $2::int[], $3::timestamptz[], $4::timestamptz[])
+                    AS n(throttle_key, failures, first_failure, locked_until)
+              WHERE f.throttle_key = n.throttle_key",
+        )
+        .bind(admitted.iter().map(|c| c.throttle_key.clone()).collect::<Vec<_>>())
+        .bind(admitted.iter().map(|c| c.failures).collect::<Vec<_>>())
+        .bind(admitted.iter().map(|c| c.first_failure).collect::<Vec<_>>())
+        .bind(admitted.iter().map(|c| c.locked_until).collect::<Vec<_>>())
+        .execute(&mut *transaction)
+        .await?;
+        transaction.commit().await?;
+        Ok(Admission::Admitted)
+    }
+
+    /// An admitted attempt had the right password: it gives its place back under
+    /// both keys, and a lock it set (by being the one that reached the limit) is
+    /// lifted. The failures before it stay counted.
+    pub async fn succeeded(&self, keys: &ThrottleKeys) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE login_failures
+                SET failures = greatest(failures - 1, 0),
+                    locked_until = CASE WHEN failures - 1 < (CASE WHEN throttle_key = $1
+                                                                  THEN $3 ELSE $4 END)
+                                        THEN NULL ELSE locked_until END
+              WHERE throttle_key IN ($1, $2)",
         )
         .bind(&keys.email)
         .bind(&keys.client)
-        .bind(now)
-        .bind(self.policy.window_secs as f64)
-        .bind(self.policy.base_lock_secs as f64)
         .bind(self.policy.failures_per_email)
         .bind(self.policy.failures_per_client)
-        .bind(self.policy.max_lock_secs as f64)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
-    /// Forgets the failures of an e-mail address after a successful login.
-    pub async fn record_success(&self, keys: &ThrottleKeys) -> Result<(), sqlx::Error> {
+    /// Forgets every failure of an e-mail address: its owner proved they hold the
+    /// mailbox (a password reset), so a lock others caused must not keep them out.
+    pub async fn forget_email(&self, keys: &ThrottleKeys) -> Result<(), sqlx::Error> {
         sqlx::query("DELETE FROM login_failures WHERE throttle_key = $1")
             .bind(&keys.email)
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+}
+
+/// How long a row of `login_failures` is kept after its window began: the longest
+/// window any of its users counts in (logins 15 minutes, password-reset requests
+/// 15 minutes), with room to spare. A row still locked is kept until its lock ends.
+pub const LOGIN_FAILURES_RETENTION: std::time::Duration = std::time::Duration::from_secs(60 * 60);
+
+/// Deletes the rows of `login_failures` that count nothing any more (their window
+/// began more than [`LOGIN_FAILURES_RETENTION`] ago and no lock holds): without
+/// this, every address anyone ever mistyped would stay for ever. Returns how many
+/// went. Every API instance runs it now and then; running it twice is harmless.
+pub async fn purge_expired(pool: &PgPool, now: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+    let retention = Duration::from_std(LOGIN_FAILURES_RETENTION).unwrap_or(Duration::hours(1));
+    let purged = sqlx::query(
+        "DELETE FROM login_failures
+          WHERE first_failure < $1 AND (locked_until IS NULL OR locked_until < $2)",
+    )
+    .bind(now - retention)
+    .bind(now)
+    .execute(pool)
+    .await?;
+    Ok(purged.rows_affected())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counter(failures: i32, first_failure: DateTime<Utc>) -> Counter {
+        Counter {
+            throttle_key: "email:x".to_owned(),
+            failures,
+            first_failure,
+            locked_until: None,
+        }
+    }
+
+    #[test]
+    fn the_attempt_that_reaches_the_limit_locks_and_each_further_one_doubles_the_lock() {
+        let policy = ThrottlePolicy::default();
+        let now = Utc::now();
+        let mut row = counter(0, now);
+        for attempt in 1..5 {
+            row = row.admit(5, &policy, now);
+            assert_eq!(row.failures, attempt);
+            assert_eq!(row.locked_until, None, "attempt {attempt}");
+        }
+        row = row.admit(5, &policy, now);
+        assert_eq!(row.locked_for(now), Some(30));
+        row = row.admit(5, &policy, now);
+        assert_eq!(row.locked_for(now), Some(60));
+        for _ in 0..20 {
+            row = row.admit(5, &policy, now);
+        }
+        assert_eq!(row.locked_for(now), Some(15 * 60), "capped");
+    }
+
+    #[test]
+    fn a_window_that_has_passed_starts_over() {
+        let policy = ThrottlePolicy::default();
+        let now = Utc::now();
+        let old = counter(4, now - Duration::seconds(policy.window_secs + 1));
+        let row = old.admit(5, &policy, now);
+        assert_eq!((row.failures, row.first_failure), (1, now));
+        assert_eq!(row.locked_until, None);
+    }
+
+    #[test]
+    fn keys_have_one_short_shape_whatever_the_client_sends() {
+        let client: IpAddr = "192.0.2.7".parse().unwrap();
+        let nul = ThrottleKeys::new("a\0b@example.com", client);
+        let huge = ThrottleKeys::new(&"x".repeat(10_000), client);
+        assert_eq!(nul.email.len(), huge.email.len());
+        assert!(!nul.email.contains('\0'));
+        assert_ne!(nul.email, huge.email);
     }
 }

@@ -23,7 +23,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::auth::{hash_password, verify_password, CurrentUser};
 use crate::event_store::{CommandMetadata, CommandReceipt};
 use crate::http::{with_position, RequestContext};
-use crate::login_throttle::ThrottleKeys;
+use crate::login_throttle::{Admission, ThrottleKeys};
 use crate::metrics::OutcomeLabels;
 use crate::problem::{ApiError, AppJson};
 use crate::signed_tokens::{email_digest, TokenError, TokenPurpose, VerifiedToken};
@@ -390,8 +390,11 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
 const LOGIN_REFUSED: &str = "unknown e-mail address or wrong password";
 
 /// Logs in. An unknown e-mail and a wrong password get the same 401 after the same
-/// work (a password hash is verified either way); repeated failures per e-mail and
-/// per client address get 429 with `Retry-After`.
+/// work (a password hash is verified either way); an address that does not parse
+/// (so that no account can have it) gets that 401 too, without a hash. Every
+/// attempt is counted per e-mail and per client address before its password is
+/// verified (`login_throttle`): beyond the limits, 429 with `Retry-After`, and no
+/// password is checked, however many attempts arrive at once.
 #[utoipa::path(post, path = "/auth/login", tag = "accounts",
     request_body = LoginRequest,
     responses((status = 200, body = LoginResponse), (status = 401, body = crate::problem::Problem),
@@ -401,26 +404,27 @@ pub async fn login(
     ClientAddress(client): ClientAddress,
     AppJson(request): AppJson<LoginRequest>,
 ) -> Result<Response, ApiError> {
-    let normalized = EmailAddress::parse(&request.email)
-        .map(|email| email.normalized())
-        .unwrap_or_else(|_| request.email.trim().to_lowercase());
-    let keys = ThrottleKeys::new(&normalized, client);
-    let now = chrono::Utc::now();
-    if let Some(retry_after_secs) = state
+    // Registration's own parse: an address it refuses (the Kelvin sign for a `k`,
+    // say) belongs to nobody, whatever it lowercases to.
+    let email = EmailAddress::parse(&request.email).ok();
+    let keys = match &email {
+        Some(email) => ThrottleKeys::new(&email.normalized(), client),
+        None => ThrottleKeys::new(&request.email, client),
+    };
+    let admission = state
         .login_throttle
-        .locked_for(&keys, now)
+        .admit(&keys, chrono::Utc::now())
         .await
-        .context("reading the login throttle")?
-    {
-        state
-            .metrics
-            .logins
-            .get_or_create(&OutcomeLabels {
-                outcome: "throttled",
-            })
-            .inc();
+        .context("counting a login attempt")?;
+    if let Admission::Locked { retry_after_secs } = admission {
+        count_login(&state, "throttled");
         return Err(ApiError::TooManyRequests { retry_after_secs });
     }
+    let Some(email) = email else {
+        count_login(&state, "failure");
+        return Err(ApiError::Unauthorized(LOGIN_REFUSED));
+    };
+    let normalized = email.normalized();
     let user_id = user_lookup::user_by_email(state.pool(), &normalized)
         .await
         .context("looking up an e-mail address")?;
@@ -440,31 +444,19 @@ pub async fn login(
     };
     let password_matches = verify_password(request.password, stored_hash).await?;
     state.metrics.password_verifications.inc();
-    let may_log_in = password_matches && user_id.is_some() && !user.is_deactivated();
-    if !may_log_in {
-        state
-            .login_throttle
-            .record_failure(&keys, now)
-            .await
-            .context("recording a failed login")?;
-        state
-            .metrics
-            .logins
-            .get_or_create(&OutcomeLabels { outcome: "failure" })
-            .inc();
-        return Err(ApiError::Unauthorized(LOGIN_REFUSED));
-    }
-    let user_id = user_id.expect("checked above");
+    let user_id = match user_id {
+        Some(user_id) if password_matches && !user.is_deactivated() => user_id,
+        _ => {
+            count_login(&state, "failure");
+            return Err(ApiError::Unauthorized(LOGIN_REFUSED));
+        }
+    };
     state
         .login_throttle
-        .record_success(&keys)
+        .succeeded(&keys)
         .await
-        .context("clearing the login throttle")?;
-    state
-        .metrics
-        .logins
-        .get_or_create(&OutcomeLabels { outcome: "success" })
-        .inc();
+        .context("giving a successful login's place back")?;
+    count_login(&state, "success");
     let access_token = state.access_tokens.issue(user_id)?;
     Ok(Json(LoginResponse {
         access_token,
@@ -472,6 +464,14 @@ pub async fn login(
         expires_in: state.access_tokens.lifetime().as_secs(),
     })
     .into_response())
+}
+
+fn count_login(state: &AppState, outcome: &'static str) {
+    state
+        .metrics
+        .logins
+        .get_or_create(&OutcomeLabels { outcome })
+        .inc();
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -784,7 +784,7 @@ pub async fn confirm_password_reset(
         .unwrap_or_default();
     state
         .login_throttle
-        .record_success(&ThrottleKeys::new(&normalized, client))
+        .forget_email(&ThrottleKeys::new(&normalized, client))
         .await
         .context("clearing the login throttle after a password reset")?;
     tracing::info!(user_id = %verified.user_id, "password reset");

@@ -21,7 +21,7 @@ use crate::auth::{hash_password, verify_password, CurrentUser};
 use crate::event_store::{CommandMetadata, LogPosition};
 use crate::http::accounts::{user_error, ClientAddress};
 use crate::http::{with_position, RequestContext};
-use crate::login_throttle::ThrottleKeys;
+use crate::login_throttle::{Admission, ThrottleKeys};
 use crate::problem::{ApiError, AppJson};
 use crate::user_lookup;
 use crate::AppState;
@@ -201,33 +201,34 @@ pub async fn change_password(
         .email()
         .map(|email| email.normalized())
         .unwrap_or_default();
-    let keys = ThrottleKeys::new(&email, client);
-    let now = chrono::Utc::now();
-    if let Some(retry_after_secs) = state
-        .login_throttle
-        .locked_for(&keys, now)
-        .await
-        .context("reading the login throttle")?
-    {
-        return Err(ApiError::TooManyRequests { retry_after_secs });
-    }
     check_password(&change.new_password)
         .map_err(|error| ApiError::invalid_field("new_password", error.to_string()))?;
+    // Counted like a login before the password is verified: a stolen token must not
+    // become an unthrottled way to guess the password.
+    let keys = ThrottleKeys::new(&email, client);
+    let admission = state
+        .login_throttle
+        .admit(&keys, chrono::Utc::now())
+        .await
+        .context("counting a password check")?;
+    if let Admission::Locked { retry_after_secs } = admission {
+        return Err(ApiError::TooManyRequests { retry_after_secs });
+    }
     let stored = user_lookup::password_hash(state.pool(), caller.user_id)
         .await
         .context("reading credentials")?
         .context("a registered user without credentials")?;
     if !verify_password(change.current_password, stored).await? {
-        state
-            .login_throttle
-            .record_failure(&keys, now)
-            .await
-            .context("recording a failed password check")?;
         return Err(ApiError::invalid_field(
             "current_password",
             "the current password is not correct",
         ));
     }
+    state
+        .login_throttle
+        .succeeded(&keys)
+        .await
+        .context("giving a successful password check's place back")?;
     let password_hash = hash_password(change.new_password).await?;
     let receipt = state
         .events

@@ -11,7 +11,9 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::helpers::{lenient_throttle, problem, spawn_app, spawn_app_with};
+use crate::helpers::{
+    lenient_throttle, problem, spawn_app, spawn_app_with, spawn_second_instance, TestApp,
+};
 
 #[tokio::test]
 async fn fifty_concurrent_registrations_of_one_address_store_exactly_one_user() {
@@ -169,6 +171,179 @@ async fn repeated_failures_from_one_client_address_are_throttled() {
         .await;
     assert_eq!(locked.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(locked.headers().contains_key("retry-after"));
+}
+
+/// Sends 60 logins for one account at once, the right password at `right_at`, through
+/// `apps` in turn, and answers the statuses (in sending order).
+async fn login_burst(apps: &[&TestApp], email: &str, right_at: usize) -> Vec<StatusCode> {
+    let attempts = (0..60).map(|i| {
+        let app = apps[i % apps.len()];
+        let password = if i == right_at {
+            "a long enough password"
+        } else {
+            "wrong password again"
+        };
+        async move { app.login(email, password).await.status() }
+    });
+    join_all(attempts).await
+}
+
+fn count(statuses: &[StatusCode], status: StatusCode) -> usize {
+    statuses.iter().filter(|s| **s == status).count()
+}
+
+/// A burst is gated by the count, not by a lock read before the check: 59 wrong
+/// passwords and the right one, all at once, get at most five wrong-password checks
+/// (the limit per address); the rest are 429 without any check. The right password
+/// gets in only if it was among the first admitted, and once the limit is reached
+/// it gets 429 like the others.
+async fn assert_burst_is_gated(apps: &[&TestApp]) {
+    let app = apps[0];
+    app.register("burst@example.com", "a long enough password")
+        .await;
+    let verifications_before: u64 = apps
+        .iter()
+        .map(|app| app.state.metrics.password_verifications.get())
+        .sum();
+    let statuses = login_burst(apps, "burst@example.com", 31).await;
+    let refused = count(&statuses, StatusCode::UNAUTHORIZED);
+    let admitted = count(&statuses, StatusCode::OK);
+    let throttled = count(&statuses, StatusCode::TOO_MANY_REQUESTS);
+    assert!(refused <= 5, "{refused} wrong passwords were checked: {statuses:?}");
+    assert!(admitted <= 1);
+    assert_eq!(refused + admitted + throttled, 60, "{statuses:?}");
+    let verifications: u64 = apps
+        .iter()
+        .map(|app| app.state.metrics.password_verifications.get())
+        .sum::<u64>()
+        - verifications_before;
+    assert_eq!(verifications, (refused + admitted) as u64);
+    if admitted == 0 {
+        assert_eq!(statuses[31], StatusCode::TOO_MANY_REQUESTS);
+    }
+    // Five wrong passwords are counted now: the right one waits like any other.
+    assert_eq!(refused, 5, "{statuses:?}");
+    let after = app
+        .login("burst@example.com", "a long enough password")
+        .await;
+    assert_eq!(after.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn sixty_concurrent_logins_for_one_account_get_at_most_the_allowed_password_checks() {
+    let app = spawn_app().await;
+    assert_burst_is_gated(&[&app]).await;
+}
+
+#[tokio::test]
+async fn the_login_gate_holds_for_a_burst_spread_over_two_api_instances() {
+    let first = spawn_app().await;
+    let second = spawn_second_instance(&first).await;
+    assert_burst_is_gated(&[&first, &second]).await;
+}
+
+#[tokio::test]
+async fn a_burst_from_one_client_over_many_addresses_gets_at_most_its_client_limit() {
+    let app = spawn_app().await;
+    let attempts = (0..60).map(|i| {
+        let app = &app;
+        async move {
+            app.login(&format!("guess-{i}@example.com"), "wrong password again")
+                .await
+                .status()
+        }
+    });
+    let statuses = join_all(attempts).await;
+    assert_eq!(count(&statuses, StatusCode::UNAUTHORIZED), 20, "{statuses:?}");
+    assert_eq!(count(&statuses, StatusCode::TOO_MANY_REQUESTS), 40);
+}
+
+#[tokio::test]
+async fn a_successful_login_gives_its_place_back_but_keeps_the_failures_before_it() {
+    let app = spawn_app().await;
+    app.register("ann@example.com", "a long enough password")
+        .await;
+    // Logging in again and again is never throttled.
+    for _ in 0..8 {
+        let response = app.login("ann@example.com", "a long enough password").await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    for _ in 0..4 {
+        let response = app.login("ann@example.com", "wrong password again").await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    let response = app.login("ann@example.com", "a long enough password").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    // The four failures still count: the fifth locks the address.
+    let response = app.login("ann@example.com", "wrong password again").await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let response = app.login("ann@example.com", "a long enough password").await;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn logins_with_addresses_that_do_not_parse_are_refused_and_counted_without_a_hash() {
+    let app = spawn_app().await;
+    let verifications_before = app.state.metrics.password_verifications.get();
+    let nul = "ann\0@example.com";
+    let huge = format!("{}@example.com", "a".repeat(4_000));
+    for email in [nul, huge.as_str(), "no at sign", "ann@@example.com"] {
+        for _ in 0..5 {
+            let response = app.login(email, "wrong password again").await;
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{email:?}");
+            assert_eq!(
+                problem(response).await["detail"],
+                "unknown e-mail address or wrong password"
+            );
+        }
+    }
+    assert_eq!(
+        app.state.metrics.password_verifications.get(),
+        verifications_before
+    );
+    // Twenty failures from this client: it is locked, whatever it sends next.
+    let locked = app.login(&huge, "wrong password again").await;
+    assert_eq!(locked.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn an_address_registration_refuses_is_unknown_at_login_though_it_lowercases_to_one() {
+    let app = spawn_app().await;
+    app.register("kate@example.com", "a long enough password")
+        .await;
+    // U+212A KELVIN SIGN lowercases to `k`; registration refuses such an address.
+    let kelvin = "\u{212A}ate@example.com";
+    let registered = app.register(kelvin, "a long enough password").await;
+    assert_eq!(registered.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let login = app.login(kelvin, "a long enough password").await;
+    assert_eq!(login.status(), StatusCode::UNAUTHORIZED);
+    let login = app.login("KATE@example.com", "a long enough password").await;
+    assert_eq!(login.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn expired_throttling_rows_are_purged_and_live_ones_kept() {
+    let app = spawn_app().await;
+    sqlx::query(
+        "INSERT INTO login_failures (throttle_key, failures, first_failure, locked_until)
+         VALUES ('old', 3, now() - interval '2 hours', NULL),
+                ('old-lock-ended', 9, now() - interval '2 hours', now() - interval '1 minute'),
+                ('old-still-locked', 9, now() - interval '2 hours', now() + interval '5 minutes'),
+                ('recent', 1, now() - interval '1 minute', NULL)",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    // (The instance's own purge, which runs when it starts, may have come first.)
+    orders_command_api::login_throttle::purge_expired(&app.pool, Utc::now())
+        .await
+        .unwrap();
+    let kept: Vec<String> =
+        sqlx::query_scalar("SELECT throttle_key FROM login_failures ORDER BY throttle_key")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(kept, ["old-still-locked", "recent"]);
 }
 
 #[tokio::test]

@@ -881,6 +881,30 @@ impl PersistedEventRepository for OrdersEventRepository {
     }
 }
 
+/// Runs a command again (up to 3 times in all) when another command on the same
+/// aggregate got in first (`AggregateConflict`): each attempt loads the aggregate
+/// afresh, so it is decided again on the state that one left. For commands whose
+/// outcome does not depend on which of two concurrent callers went first (a role
+/// change, a password-reset request); a conflict after the last attempt is the
+/// caller's to answer (409).
+pub async fn execute_retrying_conflicts<F, Fut, E>(
+    mut execute: F,
+) -> Result<CommandReceipt, AggregateError<E>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<CommandReceipt, AggregateError<E>>>,
+    E: std::error::Error,
+{
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match execute().await {
+            Err(AggregateError::AggregateConflict) if attempts < 3 => continue,
+            outcome => return outcome,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

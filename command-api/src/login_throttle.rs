@@ -192,7 +192,13 @@ impl LoginThrottle {
         }
         let admitted: Vec<Counter> = counters
             .iter()
-            .map(|counter| counter.admit(self.limit_of(keys, &counter.throttle_key), &self.policy, now))
+            .map(|counter| {
+                counter.admit(
+                    self.limit_of(keys, &counter.throttle_key),
+                    &self.policy,
+                    now,
+                )
+            })
             .collect();
         sqlx::query(
             "UPDATE login_failures AS f
@@ -202,7 +208,12 @@ impl LoginThrottle {
                     AS n(throttle_key, failures, first_failure, locked_until)
               WHERE f.throttle_key = n.throttle_key",
         )
-        .bind(admitted.iter().map(|c| c.throttle_key.clone()).collect::<Vec<_>>())
+        .bind(
+            admitted
+                .iter()
+                .map(|c| c.throttle_key.clone())
+                .collect::<Vec<_>>(),
+        )
         .bind(admitted.iter().map(|c| c.failures).collect::<Vec<_>>())
         .bind(admitted.iter().map(|c| c.first_failure).collect::<Vec<_>>())
         .bind(admitted.iter().map(|c| c.locked_until).collect::<Vec<_>>())

@@ -216,7 +216,8 @@ fn body_rejection(rejection: BytesRejection) -> ApiError {
 }
 
 /// Decodes a JSON document, telling syntax errors (400) from values that break the
-/// expected shape (422, with the path of the offending field).
+/// expected shape (422, with the path of the offending field). A string holding a
+/// control character (other than tab and line breaks) is a 422 naming its field.
 ///
 /// Every body the API takes is a JSON object; anything else is malformed (400).
 pub fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
@@ -228,6 +229,11 @@ pub fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     // The common case pays for plain decoding only; a body that fails is decoded
     // again, tracking the path, to name the field.
     if let Ok(value) = serde_json::from_slice::<T>(bytes) {
+        if let Some(refused) =
+            crate::http::control_characters::first_control_character_in_json(bytes)
+        {
+            return Err(refused);
+        }
         return Ok(value);
     }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{hash_password, verify_password, CurrentUser};
-use crate::event_store::{CommandMetadata, CommandReceipt};
+use crate::event_store::{execute_retrying_conflicts, CommandMetadata};
 use crate::http::{with_position, RequestContext};
 use crate::login_throttle::{Admission, ThrottleKeys};
 use crate::metrics::OutcomeLabels;
@@ -656,25 +656,6 @@ pub async fn request_password_reset(
     }
     tokio::time::sleep_until(answer_not_before).await;
     Ok(StatusCode::ACCEPTED.into_response())
-}
-
-/// Runs a user command again (up to 3 times) when another command on the same user
-/// got in first: it is then decided again on the user as that one left it.
-async fn execute_retrying_conflicts<F, Fut>(
-    mut execute: F,
-) -> Result<CommandReceipt, AggregateError<UserError>>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<CommandReceipt, AggregateError<UserError>>>,
-{
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        match execute().await {
-            Err(AggregateError::AggregateConflict) if attempts < 3 => continue,
-            outcome => return outcome,
-        }
-    }
 }
 
 /// Counts a password-reset request under its e-mail and client keys (one statement,

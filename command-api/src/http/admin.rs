@@ -406,14 +406,22 @@ pub async fn change_role(
         request_id: context.request_id,
         idempotency_key: None,
     };
-    let receipt = state
-        .events
-        .execute::<User>(&user_id.to_string(), command, &metadata)
-        .await
-        .map_err(|error| match error {
-            cqrs_es::AggregateError::UserError(refusal) => ApiError::Conflict(refusal.to_string()),
-            other => ApiError::Internal(anyhow::anyhow!("changing a role: {other}")),
-        })?;
+    // Concurrent changes to one user conflict on its stream: each is decided again
+    // on the user as the other left it (a second grant of one role is then a 409).
+    let aggregate_id = user_id.to_string();
+    let receipt = crate::event_store::execute_retrying_conflicts(|| {
+        state
+            .events
+            .execute::<User>(&aggregate_id, command.clone(), &metadata)
+    })
+    .await
+    .map_err(|error| match error {
+        cqrs_es::AggregateError::UserError(refusal) => ApiError::Conflict(refusal.to_string()),
+        cqrs_es::AggregateError::AggregateConflict => ApiError::Conflict(
+            "the user was changed by other requests at the same time; retry".to_owned(),
+        ),
+        other => ApiError::Internal(anyhow::anyhow!("changing a role: {other}")),
+    })?;
     Ok(crate::http::with_position(
         axum::http::StatusCode::NO_CONTENT.into_response(),
         receipt.position,

@@ -1,5 +1,6 @@
 //! The HTTP surface: each module exposes `router()`, merged here with the layers every
-//! route shares (body limit, request context, metrics, tracing).
+//! route shares (body limit, request context, metrics, tracing, no control characters
+//! in path or query parameters).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,6 +20,7 @@ use crate::{AppState, MAX_BODY_BYTES};
 
 pub mod accounts;
 pub mod admin;
+pub mod control_characters;
 pub mod operations;
 pub mod orders;
 pub mod profile;
@@ -40,6 +42,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(operations::router())
         .fallback(no_such_route)
         .method_not_allowed_fallback(method_not_allowed)
+        .route_layer(middleware::from_fn(
+            control_characters::refuse_control_characters,
+        ))
         .route_layer(middleware::from_fn_with_state(state.clone(), record_metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {

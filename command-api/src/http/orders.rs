@@ -108,6 +108,21 @@ pub(crate) fn order_error(error: AggregateError<OrderError>) -> ApiError {
     }
 }
 
+/// Refuses a selector the scraper could not use, with the parser the scraper uses:
+/// stored, it would make every check of the order fail. (Its length is the order
+/// aggregate's rule; a blank selector means none.)
+fn check_selector_syntax(selector: &str) -> Result<(), ApiError> {
+    let trimmed = selector.trim();
+    if trimmed.is_empty() || trimmed.chars().count() > orders_domain::order::MAX_SELECTOR_CHARS {
+        return Ok(());
+    }
+    scraper::Selector::parse(trimmed)
+        .map(|_| ())
+        .map_err(|error| {
+            ApiError::invalid_field("selector", format!("not a valid CSS selector: {error}"))
+        })
+}
+
 fn money_error(error: MoneyError) -> ApiError {
     match error {
         MoneyError::UnknownCurrency(_) => ApiError::invalid_field("currency", error.to_string()),
@@ -214,6 +229,9 @@ pub async fn place_order(
     let target = Money::parse(&request.target_price, currency).map_err(money_error)?;
     let url = ProductUrl::parse(&request.url)
         .map_err(|error| ApiError::invalid_field("url", error.to_string()))?;
+    if let Some(selector) = &request.selector {
+        check_selector_syntax(selector)?;
+    }
     let check_interval_secs = request
         .check_interval_secs
         .unwrap_or(DEFAULT_CHECK_INTERVAL_SECS);

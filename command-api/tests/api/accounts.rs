@@ -209,7 +209,10 @@ async fn assert_burst_is_gated(apps: &[&TestApp]) {
     let refused = count(&statuses, StatusCode::UNAUTHORIZED);
     let admitted = count(&statuses, StatusCode::OK);
     let throttled = count(&statuses, StatusCode::TOO_MANY_REQUESTS);
-    assert!(refused <= 5, "{refused} wrong passwords were checked: {statuses:?}");
+    assert!(
+        refused <= 5,
+        "{refused} wrong passwords were checked: {statuses:?}"
+    );
     assert!(admitted <= 1);
     assert_eq!(refused + admitted + throttled, 60, "{statuses:?}");
     let verifications: u64 = apps
@@ -254,7 +257,11 @@ async fn a_burst_from_one_client_over_many_addresses_gets_at_most_its_client_lim
         }
     });
     let statuses = join_all(attempts).await;
-    assert_eq!(count(&statuses, StatusCode::UNAUTHORIZED), 20, "{statuses:?}");
+    assert_eq!(
+        count(&statuses, StatusCode::UNAUTHORIZED),
+        20,
+        "{statuses:?}"
+    );
     assert_eq!(count(&statuses, StatusCode::TOO_MANY_REQUESTS), 40);
 }
 
@@ -317,7 +324,9 @@ async fn an_address_registration_refuses_is_unknown_at_login_though_it_lowercase
     assert_eq!(registered.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let login = app.login(kelvin, "a long enough password").await;
     assert_eq!(login.status(), StatusCode::UNAUTHORIZED);
-    let login = app.login("KATE@example.com", "a long enough password").await;
+    let login = app
+        .login("KATE@example.com", "a long enough password")
+        .await;
     assert_eq!(login.status(), StatusCode::OK);
 }
 

@@ -4,6 +4,7 @@
 mod accounts;
 mod admin;
 mod helpers;
+mod hostile_input;
 mod operations;
 mod orders;
 mod relay;

@@ -521,6 +521,20 @@ impl EventStore {
             global_position,
         }))
     }
+
+    /// Whether a log position is the place of a stored event. Every position a
+    /// command answered with is (it was committed before the answer), so one that
+    /// is not was never given out by this log: a read need not wait for it.
+    pub async fn names_stored_event(&self, position: LogPosition) -> Result<bool, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM events
+                             WHERE global_position = $1 AND tx_id = $2::text::xid8)",
+        )
+        .bind(position.global_position)
+        .bind(position.tx_id.to_string())
+        .fetch_one(&self.pool)
+        .await
+    }
 }
 
 /// What a command writes beside its events, in the same statement.

@@ -4,12 +4,14 @@
 //! answered. A client that needs it sends the command's `Orders-Position` back as
 //! `Orders-Min-Position`: the read waits (at most `ApiConfig::read_your_writes_timeout`)
 //! until the view has applied that place in the log, and otherwise answers what it
-//! has with `Orders-Stale: true`.
+//! has with `Orders-Stale: true`. A position that names no stored event (made up, or
+//! from another deployment) cannot be waited for: 400 at once.
 //!
 //! Lists are pages: `?limit=` (1 to 100, default 20) and `?cursor=` (the
 //! `next_cursor` of the previous page, opaque) give `{"items": [...], "next_cursor": ...}`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::extract::rejection::QueryRejection;
@@ -81,7 +83,30 @@ impl MinPosition {
             return Ok(false);
         };
         let deadline = tokio::time::Instant::now() + state.config.read_your_writes_timeout;
+        let mut position_is_stored = false;
         for view in views {
+            let reached = query::wait_for(state.pool(), *view, position, Duration::ZERO)
+                .await
+                .context("reading a view's checkpoint")?;
+            if reached {
+                continue;
+            }
+            // Behind: worth waiting for only if the position is one the log gave out
+            // (a made-up one, ahead of the log, would hold the request for nothing).
+            if !position_is_stored {
+                position_is_stored = state
+                    .events
+                    .names_stored_event(position)
+                    .await
+                    .context("looking the position up")?;
+                if !position_is_stored {
+                    return Err(ApiError::BadRequest(
+                        "Orders-Min-Position names no event in the log: it is not a token an \
+                         Orders-Position header of this service gave"
+                            .to_owned(),
+                    ));
+                }
+            }
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if !query::wait_for(state.pool(), *view, position, left)
                 .await

@@ -279,10 +279,18 @@ async fn a_read_for_a_position_not_yet_applied_waits_then_says_stale() {
     assert_eq!(fresh.status(), StatusCode::OK);
     assert!(!fresh.headers().contains_key("orders-stale"));
 
-    // A place the log has not reached: the answer comes after the bound, marked stale.
+    // A stored event the views cannot have applied yet: a transaction with an id,
+    // held open, keeps the relay's horizon below the next command's. The answer
+    // comes after the bound, marked stale.
+    let mut horizon = app.pool.begin().await.unwrap();
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *horizon)
+        .await
+        .unwrap();
+    let (_, held_back) = place(&app, &user.token, "11.00").await;
     let started = Instant::now();
     let stale = app
-        .get_after("/orders", &user.token, Some("999999999999.1"))
+        .get_after("/orders", &user.token, Some(&held_back))
         .await;
     assert_eq!(stale.status(), StatusCode::OK);
     assert!(started.elapsed() >= Duration::from_millis(300));
@@ -291,6 +299,26 @@ async fn a_read_for_a_position_not_yet_applied_waits_then_says_stale() {
         stale.json::<Value>().await.unwrap()["items"][0]["order_id"],
         order_id.to_string()
     );
+    horizon.rollback().await.unwrap();
+
+    // A place that names no stored event (ahead of the log, or made up) is never
+    // reached: 400 at once rather than a wait for nothing.
+    let (tx_id, global_position) = held_back.split_once('.').unwrap();
+    for never in [
+        "999999999999.1".to_owned(),
+        format!(
+            "{tx_id}.{}",
+            global_position.parse::<i64>().unwrap() + 1_000
+        ),
+        format!("{}.{global_position}", tx_id.parse::<u64>().unwrap() + 1),
+    ] {
+        let ahead = app.get_after("/orders", &user.token, Some(&never)).await;
+        assert_eq!(ahead.status(), StatusCode::BAD_REQUEST, "{never}");
+        assert!(problem(ahead).await["detail"]
+            .as_str()
+            .unwrap()
+            .contains("names no event"));
+    }
 
     let malformed = app.get_after(&path, &user.token, Some("yesterday")).await;
     assert_eq!(malformed.status(), StatusCode::BAD_REQUEST);

@@ -47,7 +47,7 @@ pub(crate) struct VerifyArgs {
     #[arg(long, env = "ORDERS_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
     /// NATS URL (where the chain's head is checkpointed).
-    #[arg(long, env = "ORDERS_NATS_URL")]
+    #[arg(long, env = "ORDERS_NATS_URL", hide_env_values = true)]
     nats_url: Option<String>,
     /// The key the events were sealed under.
     #[arg(long, env = "ORDERS_AUDIT_KEY", hide_env_values = true)]
@@ -203,9 +203,12 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<bool> {
         .filter(|url| !url.is_empty())
         .context("ORDERS_NATS_URL is not set (e.g. nats://127.0.0.1:4222)")?;
     let pool = orders_command_api::database::connect(&database_url, 4).await?;
-    let client = orders_nats::connect(&nats_url)
-        .await
-        .with_context(|| format!("connecting to NATS at {nats_url} (ORDERS_NATS_URL)"))?;
+    let client = orders_nats::connect(&nats_url).await.with_context(|| {
+        format!(
+            "connecting to NATS at {} (ORDERS_NATS_URL)",
+            orders_nats::redacted(&nats_url)
+        )
+    })?;
     let heads = audit_chain::head_store(&async_nats::jetstream::new(client)).await?;
     let started = std::time::Instant::now();
     let report = audit_chain::verify(&pool, &heads, &key).await?;

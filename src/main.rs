@@ -118,7 +118,7 @@ struct DlqRetryArgs {
 #[derive(Debug, Clone, Args)]
 struct NatsArgs {
     /// NATS with JetStream, e.g. nats://127.0.0.1:4222.
-    #[arg(long, env = "ORDERS_NATS_URL")]
+    #[arg(long, env = "ORDERS_NATS_URL", hide_env_values = true)]
     nats_url: Option<String>,
 }
 
@@ -129,9 +129,12 @@ impl NatsArgs {
             .as_deref()
             .filter(|url| !url.is_empty())
             .context("ORDERS_NATS_URL is not set (e.g. nats://127.0.0.1:4222)")?;
-        let client = orders_nats::connect(url)
-            .await
-            .with_context(|| format!("connecting to NATS at {url} (ORDERS_NATS_URL)"))?;
+        let client = orders_nats::connect(url).await.with_context(|| {
+            format!(
+                "connecting to NATS at {} (ORDERS_NATS_URL)",
+                orders_nats::redacted(url)
+            )
+        })?;
         Ok(async_nats::jetstream::new(client))
     }
 }
@@ -231,7 +234,7 @@ enum NatsCommand {
     /// Create or update the log stream and the key-value buckets (idempotent).
     Setup {
         /// NATS URL, e.g. nats://127.0.0.1:4222.
-        #[arg(long, env = "ORDERS_NATS_URL")]
+        #[arg(long, env = "ORDERS_NATS_URL", hide_env_values = true)]
         nats_url: Option<String>,
         /// Replicas of the stream and buckets: 1 on one server, 3 on a cluster.
         #[arg(long, env = "ORDERS_NATS_REPLICAS", default_value_t = 1)]
@@ -294,7 +297,7 @@ struct ServeArgs {
     #[arg(long, env = "ORDERS_DATABASE_MAX_CONNECTIONS", default_value_t = 32)]
     database_max_connections: u32,
     /// NATS URL (the relay, `serve all`), e.g. nats://127.0.0.1:4222.
-    #[arg(long, env = "ORDERS_NATS_URL")]
+    #[arg(long, env = "ORDERS_NATS_URL", hide_env_values = true)]
     nats_url: Option<String>,
     /// Replicas of the stream and buckets: 1 on one server, 3 on a cluster.
     #[arg(long, env = "ORDERS_NATS_REPLICAS", default_value_t = 1)]
@@ -528,16 +531,24 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut services = tokio::task::JoinSet::new();
     let nats = match &nats_url {
         // The relay and the projectors cannot start without NATS ...
-        Some(nats_url) if runs_relay || runs_projectors || runs_workers => Some(
-            orders_nats::connect(nats_url)
-                .await
-                .with_context(|| format!("connecting to NATS at {nats_url} (ORDERS_NATS_URL)"))?,
-        ),
+        Some(nats_url) if runs_relay || runs_projectors || runs_workers => {
+            Some(orders_nats::connect(nats_url).await.with_context(|| {
+                format!(
+                    "connecting to NATS at {} (ORDERS_NATS_URL)",
+                    orders_nats::redacted(nats_url)
+                )
+            })?)
+        }
         // ... the API can: it only wakes the relay, which polls anyway.
         Some(nats_url) => Some(
             orders_nats::connect_in_background(nats_url)
                 .await
-                .with_context(|| format!("NATS URL {nats_url} (ORDERS_NATS_URL)"))?,
+                .with_context(|| {
+                    format!(
+                        "NATS URL {} (ORDERS_NATS_URL)",
+                        orders_nats::redacted(nats_url)
+                    )
+                })?,
         ),
         None => None,
     };
@@ -566,7 +577,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .with_wake_ups(orders_command_api::relay::listen_for_wake_ups(client).await?);
             let poll = std::time::Duration::from_millis(args.relay_poll_ms.max(1));
             let shutdown = until_stopped();
-            tracing::info!(%nats_url, "relaying events to the log stream while leader");
+            tracing::info!(nats_url = %orders_nats::redacted(nats_url), "relaying events to the log stream while leader");
             services.spawn(async move {
                 relay
                     .run_as_leader(lease, orders_nats::LEADER_LEASE, poll, shutdown)
@@ -600,7 +611,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             );
         }
         if runs_projectors {
-            tracing::info!(%nats_url, "projecting the views while leader of each");
+            tracing::info!(nats_url = %orders_nats::redacted(nats_url), "projecting the views while leader of each");
             let projectors_pool = orders_command_api::database::connect(
                 &database_url,
                 orders_projectors::View::ALL.len() as u32 + 1,
@@ -689,9 +700,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let url = nats_url
                 .filter(|url| !url.is_empty())
                 .context("ORDERS_NATS_URL is not set (e.g. nats://127.0.0.1:4222)")?;
-            let client = orders_nats::connect(&url)
-                .await
-                .with_context(|| format!("connecting to NATS at {url} (ORDERS_NATS_URL)"))?;
+            let client = orders_nats::connect(&url).await.with_context(|| {
+                format!(
+                    "connecting to NATS at {} (ORDERS_NATS_URL)",
+                    orders_nats::redacted(&url)
+                )
+            })?;
             let jetstream = async_nats::jetstream::new(client);
             ensure_topology_patiently(&jetstream, nats_replicas).await?;
             println!(

@@ -575,3 +575,130 @@ async fn admin_grant_and_revoke_are_recorded_as_the_operator() {
         assert!(stderr.contains(says), "{stderr}");
     }
 }
+
+/// `url` with `user:password@` put in front of its host (replacing any user).
+fn with_credentials(url: &str, user: &str, password: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let rest = rest.split_once('@').map_or(rest, |(_, host)| host);
+    format!("{scheme}://{user}:{password}@{rest}")
+}
+
+/// Runs `orders` with debug logs and the given URLs, waits until its output holds
+/// `until` or it exits (30 s at most), stops it, and answers all it printed.
+fn output_of_service(args: &[&str], urls: &[(&str, String)], until: Option<&str>) -> String {
+    let log = std::env::temp_dir().join(format!("orders-{}.log", uuid::Uuid::now_v7()));
+    let file = std::fs::File::create(&log).unwrap();
+    let mut command = orders();
+    command
+        .args(args)
+        .env("ORDERS_LOG", "debug")
+        .env("ORDERS_AUDIT_KEY", common::AUDIT_KEY)
+        .env(
+            "ORDERS_JWT_SECRET",
+            "a secret that is long enough for HS256 signing",
+        )
+        .env("ORDERS_MAIL_FROM", "Orders <orders@example.com>")
+        .env("ORDERS_HTTP_ADDR", "127.0.0.1:0")
+        .stdout(file.try_clone().unwrap())
+        .stderr(file);
+    for (name, value) in urls {
+        command.env(name, value);
+    }
+    let mut service = command.spawn().unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let printed = std::fs::read_to_string(&log).unwrap_or_default();
+        let exited = service.try_wait().unwrap().is_some();
+        let seen = until.is_some_and(|until| printed.contains(until));
+        if exited || seen || started.elapsed() > std::time::Duration::from_secs(30) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    if service.try_wait().unwrap().is_none() {
+        stops_cleanly_on_sigterm(&mut service);
+    }
+    let printed = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_file(&log);
+    printed
+}
+
+#[test]
+fn credentials_in_service_urls_never_reach_the_output_also_when_connecting_fails() {
+    let secrets = ["pg-s3cret", "nats-s3cret", "smtp-s3cret"];
+    let assert_no_secret = |printed: &str, case: &str| {
+        for secret in secrets {
+            assert!(
+                !printed.contains(secret),
+                "{case}: {secret} printed:\n{printed}"
+            );
+        }
+    };
+    let database = with_credentials(&fresh_database_url(), "orders", "pg-s3cret");
+    let nats = orders_nats::test_server::NatsServer::start();
+    let nats_url = with_credentials(nats.url(), "orders", "nats-s3cret");
+    let smtp_url = with_credentials(
+        &std::env::var("ORDERS_TEST_SMTP_URL").unwrap_or("smtp://127.0.0.1:1025".to_owned()),
+        "mailer",
+        "smtp-s3cret",
+    );
+    let urls = [
+        ("ORDERS_DATABASE_URL", database.clone()),
+        ("ORDERS_NATS_URL", nats_url.clone()),
+        ("ORDERS_SMTP_URL", smtp_url.clone()),
+    ];
+
+    // Every service running, at debug level (where the NATS client logs its server
+    // addresses): the URLs are logged, their passwords are not.
+    let running = output_of_service(
+        &["serve", "all"],
+        &urls,
+        Some("projecting the views while leader"),
+    );
+    assert!(running.contains("nats://orders:***@"), "{running}");
+    assert_no_secret(&running, "running");
+
+    // NATS refusing the connection.
+    let refused_nats = output_of_service(
+        &["serve", "relay"],
+        &[
+            ("ORDERS_DATABASE_URL", database.clone()),
+            (
+                "ORDERS_NATS_URL",
+                "nats://orders:nats-s3cret@127.0.0.1:1".to_owned(),
+            ),
+        ],
+        None,
+    );
+    assert!(refused_nats.contains("connecting to NATS at nats://orders:***@127.0.0.1:1"));
+    assert_no_secret(&refused_nats, "NATS refused");
+
+    // PostgreSQL refusing the connection, and a token instead of a user.
+    let refused_database = output_of_service(
+        &["serve", "relay"],
+        &[
+            (
+                "ORDERS_DATABASE_URL",
+                "postgres://orders:pg-s3cret@127.0.0.1:1/orders".to_owned(),
+            ),
+            (
+                "ORDERS_NATS_URL",
+                "nats://nats-s3cret@127.0.0.1:1".to_owned(),
+            ),
+        ],
+        None,
+    );
+    assert!(
+        refused_database.contains("PostgreSQL"),
+        "{refused_database}"
+    );
+    assert_no_secret(&refused_database, "PostgreSQL refused");
+
+    // Nor does the help, which shows the variables' values for other flags.
+    let help = orders()
+        .args(["serve", "--help"])
+        .envs(urls.iter().map(|(name, value)| (*name, value.as_str())))
+        .output()
+        .unwrap();
+    assert_no_secret(&String::from_utf8_lossy(&help.stdout), "help");
+}

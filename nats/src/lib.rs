@@ -10,6 +10,7 @@ mod envelope;
 mod head;
 pub mod leader;
 mod position;
+mod servers;
 pub mod test_server;
 mod topology;
 pub mod work;
@@ -17,6 +18,7 @@ pub mod work;
 pub use envelope::{EnvelopeError, LogEvent};
 pub use head::{stream_head, StreamHead};
 pub use position::{InvalidLogPosition, LogPosition};
+pub use servers::redacted;
 pub use topology::{
     ensure_topology, TopologyError, AUDIT_BUCKET, AUDIT_CHAIN_HEAD_KEY, LEADER_BUCKET,
     LEADER_LEASE, RELAY_BUCKET, SCRAPER_HOSTS_BUCKET,
@@ -26,12 +28,12 @@ pub use topology::{
 pub const LOG_STREAM: &str = "ORDERS_EVENTS";
 
 /// Connects to NATS: `urls` is one URL or several separated by commas (the nodes of a
-/// cluster; the client also learns the others from the server it reaches).
+/// cluster; the client also learns the others from the server it reaches). Their
+/// credentials, if any, are given to the client apart from the addresses (see
+/// `servers`); log `urls` only as [`redacted`].
 pub async fn connect(urls: &str) -> Result<async_nats::Client, async_nats::ConnectError> {
-    async_nats::ConnectOptions::new()
-        .name("orders")
-        .connect(split_urls(urls))
-        .await
+    let servers = servers::NatsServers::parse(urls);
+    options(&servers).connect(servers.addresses).await
 }
 
 /// Like [`connect`], for a client that can do without NATS for a while (the API,
@@ -40,18 +42,22 @@ pub async fn connect(urls: &str) -> Result<async_nats::Client, async_nats::Conne
 pub async fn connect_in_background(
     urls: &str,
 ) -> Result<async_nats::Client, async_nats::ConnectError> {
-    async_nats::ConnectOptions::new()
-        .name("orders")
+    let servers = servers::NatsServers::parse(urls);
+    options(&servers)
         .retry_on_initial_connect()
-        .connect(split_urls(urls))
+        .connect(servers.addresses)
         .await
 }
 
-fn split_urls(urls: &str) -> Vec<&str> {
-    urls.split(',')
-        .map(str::trim)
-        .filter(|url| !url.is_empty())
-        .collect()
+fn options(servers: &servers::NatsServers) -> async_nats::ConnectOptions {
+    let options = async_nats::ConnectOptions::new().name("orders");
+    match &servers.credentials {
+        servers::Credentials::None => options,
+        servers::Credentials::UserAndPassword { user, password } => {
+            options.user_and_password(user.clone(), password.clone())
+        }
+        servers::Credentials::Token(token) => options.token(token.clone()),
+    }
 }
 
 /// A core NATS subject (not in any stream) on which the command side says, after a

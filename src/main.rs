@@ -330,6 +330,10 @@ struct ScraperArgs {
     /// 127.0.0.0/8 for tests); none by default.
     #[arg(long, env = "ORDERS_SCRAPER_ALLOW_PRIVATE", default_value = "")]
     scraper_allow_private: String,
+    /// The ports the scraper connects to (commas), or * for any. An IP-literal URL
+    /// inside an ORDERS_SCRAPER_ALLOW_PRIVATE network may use any port.
+    #[arg(long, env = "ORDERS_SCRAPER_PORTS", default_value = orders_workers::fetch::DEFAULT_SCRAPER_PORTS)]
+    scraper_ports: String,
     /// The least time between two requests to one host, across every scraper.
     #[arg(long, env = "ORDERS_SCRAPER_HOST_SPACING_MS", default_value_t = 5000)]
     scraper_host_spacing_ms: u64,
@@ -343,9 +347,12 @@ impl ScraperArgs {
         let allow_private =
             orders_workers::fetch::parse_allowed_networks(&self.scraper_allow_private)
                 .map_err(|error| anyhow::anyhow!("ORDERS_SCRAPER_ALLOW_PRIVATE: {error}"))?;
+        let allowed_ports = orders_workers::fetch::parse_allowed_ports(&self.scraper_ports)
+            .map_err(|error| anyhow::anyhow!("ORDERS_SCRAPER_PORTS: {error}"))?;
         let total_timeout = self.timeout();
         Ok(orders_workers::fetch::FetchPolicy {
             allow_private,
+            allowed_ports,
             total_timeout,
             connect_timeout: total_timeout.min(std::time::Duration::from_secs(10)),
             ..Default::default()

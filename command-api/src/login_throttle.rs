@@ -55,7 +55,8 @@ impl Default for ThrottlePolicy {
 /// The keys a login attempt is counted under.
 #[derive(Debug, Clone)]
 pub struct ThrottleKeys {
-    email: String,
+    /// None for a request without a readable e-mail address.
+    email: Option<String>,
     client: String,
 }
 
@@ -65,9 +66,24 @@ impl ThrottleKeys {
     pub fn new(email: &str, client: IpAddr) -> Self {
         let digest = Sha256::digest(email.as_bytes());
         Self {
-            email: format!("email:{}", crate::seal::hex(&digest)),
+            email: Some(format!("email:{}", crate::seal::hex(&digest))),
             client: format!("client:{client}"),
         }
+    }
+
+    /// The key of an attempt whose body could not be read (malformed, or a field
+    /// refused at the edge): it counts against its client only.
+    pub fn client_only(client: IpAddr) -> Self {
+        Self {
+            email: None,
+            client: format!("client:{client}"),
+        }
+    }
+
+    fn all(&self) -> Vec<&str> {
+        let mut keys: Vec<&str> = self.email.iter().map(String::as_str).collect();
+        keys.push(&self.client);
+        keys
     }
 }
 
@@ -136,7 +152,7 @@ impl LoginThrottle {
     }
 
     fn limit_of(&self, keys: &ThrottleKeys, key: &str) -> i32 {
-        if key == keys.email {
+        if keys.email.as_deref() == Some(key) {
             self.policy.failures_per_email
         } else {
             self.policy.failures_per_client
@@ -152,7 +168,7 @@ impl LoginThrottle {
     ) -> Result<Admission, sqlx::Error> {
         // Both rows are created (if missing) and locked in the order of their keys,
         // so two attempts never wait for each other in opposite orders.
-        let mut ordered = [keys.email.as_str(), keys.client.as_str()];
+        let mut ordered = keys.all();
         ordered.sort_unstable();
         let mut transaction = self.pool.begin().await?;
         sqlx::query(
@@ -233,9 +249,9 @@ impl LoginThrottle {
                     locked_until = CASE WHEN failures - 1 < (CASE WHEN throttle_key = $1
                                                                   THEN $3 ELSE $4 END)
                                         THEN NULL ELSE locked_until END
-              WHERE throttle_key IN ($1, $2)",
+              WHERE throttle_key = $1 OR throttle_key = $2",
         )
-        .bind(&keys.email)
+        .bind(keys.email.as_deref())
         .bind(&keys.client)
         .bind(self.policy.failures_per_email)
         .bind(self.policy.failures_per_client)
@@ -247,8 +263,11 @@ impl LoginThrottle {
     /// Forgets every failure of an e-mail address: its owner proved they hold the
     /// mailbox (a password reset), so a lock others caused must not keep them out.
     pub async fn forget_email(&self, keys: &ThrottleKeys) -> Result<(), sqlx::Error> {
+        let Some(email) = &keys.email else {
+            return Ok(());
+        };
         sqlx::query("DELETE FROM login_failures WHERE throttle_key = $1")
-            .bind(&keys.email)
+            .bind(email)
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -325,8 +344,8 @@ mod tests {
         let client: IpAddr = "192.0.2.7".parse().unwrap();
         let nul = ThrottleKeys::new("a\0b@example.com", client);
         let huge = ThrottleKeys::new(&"x".repeat(10_000), client);
-        assert_eq!(nul.email.len(), huge.email.len());
-        assert!(!nul.email.contains('\0'));
+        assert_eq!(nul.email.as_ref().map(String::len), huge.email.as_ref().map(String::len));
+        assert!(!nul.email.as_ref().unwrap().contains('\0'));
         assert_ne!(nul.email, huge.email);
     }
 }

@@ -8,7 +8,8 @@
 //!   by a resolver that drops refused addresses and fails when none is left (so a
 //!   name cannot be re-resolved elsewhere between check and connect); and every
 //!   redirect hop, because redirects are followed here, not by reqwest. No proxy
-//!   is ever used.
+//!   is ever used. Only the web's ports (`ORDERS_SCRAPER_PORTS`, default 80, 443,
+//!   8080 and 8443), unless the URL names an address of an allowed network.
 //! - **Politeness.** Every hop of a page first asks its origin's robots.txt
 //!   ([`crate::robots`], cached; downloaded through this same path). Every request,
 //!   robots.txt downloads included, waits its turn at the [`HostGate`]: one request
@@ -44,7 +45,8 @@ use crate::host_gate::{HostGate, HostKey};
 use crate::robots::{RobotsCache, RobotsCacheConfig, RobotsDownload, RobotsVerdict};
 
 pub use address_policy::{
-    is_publicly_routable, parse_allowed_networks, AddressPolicy, InvalidNetwork,
+    is_publicly_routable, parse_allowed_networks, parse_allowed_ports, AddressPolicy,
+    InvalidNetwork, InvalidPort, PortPolicy, DEFAULT_SCRAPER_PORTS,
 };
 
 /// Installs rustls' ring crypto provider as the process default, which reqwest
@@ -145,6 +147,9 @@ impl RetryPolicy {
 pub struct FetchPolicy {
     /// Networks that may be fetched although not public (`ORDERS_SCRAPER_ALLOW_PRIVATE`).
     pub allow_private: Vec<IpNet>,
+    /// The ports requests may go to (`ORDERS_SCRAPER_PORTS`), except that an
+    /// IP-literal host in an `allow_private` network may use any.
+    pub allowed_ports: PortPolicy,
     pub connect_timeout: Duration,
     /// The most one request may take, from connecting to the body's last byte.
     pub total_timeout: Duration,
@@ -162,6 +167,7 @@ impl Default for FetchPolicy {
     fn default() -> Self {
         Self {
             allow_private: Vec::new(),
+            allowed_ports: PortPolicy::default(),
             connect_timeout: Duration::from_secs(10),
             total_timeout: Duration::from_secs(30),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
@@ -193,6 +199,10 @@ pub enum FetchFailure {
         host: String,
         address: Option<IpAddr>,
     },
+    /// `forbidden_address` too: a port the scraper does not connect to
+    /// (`ORDERS_SCRAPER_PORTS`); the port is part of the address.
+    #[error("{host}: port {port} is not one the scraper connects to (ORDERS_SCRAPER_PORTS)")]
+    ForbiddenPort { host: String, port: u16 },
     /// `blocked_by_robots`: the site's robots.txt does not let OrdersBot fetch the
     /// URL, or could not be read (5xx/429: disallow-all for a while).
     #[error("robots.txt does not allow {url}: {detail}")]
@@ -264,7 +274,7 @@ impl FetchFailure {
         match self {
             Self::UnsupportedScheme { .. } => "unsupported_scheme",
             Self::InvalidUrl { .. } => "invalid_url",
-            Self::ForbiddenAddress { .. } => "forbidden_address",
+            Self::ForbiddenAddress { .. } | Self::ForbiddenPort { .. } => "forbidden_address",
             Self::BlockedByRobots { .. } => "blocked_by_robots",
             Self::NotFound { .. } => "not_found",
             Self::Forbidden { .. } => "forbidden",
@@ -676,6 +686,21 @@ impl FetcherState {
                 });
             }
         }
+        let port = url
+            .port_or_known_default()
+            .ok_or_else(|| FetchFailure::InvalidUrl {
+                detail: format!("{url} has no known port"),
+            })?;
+        // An allowed network is the operator's own: any of its ports, but only when
+        // the URL names the address itself (a name is resolved after this check).
+        let operators_own =
+            literal.is_some_and(|address| self.address_policy.explicitly_allows(address));
+        if !operators_own && !self.policy.allowed_ports.permits(port) {
+            return Err(FetchFailure::ForbiddenPort {
+                host: url.host_str().unwrap_or_default().to_owned(),
+                port,
+            });
+        }
         HostKey::of_url(url).ok_or_else(|| FetchFailure::InvalidUrl {
             detail: format!("{url} has no known port"),
         })
@@ -916,6 +941,10 @@ mod tests {
             FetchFailure::ForbiddenAddress {
                 host: "127.0.0.1".into(),
                 address: None,
+            },
+            FetchFailure::ForbiddenPort {
+                host: "shop.example".into(),
+                port: 22,
             },
             FetchFailure::TooLarge { limit_bytes: 1 },
             FetchFailure::BlockedByRobots {

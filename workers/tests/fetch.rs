@@ -6,7 +6,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use orders_nats::test_server::NatsServer;
-use orders_workers::fetch::{FetchFailure, FetchPolicy, FetchedPage, PageFetcher, RetryPolicy};
+use orders_workers::fetch::{
+    FetchFailure, FetchPolicy, FetchedPage, PageFetcher, PortPolicy, RetryPolicy,
+};
 use orders_workers::fixture_server::{FixtureRequest, FixtureResponse, FixtureServer};
 use orders_workers::host_gate::{HostGate, HostGateConfig, HostKey};
 use tokio::time::Instant;
@@ -25,13 +27,15 @@ fn quick_retries() -> RetryPolicy {
     }
 }
 
-/// A policy for tests: the given networks allowed, short timeouts and backoff.
+/// A policy for tests: the given networks allowed (on any port, as the local shops
+/// listen on free ones), short timeouts and backoff.
 fn policy_allowing(networks: &[&str]) -> FetchPolicy {
     FetchPolicy {
         allow_private: networks
             .iter()
             .map(|network| network.parse().expect("a test network"))
             .collect(),
+        allowed_ports: PortPolicy::Any,
         connect_timeout: Duration::from_secs(2),
         total_timeout: Duration::from_secs(2),
         retry: quick_retries(),
@@ -605,4 +609,60 @@ async fn a_crashed_holder_does_not_block_the_host_for_ever() {
     assert!(started.elapsed() >= spacing / 2, "{:?}", started.elapsed());
     assert!(started.elapsed() < lease, "{:?}", started.elapsed());
     survivor.release(permit, None).await.unwrap();
+}
+
+#[tokio::test]
+async fn only_the_webs_ports_are_fetched_unless_the_url_names_an_allowed_address() {
+    let shop = FixtureServer::start().await.unwrap();
+    shop.set_html("/page", "<p>3199 грн</p>");
+    let port = shop.address().port();
+    let product_default = || FetchPolicy {
+        allowed_ports: PortPolicy::default(),
+        ..policy_allowing(&["127.0.0.0/8"])
+    };
+
+    // A public host on a mail server's or database's port: refused before any
+    // connection (nothing listens there in a test; nothing is tried either).
+    for url in [
+        "http://8.8.8.8:25/",
+        "https://93.184.215.14:5432/x",
+        "http://shop.example:22/",
+    ] {
+        let outcome = fetch(&fetcher(product_default()), &Url::parse(url).unwrap()).await;
+        match &outcome {
+            Err(failure @ FetchFailure::ForbiddenPort { .. }) => {
+                assert_eq!(failure.reason(), "forbidden_address");
+            }
+            other => panic!("{url}: expected a forbidden port, got {other:?}"),
+        }
+    }
+
+    // The operator's own network, named by address: any port.
+    let page = fetch(&fetcher(product_default()), &shop.url("/page")).await;
+    assert!(page.is_ok(), "{page:?}");
+
+    // The same server by name: a name is resolved after the check, so the port
+    // must be listed, and neither the page nor robots.txt is asked for.
+    let requests_before = shop.requests().len();
+    let by_name = Url::parse(&format!("http://localhost:{port}/page")).unwrap();
+    let outcome = fetch(&fetcher(product_default()), &by_name).await;
+    assert!(
+        matches!(outcome, Err(FetchFailure::ForbiddenPort { port: refused, .. }) if refused == port),
+        "{outcome:?}"
+    );
+    assert_eq!(shop.requests().len(), requests_before);
+    let listed = FetchPolicy {
+        allowed_ports: PortPolicy::Only(vec![port]),
+        ..policy_allowing(&["127.0.0.0/8"])
+    };
+    assert!(fetch(&fetcher(listed), &by_name).await.is_ok());
+
+    // Nor does a redirect lead to an unlisted port.
+    let other = FixtureServer::start_on(OTHER_LOOPBACK).await.unwrap();
+    other.set_redirect("/away", &format!("http://localhost:{port}/page"));
+    let outcome = fetch(&fetcher(product_default()), &other.url("/away")).await;
+    assert!(
+        matches!(outcome, Err(FetchFailure::ForbiddenPort { .. })),
+        "{outcome:?}"
+    );
 }

@@ -402,8 +402,26 @@ const LOGIN_REFUSED: &str = "unknown e-mail address or wrong password";
 pub async fn login(
     State(state): State<Arc<AppState>>,
     ClientAddress(client): ClientAddress,
-    AppJson(request): AppJson<LoginRequest>,
+    body: Result<AppJson<LoginRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
+    let request = match body {
+        Ok(AppJson(request)) => request,
+        // An attempt all the same (a NUL in the address, say): it counts against
+        // its client, so that refused bodies cannot be sent without limit either.
+        Err(refused) => {
+            let admission = state
+                .login_throttle
+                .admit(&ThrottleKeys::client_only(client), chrono::Utc::now())
+                .await
+                .context("counting a login attempt")?;
+            if let Admission::Locked { retry_after_secs } = admission {
+                count_login(&state, "throttled");
+                return Err(ApiError::TooManyRequests { retry_after_secs });
+            }
+            count_login(&state, "failure");
+            return Err(refused);
+        }
+    };
     // Registration's own parse: an address it refuses (the Kelvin sign for a `k`,
     // say) belongs to nobody, whatever it lowercases to.
     let email = EmailAddress::parse(&request.email).ok();

@@ -292,9 +292,8 @@ async fn a_successful_login_gives_its_place_back_but_keeps_the_failures_before_i
 async fn logins_with_addresses_that_do_not_parse_are_refused_and_counted_without_a_hash() {
     let app = spawn_app().await;
     let verifications_before = app.state.metrics.password_verifications.get();
-    let nul = "ann\0@example.com";
     let huge = format!("{}@example.com", "a".repeat(4_000));
-    for email in [nul, huge.as_str(), "no at sign", "ann@@example.com"] {
+    for email in [huge.as_str(), "no at sign", "ann@@example.com"] {
         for _ in 0..5 {
             let response = app.login(email, "wrong password again").await;
             assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{email:?}");
@@ -304,12 +303,20 @@ async fn logins_with_addresses_that_do_not_parse_are_refused_and_counted_without
             );
         }
     }
+    // A NUL is refused at the edge, naming the field, and counted all the same.
+    for _ in 0..5 {
+        let response = app.login("ann\0@example.com", "wrong password again").await;
+        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(problem(response).await["field"], "email");
+    }
     assert_eq!(
         app.state.metrics.password_verifications.get(),
         verifications_before
     );
     // Twenty failures from this client: it is locked, whatever it sends next.
     let locked = app.login(&huge, "wrong password again").await;
+    assert_eq!(locked.status(), StatusCode::TOO_MANY_REQUESTS);
+    let locked = app.login("ann\0@example.com", "wrong password again").await;
     assert_eq!(locked.status(), StatusCode::TOO_MANY_REQUESTS);
 }
 

@@ -3,7 +3,9 @@
 //! tests and intranets). Everything a URL could use to reach the machine itself, its
 //! network or a cloud's metadata service is refused: loopback, private, link-local
 //! (169.254.169.254 is there), shared, documentation, benchmarking, multicast,
-//! reserved, and the IPv6 forms that embed such an IPv4 address.
+//! reserved, and the IPv6 forms that embed such an IPv4 address. And which ports:
+//! the web's (`ORDERS_SCRAPER_PORTS`), except on an IP-literal host of an allowed
+//! network.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -28,15 +30,81 @@ impl AddressPolicy {
 
     /// Whether the scraper may connect to `address`.
     pub fn permits(&self, address: IpAddr) -> bool {
+        self.explicitly_allows(address) || is_publicly_routable(address)
+    }
+
+    /// Whether `address` is in a network the operator allowed by name.
+    pub fn explicitly_allows(&self, address: IpAddr) -> bool {
         // `::ffff:127.0.0.1` reaches 127.0.0.1: an allow-list entry written for the
         // IPv4 form must cover it, and the IPv4 rules must judge it.
         let canonical = address.to_canonical();
-        let explicitly_allowed = self
-            .allowed_networks
+        self.allowed_networks
             .iter()
-            .any(|network| network.contains(&address) || network.contains(&canonical));
-        explicitly_allowed || is_publicly_routable(address)
+            .any(|network| network.contains(&address) || network.contains(&canonical))
     }
+}
+
+/// Which ports the scraper connects to (`ORDERS_SCRAPER_PORTS`). Shops serve their
+/// pages on the web's ports; a URL naming another port of a public host (a mail
+/// server's 25, a database's 5432, an admin console's 9000) would make the scraper
+/// a port scanner and a proxy for whoever places an order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortPolicy {
+    /// Every port (`*`).
+    Any,
+    /// Only these.
+    Only(Vec<u16>),
+}
+
+/// The ports of `ORDERS_SCRAPER_PORTS` by default: HTTP, HTTPS and their common
+/// alternatives.
+pub const DEFAULT_SCRAPER_PORTS: &str = "80,443,8080,8443";
+
+impl Default for PortPolicy {
+    fn default() -> Self {
+        Self::Only(vec![80, 443, 8080, 8443])
+    }
+}
+
+impl PortPolicy {
+    pub fn permits(&self, port: u16) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Only(ports) => ports.contains(&port),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{entry}` is not a port (1 to 65535); write ports separated by commas, or * for any")]
+pub struct InvalidPort {
+    pub entry: String,
+}
+
+/// Parses `ORDERS_SCRAPER_PORTS`: ports separated by commas or white space, or `*`.
+pub fn parse_allowed_ports(list: &str) -> Result<PortPolicy, InvalidPort> {
+    if list.trim() == "*" {
+        return Ok(PortPolicy::Any);
+    }
+    let ports = list
+        .split(|character: char| character == ',' || character.is_whitespace())
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| {
+            entry
+                .parse::<u16>()
+                .ok()
+                .filter(|port| *port > 0)
+                .ok_or_else(|| InvalidPort {
+                    entry: entry.to_owned(),
+                })
+        })
+        .collect::<Result<Vec<u16>, InvalidPort>>()?;
+    if ports.is_empty() {
+        return Err(InvalidPort {
+            entry: list.to_owned(),
+        });
+    }
+    Ok(PortPolicy::Only(ports))
 }
 
 /// The IPv4 networks that are not the public internet (IANA special-purpose
@@ -147,6 +215,25 @@ pub fn parse_allowed_networks(list: &str) -> Result<Vec<IpNet>, InvalidNetwork> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ports_are_a_list_or_any() {
+        assert_eq!(
+            parse_allowed_ports(DEFAULT_SCRAPER_PORTS),
+            Ok(PortPolicy::default())
+        );
+        assert_eq!(parse_allowed_ports(" * "), Ok(PortPolicy::Any));
+        assert_eq!(
+            parse_allowed_ports("443 8000,8001"),
+            Ok(PortPolicy::Only(vec![443, 8000, 8001]))
+        );
+        for wrong in ["", "0", "65536", "http", "80,-1"] {
+            assert!(parse_allowed_ports(wrong).is_err(), "{wrong:?}");
+        }
+        assert!(PortPolicy::default().permits(443));
+        assert!(!PortPolicy::default().permits(22));
+        assert!(PortPolicy::Any.permits(22));
+    }
 
     fn address(text: &str) -> IpAddr {
         text.parse().expect("a test address")

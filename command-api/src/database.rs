@@ -43,6 +43,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "audit chain",
         include_str!("../migrations/0006_audit_chain.sql"),
     ),
+    (
+        7,
+        "login known clients",
+        include_str!("../migrations/0007_login_known_clients.sql"),
+    ),
 ];
 
 pub fn migrator() -> Migrator {

@@ -53,7 +53,7 @@ impl Default for ThrottlePolicy {
 }
 
 /// The keys a login attempt is counted under.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ThrottleKeys {
     /// None for a request without a readable e-mail address.
     email: Option<String>,
@@ -79,23 +79,28 @@ impl ThrottleKeys {
             client: format!("client:{client}"),
         }
     }
-
-    fn all(&self) -> Vec<&str> {
-        let mut keys: Vec<&str> = self.email.iter().map(String::as_str).collect();
-        keys.push(&self.client);
-        keys
-    }
 }
 
 /// Whether an attempt may verify its password.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admission {
     /// Counted: verify the password, and report a success with
     /// [`LoginThrottle::succeeded`].
-    Admitted,
+    Admitted(Attempt),
     /// Refused before any password check: try again after this many seconds.
     Locked { retry_after_secs: u64 },
 }
+
+/// An admitted attempt: the counters it was counted under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    keys: ThrottleKeys,
+    /// The account's counter, or this known client's own counter for the account.
+    email_counter: Option<String>,
+}
+
+/// How long a client address that signed in to an account stays known to it.
+pub const KNOWN_CLIENT_DAYS: i64 = 30;
 
 /// One key's row of `login_failures`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,26 +156,43 @@ impl LoginThrottle {
         Self { pool, policy }
     }
 
-    fn limit_of(&self, keys: &ThrottleKeys, key: &str) -> i32 {
-        if keys.email.as_deref() == Some(key) {
-            self.policy.failures_per_email
-        } else {
-            self.policy.failures_per_client
-        }
-    }
-
-    /// Counts an attempt under both keys, unless either is locked: then nothing is
-    /// counted and the attempt must not verify its password.
+    /// Counts an attempt under its keys, unless one is locked: then nothing is
+    /// counted and the attempt must not verify its password. A client address that
+    /// signed in to the account in the last [`KNOWN_CLIENT_DAYS`] days is counted
+    /// under a counter of its own for the account instead of the account's, so
+    /// that failures from elsewhere (someone locking the account on purpose) do not
+    /// keep it out; it still gets no more than the account's limit of guesses.
     pub async fn admit(
         &self,
         keys: &ThrottleKeys,
         now: DateTime<Utc>,
     ) -> Result<Admission, sqlx::Error> {
-        // Both rows are created (if missing) and locked in the order of their keys,
-        // so two attempts never wait for each other in opposite orders.
-        let mut ordered = keys.all();
-        ordered.sort_unstable();
         let mut transaction = self.pool.begin().await?;
+        let email_counter = match &keys.email {
+            None => None,
+            Some(email) => {
+                let known: bool = sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM login_known_clients
+                                     WHERE email_key = $1 AND client_key = $2
+                                       AND last_login > $3)",
+                )
+                .bind(email)
+                .bind(&keys.client)
+                .bind(now - Duration::days(KNOWN_CLIENT_DAYS))
+                .fetch_one(&mut *transaction)
+                .await?;
+                Some(if known {
+                    format!("{email}|{}", keys.client)
+                } else {
+                    email.clone()
+                })
+            }
+        };
+        // The rows are created (if missing) and locked in the order of their keys,
+        // so two attempts never wait for each other in opposite orders.
+        let mut ordered: Vec<&str> = email_counter.iter().map(String::as_str).collect();
+        ordered.push(&keys.client);
+        ordered.sort_unstable();
         sqlx::query(
             "INSERT INTO login_failures (throttle_key, failures, first_failure)
              SELECT key, 0, $2 FROM UNNEST($1::text[]) AS key
@@ -206,15 +228,16 @@ impl LoginThrottle {
             transaction.rollback().await?;
             return Ok(Admission::Locked { retry_after_secs });
         }
+        let limit_of = |key: &str| {
+            if key == keys.client {
+                self.policy.failures_per_client
+            } else {
+                self.policy.failures_per_email
+            }
+        };
         let admitted: Vec<Counter> = counters
             .iter()
-            .map(|counter| {
-                counter.admit(
-                    self.limit_of(keys, &counter.throttle_key),
-                    &self.policy,
-                    now,
-                )
-            })
+            .map(|counter| counter.admit(limit_of(&counter.throttle_key), &self.policy, now))
             .collect();
         sqlx::query(
             "UPDATE login_failures AS f
@@ -236,28 +259,49 @@ impl LoginThrottle {
         .execute(&mut *transaction)
         .await?;
         transaction.commit().await?;
-        Ok(Admission::Admitted)
+        Ok(Admission::Admitted(Attempt {
+            keys: keys.clone(),
+            email_counter,
+        }))
     }
 
     /// An admitted attempt had the right password: it gives its place back under
-    /// both keys, and a lock it set (by being the one that reached the limit) is
-    /// lifted. The failures before it stay counted.
-    pub async fn succeeded(&self, keys: &ThrottleKeys) -> Result<(), sqlx::Error> {
+    /// its counters, a lock it set (by being the one that reached the limit) is
+    /// lifted, and its client address becomes known to the account. The failures
+    /// before it stay counted.
+    pub async fn succeeded(
+        &self,
+        attempt: &Attempt,
+        now: DateTime<Utc>,
+    ) -> Result<(), sqlx::Error> {
+        let mut transaction = self.pool.begin().await?;
         sqlx::query(
             "UPDATE login_failures
                 SET failures = greatest(failures - 1, 0),
-                    locked_until = CASE WHEN failures - 1 < (CASE WHEN throttle_key = $1
-                                                                  THEN $3 ELSE $4 END)
+                    locked_until = CASE WHEN failures - 1 < (CASE WHEN throttle_key = $2
+                                                                  THEN $4 ELSE $3 END)
                                         THEN NULL ELSE locked_until END
               WHERE throttle_key = $1 OR throttle_key = $2",
         )
-        .bind(keys.email.as_deref())
-        .bind(&keys.client)
+        .bind(attempt.email_counter.as_deref())
+        .bind(&attempt.keys.client)
         .bind(self.policy.failures_per_email)
         .bind(self.policy.failures_per_client)
-        .execute(&self.pool)
+        .execute(&mut *transaction)
         .await?;
-        Ok(())
+        if let Some(email) = &attempt.keys.email {
+            sqlx::query(
+                "INSERT INTO login_known_clients (email_key, client_key, last_login)
+                 VALUES ($1, $2, $3)
+                 ON CONFLICT (email_key, client_key) DO UPDATE SET last_login = $3",
+            )
+            .bind(email)
+            .bind(&attempt.keys.client)
+            .bind(now)
+            .execute(&mut *transaction)
+            .await?;
+        }
+        transaction.commit().await
     }
 
     /// Forgets every failure of an e-mail address: its owner proved they hold the
@@ -266,10 +310,14 @@ impl LoginThrottle {
         let Some(email) = &keys.email else {
             return Ok(());
         };
-        sqlx::query("DELETE FROM login_failures WHERE throttle_key = $1")
-            .bind(email)
-            .execute(&self.pool)
-            .await?;
+        // The account's counter and those of the addresses known to it.
+        sqlx::query(
+            "DELETE FROM login_failures
+              WHERE throttle_key = $1 OR starts_with(throttle_key, $1 || '|')",
+        )
+        .bind(email)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 }
@@ -280,9 +328,9 @@ impl LoginThrottle {
 pub const LOGIN_FAILURES_RETENTION: std::time::Duration = std::time::Duration::from_secs(60 * 60);
 
 /// Deletes the rows of `login_failures` that count nothing any more (their window
-/// began more than [`LOGIN_FAILURES_RETENTION`] ago and no lock holds): without
-/// this, every address anyone ever mistyped would stay for ever. Returns how many
-/// went. Every API instance runs it now and then; running it twice is harmless.
+/// began more than [`LOGIN_FAILURES_RETENTION`] ago and no lock holds), and the
+/// client addresses no longer known to an account: without this, every address
+/// anyone ever mistyped would stay for ever. Returns how many rows went. Every API instance runs it now and then; running it twice is harmless.
 pub async fn purge_expired(pool: &PgPool, now: DateTime<Utc>) -> Result<u64, sqlx::Error> {
     let retention = Duration::from_std(LOGIN_FAILURES_RETENTION).unwrap_or(Duration::hours(1));
     let purged = sqlx::query(
@@ -293,7 +341,11 @@ pub async fn purge_expired(pool: &PgPool, now: DateTime<Utc>) -> Result<u64, sql
     .bind(now)
     .execute(pool)
     .await?;
-    Ok(purged.rows_affected())
+    let forgotten = sqlx::query("DELETE FROM login_known_clients WHERE last_login <= $1")
+        .bind(now - Duration::days(KNOWN_CLIENT_DAYS))
+        .execute(pool)
+        .await?;
+    Ok(purged.rows_affected() + forgotten.rows_affected())
 }
 
 #[cfg(test)]
@@ -344,7 +396,10 @@ mod tests {
         let client: IpAddr = "192.0.2.7".parse().unwrap();
         let nul = ThrottleKeys::new("a\0b@example.com", client);
         let huge = ThrottleKeys::new(&"x".repeat(10_000), client);
-        assert_eq!(nul.email.as_ref().map(String::len), huge.email.as_ref().map(String::len));
+        assert_eq!(
+            nul.email.as_ref().map(String::len),
+            huge.email.as_ref().map(String::len)
+        );
         assert!(!nul.email.as_ref().unwrap().contains('\0'));
         assert_ne!(nul.email, huge.email);
     }

@@ -434,10 +434,13 @@ pub async fn login(
         .admit(&keys, chrono::Utc::now())
         .await
         .context("counting a login attempt")?;
-    if let Admission::Locked { retry_after_secs } = admission {
-        count_login(&state, "throttled");
-        return Err(ApiError::TooManyRequests { retry_after_secs });
-    }
+    let attempt = match admission {
+        Admission::Admitted(attempt) => attempt,
+        Admission::Locked { retry_after_secs } => {
+            count_login(&state, "throttled");
+            return Err(ApiError::TooManyRequests { retry_after_secs });
+        }
+    };
     let Some(email) = email else {
         count_login(&state, "failure");
         return Err(ApiError::Unauthorized(LOGIN_REFUSED));
@@ -471,7 +474,7 @@ pub async fn login(
     };
     state
         .login_throttle
-        .succeeded(&keys)
+        .succeeded(&attempt, chrono::Utc::now())
         .await
         .context("giving a successful login's place back")?;
     count_login(&state, "success");

@@ -211,9 +211,12 @@ pub async fn change_password(
         .admit(&keys, chrono::Utc::now())
         .await
         .context("counting a password check")?;
-    if let Admission::Locked { retry_after_secs } = admission {
-        return Err(ApiError::TooManyRequests { retry_after_secs });
-    }
+    let attempt = match admission {
+        Admission::Admitted(attempt) => attempt,
+        Admission::Locked { retry_after_secs } => {
+            return Err(ApiError::TooManyRequests { retry_after_secs })
+        }
+    };
     let stored = user_lookup::password_hash(state.pool(), caller.user_id)
         .await
         .context("reading credentials")?
@@ -226,7 +229,7 @@ pub async fn change_password(
     }
     state
         .login_throttle
-        .succeeded(&keys)
+        .succeeded(&attempt, chrono::Utc::now())
         .await
         .context("giving a successful password check's place back")?;
     let password_hash = hash_password(change.new_password).await?;

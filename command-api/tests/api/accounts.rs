@@ -362,6 +362,69 @@ async fn expired_throttling_rows_are_purged_and_live_ones_kept() {
     assert_eq!(kept, ["old-still-locked", "recent"]);
 }
 
+/// Logs in through a connection from `from` (an address of the loopback network,
+/// which the API sees as the client's).
+async fn login_from(app: &TestApp, from: &str, email: &str, password: &str) -> StatusCode {
+    let client = reqwest::Client::builder()
+        .local_address(Some(from.parse().unwrap()))
+        .build()
+        .unwrap();
+    client
+        .post(app.url("/auth/login"))
+        .json(&json!({"email": email, "password": password}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+#[tokio::test]
+async fn failures_from_elsewhere_do_not_lock_out_an_address_that_signed_in_before() {
+    let app = spawn_app().await;
+    app.register("ann@example.com", "a long enough password")
+        .await;
+    let (home, attacker, new_place) = ("127.0.0.2", "127.0.0.3", "127.0.0.4");
+    let right = "a long enough password";
+    let wrong = "wrong password again";
+    assert_eq!(
+        login_from(&app, home, "ann@example.com", right).await,
+        StatusCode::OK
+    );
+
+    // Someone elsewhere fails five times: the account is locked for them, and for
+    // any address it has not been used from.
+    for _ in 0..5 {
+        assert_eq!(
+            login_from(&app, attacker, "ann@example.com", wrong).await,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    for place in [attacker, new_place] {
+        assert_eq!(
+            login_from(&app, place, "ann@example.com", right).await,
+            StatusCode::TOO_MANY_REQUESTS,
+            "{place}"
+        );
+    }
+    // Ann, from where she signed in before, gets in.
+    assert_eq!(
+        login_from(&app, home, "ann@example.com", right).await,
+        StatusCode::OK
+    );
+
+    // Her address is throttled all the same, on a count of its own: five guesses.
+    for _ in 0..5 {
+        assert_eq!(
+            login_from(&app, home, "ann@example.com", wrong).await,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        login_from(&app, home, "ann@example.com", right).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
 #[tokio::test]
 async fn a_verification_token_verifies_once_and_then_keeps_answering_204() {
     let app = spawn_app().await;

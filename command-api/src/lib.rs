@@ -84,6 +84,8 @@ pub struct ApiConfig {
     pub login_throttle: ThrottlePolicy,
     /// How long a read with `Orders-Min-Position` waits for its view.
     pub read_your_writes_timeout: Duration,
+    /// How often the instance purges the login throttle's rows that count nothing.
+    pub login_failures_purge_interval: Duration,
     /// Wakes the relay after each command (when the API has a NATS connection).
     pub relay_waker: Option<event_store::RelayWaker>,
 }
@@ -98,6 +100,7 @@ impl ApiConfig {
             verification_token_lifetime: Duration::from_secs(48 * 3600),
             login_throttle: ThrottlePolicy::default(),
             read_your_writes_timeout: Duration::from_secs(2),
+            login_failures_purge_interval: Duration::from_secs(5 * 60),
             relay_waker: None,
         }
     }
@@ -159,19 +162,19 @@ pub async fn run(
     .with_graceful_shutdown(shutdown);
     let served = tokio::select! {
         served = serving => served.context("serving HTTP"),
-        never = purge_login_failures(state.pool().clone()) => match never {},
+        never = purge_login_failures(
+            state.pool().clone(),
+            state.config.login_failures_purge_interval,
+        ) => match never {},
     };
     state.events.close().await;
     served
 }
 
-/// How often an API instance deletes the throttling rows that count nothing any more.
-const LOGIN_FAILURES_PURGE_INTERVAL: Duration = Duration::from_secs(5 * 60);
-
 /// Purges `login_failures` every few minutes while the API serves (every instance
-/// does; a purge that finds nothing costs one indexless DELETE on a small table).
-async fn purge_login_failures(pool: PgPool) -> std::convert::Infallible {
-    let mut interval = tokio::time::interval(LOGIN_FAILURES_PURGE_INTERVAL);
+/// does; a purge that finds nothing costs a scan of two small tables).
+async fn purge_login_failures(pool: PgPool, every: Duration) -> std::convert::Infallible {
+    let mut interval = tokio::time::interval(every);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;

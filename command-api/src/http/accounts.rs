@@ -398,7 +398,7 @@ const LOGIN_REFUSED: &str = "unknown e-mail address or wrong password";
 #[utoipa::path(post, path = "/auth/login", tag = "accounts",
     request_body = LoginRequest,
     responses((status = 200, body = LoginResponse), (status = 401, body = crate::problem::Problem),
-              (status = 429, body = crate::problem::Problem)))]
+              (status = 422, body = crate::problem::Problem), (status = 429, body = crate::problem::Problem)))]
 pub async fn login(
     State(state): State<Arc<AppState>>,
     ClientAddress(client): ClientAddress,

@@ -211,3 +211,29 @@ async fn a_selector_that_is_not_valid_css_is_refused_at_placement() {
         .await;
     assert_eq!(placed.status(), StatusCode::CREATED);
 }
+
+#[tokio::test]
+async fn passwords_that_only_look_long_or_are_common_are_refused_naming_the_field() {
+    let app = spawn_app().await;
+    for (i, password) in [
+        " ".repeat(12),
+        "\u{200B}".repeat(12),
+        "z".repeat(40),
+        "basketball19".to_owned(),
+        "BestFriends4Ever".to_owned(),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let registered = app
+            .register(&format!("weak-{i}@example.com"), password)
+            .await;
+        assert_eq!(
+            registered.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{password:?}"
+        );
+        assert_eq!(problem(registered).await["field"], "password");
+    }
+    assert_eq!(app.count_events("UserRegistered").await, 0);
+}

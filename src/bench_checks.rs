@@ -12,8 +12,8 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use clap::Args;
+use orders_command_api::application::price_checks::record_observation_on_order;
 use orders_command_api::event_store::{CommandMetadata, EventStore};
-use orders_command_api::price_checks::record_observation_on_order;
 use orders_domain::ids::{CheckId, OrderId, UserId};
 use orders_domain::money::{Currency, Money};
 use orders_domain::order::{Availability, Order, OrderCommand, ProductUrl};
@@ -287,7 +287,7 @@ pub(crate) async fn checks(args: ChecksBenchArgs) -> anyhow::Result<()> {
 }
 
 async fn run_checks(args: &ChecksBenchArgs, url: &str) -> anyhow::Result<()> {
-    use orders_command_api::price_checks::{load_order, request_check};
+    use orders_command_api::application::price_checks::{load_order, request_check};
     use orders_domain::price_check::CheckTrigger;
     use orders_workers::fixture_server::FixtureServer;
 

@@ -904,13 +904,14 @@ async fn the_audit_trail_of_a_realistic_day_attributes_every_event_and_verifies(
     // change and alert under that: in causal order, each with who did it.
     let trace = audit(&database_url, &["trace", &correlation]);
     let scraper = "system:scraper".to_owned();
+    let policy = "system:policy".to_owned();
     assert_eq!(
         trace_nodes(&trace),
         [
             (0, "PriceCheckRequested".to_owned(), user.clone()),
             (1, "PriceObserved".to_owned(), scraper.clone()),
-            (2, "PriceChanged".to_owned(), scraper.clone()),
-            (2, "TargetReached".to_owned(), scraper.clone()),
+            (2, "PriceChanged".to_owned(), policy.clone()),
+            (2, "TargetReached".to_owned(), policy.clone()),
         ]
     );
 
@@ -935,8 +936,8 @@ async fn the_audit_trail_of_a_realistic_day_attributes_every_event_and_verifies(
                 "system:scheduler".to_owned()
             ),
             (1, "PriceObserved".to_owned(), scraper.clone()),
-            (2, "PriceChanged".to_owned(), scraper.clone()),
-            (2, "TargetReached".to_owned(), scraper.clone()),
+            (2, "PriceChanged".to_owned(), policy.clone()),
+            (2, "TargetReached".to_owned(), policy.clone()),
         ]
     );
 

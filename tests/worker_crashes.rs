@@ -14,8 +14,8 @@ use std::process::{Command, Stdio};
 use std::str::FromStr as _;
 use std::time::{Duration, Instant};
 
+use orders_command_api::application::price_checks::{load_order, request_check, CheckRequested};
 use orders_command_api::event_store::{CommandMetadata, EventStore};
-use orders_command_api::price_checks::{load_order, request_check, CheckRequested};
 use orders_domain::email::EmailAddress;
 use orders_domain::ids::{OrderId, UserId};
 use orders_domain::money::{Currency, Money};

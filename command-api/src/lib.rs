@@ -14,6 +14,7 @@ use anyhow::Context as _;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 
+pub mod application;
 pub mod audit;
 pub mod audit_chain;
 pub mod auth;
@@ -22,7 +23,6 @@ pub mod event_store;
 pub mod http;
 pub mod login_throttle;
 pub mod metrics;
-pub mod price_checks;
 pub mod problem;
 pub mod relay;
 pub mod seal;

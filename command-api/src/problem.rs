@@ -71,6 +71,28 @@ impl ApiError {
         Self::Internal(error.into())
     }
 
+    /// The one mapping of an application command's failure: a refusal as
+    /// `refused` says (usually 409 or 422 naming a field), nothing there 404, a
+    /// conflict 409, a store failure an opaque 500 logged with `doing`.
+    pub fn from_command<E: std::error::Error + Send + Sync + 'static>(
+        error: crate::application::CommandError<E>,
+        not_found: &'static str,
+        doing: &'static str,
+        refused: impl FnOnce(E) -> ApiError,
+    ) -> Self {
+        use crate::application::CommandError;
+        match error {
+            CommandError::Refused(refusal) => refused(refusal),
+            CommandError::NotFound => Self::NotFound(not_found),
+            CommandError::Conflict => {
+                Self::Conflict("changed by another request at the same time; retry".to_owned())
+            }
+            CommandError::Store(failure) => {
+                Self::Internal(anyhow::Error::new(failure).context(doing))
+            }
+        }
+    }
+
     fn status(&self) -> StatusCode {
         match self {
             Self::MalformedBody(_) | Self::BadRequest(_) => StatusCode::BAD_REQUEST,

@@ -1,16 +1,19 @@
 //! The price-check policy as a worker: every `PriceObserved` of the log becomes the
-//! order command that records it (`orders_command_api::price_checks::
+//! order command that records it (`orders_command_api::application::price_checks::
 //! record_observation_on_order`). The order decides what is news, and ignores a late
 //! or repeated observation, so a redelivered message records nothing twice.
 
+use orders_command_api::application::price_checks::record_observation_on_order;
 use orders_command_api::event_store::EventStore;
-use orders_command_api::price_checks::{record_observation_on_order, CheckRequestError};
 use orders_domain::ids::CheckId;
 use orders_domain::price_check::PriceCheckEvent;
 use orders_nats::LogEvent;
 
 use crate::consumer::Outcome;
 use crate::work_metadata::caused_by;
+
+/// The actor of the events the policy records.
+pub const POLICY_ACTOR: &str = "system:policy";
 
 /// The step for one log message.
 pub async fn record_observation(events: &EventStore, event: LogEvent) -> Outcome {
@@ -27,10 +30,16 @@ pub async fn record_observation(events: &EventStore, event: LogEvent) -> Outcome
             event.aggregate_id
         ));
     };
-    let metadata = caused_by(&event, "system:scraper");
+    let metadata = caused_by(&event, POLICY_ACTOR);
     match record_observation_on_order(events, check_id, &observed, &metadata).await {
         Ok(_) => Outcome::Done,
-        Err(error @ CheckRequestError::Store(_)) => Outcome::Retry(error.into()),
-        Err(error) => Outcome::GiveUp(error.into()),
+        // A store failure or a concurrent command may pass; a refusal will not: it
+        // is dead-lettered at once, with its reason.
+        Err(error) if error.may_pass() => Outcome::Retry(
+            anyhow::Error::new(error).context(format!("recording check {check_id} on its order")),
+        ),
+        Err(error) => Outcome::GiveUp(anyhow::Error::new(error).context(format!(
+            "the order refused the observation of check {check_id}"
+        ))),
     }
 }

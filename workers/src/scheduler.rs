@@ -7,7 +7,7 @@
 //! orders placed at once do not fire at once); each later one an interval after the
 //! previous request, give or take a tenth. A request for an order whose check is
 //! still in flight stores nothing (the order's claim, see
-//! `orders_command_api::price_checks`) and the order is looked at again a little
+//! `orders_command_api::application::price_checks`) and the order is looked at again a little
 //! later. Paused and cancelled orders are never requested: the view's status rules
 //! them out, and the price-check aggregate refuses them in any case.
 //!
@@ -18,10 +18,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use futures::StreamExt as _;
+use orders_command_api::application::price_checks::{load_order, request_check, CheckRequested};
+use orders_command_api::application::CommandError;
 use orders_command_api::event_store::{CommandMetadata, EventStore};
-use orders_command_api::price_checks::{
-    load_order, request_check, CheckRequestError, CheckRequested,
-};
 use orders_domain::ids::OrderId;
 use orders_domain::price_check::{CheckTrigger, PriceCheckError};
 use sqlx::PgPool;
@@ -80,14 +79,17 @@ impl Scheduler {
             planned,
             ..TickReport::default()
         };
-        let results: Vec<(Uuid, i32, Result<RequestResult, CheckRequestError>)> =
-            futures::stream::iter(due)
-                .map(|(order_id, interval)| async move {
-                    (order_id, interval, self.request(order_id).await)
-                })
-                .buffer_unordered(CONCURRENT_REQUESTS)
-                .collect()
-                .await;
+        let results: Vec<(
+            Uuid,
+            i32,
+            Result<RequestResult, CommandError<PriceCheckError>>,
+        )> = futures::stream::iter(due)
+            .map(|(order_id, interval)| async move {
+                (order_id, interval, self.request(order_id).await)
+            })
+            .buffer_unordered(CONCURRENT_REQUESTS)
+            .collect()
+            .await;
         let mut orders = Vec::with_capacity(results.len());
         let mut next_times = Vec::with_capacity(results.len());
         for (order_id, interval, result) in results {
@@ -166,10 +168,13 @@ impl Scheduler {
         Ok(usize::try_from(inserted.rows_affected()).unwrap_or(0))
     }
 
-    async fn request(&self, order_id: Uuid) -> Result<RequestResult, CheckRequestError> {
+    async fn request(
+        &self,
+        order_id: Uuid,
+    ) -> Result<RequestResult, CommandError<PriceCheckError>> {
         let order = match load_order(&self.events, OrderId::from_uuid(order_id)).await {
             Ok(order) => order,
-            Err(CheckRequestError::OrderNotFound) => return Ok(RequestResult::NotCheckable),
+            Err(CommandError::NotFound) => return Ok(RequestResult::NotCheckable),
             Err(error) => return Err(error),
         };
         // One scheduled job per request: its own correlation id.
@@ -184,7 +189,7 @@ impl Scheduler {
         match request_check(&self.events, &order, CheckTrigger::Scheduled, &metadata).await {
             Ok(CheckRequested::Requested { .. }) => Ok(RequestResult::Requested),
             Ok(CheckRequested::AlreadyInFlight) => Ok(RequestResult::InFlight),
-            Err(CheckRequestError::Refused(
+            Err(CommandError::Refused(
                 PriceCheckError::OrderPaused | PriceCheckError::OrderCancelled,
             )) => Ok(RequestResult::NotCheckable),
             Err(error) => Err(error),

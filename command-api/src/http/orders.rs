@@ -519,7 +519,7 @@ pub async fn check_order_now(
     context: RequestContext,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    use crate::price_checks::{request_check, CheckRequestError, CheckRequested};
+    use crate::application::price_checks::{request_check, CheckRequested};
     use orders_domain::price_check::CheckTrigger;
 
     let order_id = order_id_from_path(id.as_str())?;
@@ -531,12 +531,13 @@ pub async fn check_order_now(
         &metadata_for(caller, context, None),
     )
     .await
-    .map_err(|error| match error {
-        CheckRequestError::OrderNotFound => ApiError::NotFound("no such order"),
-        CheckRequestError::Refused(refusal) => ApiError::Conflict(refusal.to_string()),
-        CheckRequestError::Store(cause) => {
-            ApiError::Internal(anyhow::anyhow!(cause).context("requesting a price check"))
-        }
+    .map_err(|error| {
+        ApiError::from_command(
+            error,
+            "no such order",
+            "requesting a price check",
+            |refusal| ApiError::Conflict(refusal.to_string()),
+        )
     })?;
     let (body, position) = match requested {
         CheckRequested::Requested { check_id, position } => (

@@ -5,10 +5,10 @@
 
 use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::EventStore as _;
+use orders_command_api::application::price_checks::record_observation_on_order;
 use orders_command_api::event_store::{
     order_snapshot_version, CommandMetadata, SNAPSHOT_AFTER_EVENTS,
 };
-use orders_command_api::price_checks::record_observation_on_order;
 use orders_domain::ids::{CheckId, OrderId};
 use orders_domain::money::{Currency, Money};
 use orders_domain::order::{Availability, Order};

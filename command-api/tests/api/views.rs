@@ -3,10 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use orders_command_api::event_store::CommandMetadata;
-use orders_command_api::price_checks::{
+use orders_command_api::application::price_checks::{
     load_order, record_observation_on_order, request_check, CheckRequested,
 };
+use orders_command_api::event_store::CommandMetadata;
 use orders_domain::ids::{CheckId, OrderId};
 use orders_domain::money::Currency;
 use orders_domain::order::Availability;

@@ -13,7 +13,8 @@ use orders_domain::price_check::{
     CheckTrigger, PriceCheck, PriceCheckCommand, PriceCheckError, PriceCheckEvent,
 };
 
-use crate::event_store::{CommandMetadata, EventStore, LogPosition};
+use super::CommandError;
+use crate::event_store::{CommandMetadata, CommandReceipt, EventStore, LogPosition};
 
 /// What asking for a check did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,17 +28,6 @@ pub enum CheckRequested {
     AlreadyInFlight,
 }
 
-/// Why a check was not requested.
-#[derive(Debug, thiserror::Error)]
-pub enum CheckRequestError {
-    #[error("no such order")]
-    OrderNotFound,
-    #[error(transparent)]
-    Refused(PriceCheckError),
-    #[error("the event store failed: {0}")]
-    Store(String),
-}
-
 /// Requests a check of `order` (already loaded by the caller, who has checked that
 /// it may see it) with a freshly minted check id.
 pub async fn request_check(
@@ -45,11 +35,11 @@ pub async fn request_check(
     order: &Order,
     trigger: CheckTrigger,
     metadata: &CommandMetadata,
-) -> Result<CheckRequested, CheckRequestError> {
+) -> Result<CheckRequested, CommandError<PriceCheckError>> {
     let (Some(order_id), Some(url), Some(currency), Some(status)) =
         (order.id(), order.url(), order.currency(), order.status())
     else {
-        return Err(CheckRequestError::OrderNotFound);
+        return Err(CommandError::NotFound);
     };
     let check_id = CheckId::new();
     let command = PriceCheckCommand::Request {
@@ -69,11 +59,10 @@ pub async fn request_check(
             check_id,
             position: receipt.position,
         }),
-        Err(AggregateError::UserError(refusal)) => Err(CheckRequestError::Refused(refusal)),
         // The check id is new, so the only conflict is the order's claim: another
         // check is in flight.
         Err(AggregateError::AggregateConflict) => Ok(CheckRequested::AlreadyInFlight),
-        Err(error) => Err(CheckRequestError::Store(error.to_string())),
+        Err(error) => Err(error.into()),
     }
 }
 
@@ -81,13 +70,17 @@ pub async fn request_check(
 pub async fn load_order(
     events: &EventStore,
     order_id: OrderId,
-) -> Result<Order, CheckRequestError> {
+) -> Result<Order, CommandError<PriceCheckError>> {
     let (order, _) = events
         .load::<Order>(&order_id.to_string())
         .await
-        .map_err(|error| CheckRequestError::Store(error.to_string()))?;
+        .map_err(|error| match CommandError::<OrderError>::from(error) {
+            CommandError::Store(failure) => CommandError::Store(failure),
+            // Loading decides nothing: it only fails in the store.
+            other => CommandError::Store(super::StoreFailure::new(other)),
+        })?;
     if !order.is_placed() {
-        return Err(CheckRequestError::OrderNotFound);
+        return Err(CommandError::NotFound);
     }
     Ok(order)
 }
@@ -96,13 +89,14 @@ pub async fn load_order(
 /// records it. The order decides what is news (a changed price, the target reached,
 /// back in stock); a late or repeated observation records nothing, so running this
 /// twice for one event is harmless. An observation for a cancelled or vanished
-/// order is dropped (`Ok(None)`): nobody is tracking it any more.
+/// order is dropped (`Ok(None)`): nobody is tracking it any more. Any other refusal
+/// (an observation in another currency than the order's) is `Refused`: permanent.
 pub async fn record_observation_on_order(
     events: &EventStore,
     check_id: CheckId,
     observed: &PriceCheckEvent,
     metadata: &CommandMetadata,
-) -> Result<Option<crate::event_store::CommandReceipt>, CheckRequestError> {
+) -> Result<Option<CommandReceipt>, CommandError<OrderError>> {
     let PriceCheckEvent::PriceObserved {
         order_id,
         price,
@@ -125,9 +119,6 @@ pub async fn record_observation_on_order(
     {
         Ok(receipt) => Ok(Some(receipt)),
         Err(AggregateError::UserError(OrderError::Cancelled | OrderError::NotFound)) => Ok(None),
-        Err(AggregateError::UserError(refusal)) => Err(CheckRequestError::Store(format!(
-            "order {order_id} refused the observation of check {check_id}: {refusal}"
-        ))),
-        Err(error) => Err(CheckRequestError::Store(error.to_string())),
+        Err(error) => Err(error.into()),
     }
 }

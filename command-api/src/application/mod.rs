@@ -1,0 +1,13 @@
+//! The application commands: one function per use case of the write side, shared by
+//! whoever issues it (the HTTP handlers, the workers, the CLI). Each loads what it
+//! needs, lets the aggregate decide with the caller's metadata, appends, and answers
+//! a receipt or a [`CommandError`] that says what kind of failure it was, so that
+//! each caller maps it once: a handler to a problem document, a worker to done,
+//! retry or give up. A refusal is never retried; a store failure may be.
+//!
+//! (Being gathered here use case by use case: the price checks first.)
+
+mod error;
+pub mod price_checks;
+
+pub use error::{CommandError, StoreFailure};

@@ -208,7 +208,7 @@ async fn commands(args: CommandsBenchArgs) -> anyhow::Result<()> {
             100.0 * m.api_per_sec / m.one_row_per_sec,
         );
     }
-    println!("targets: api/same-SQL >= 70%, api/one-row >= 40%");
+    println!("targets (BRIEF): api/same-SQL >= 90%, api/one-row >= 50%");
     Ok(())
 }
 
@@ -548,7 +548,17 @@ fn same_sql_script_text(first: u64, last: u64) -> String {
         .replace("$5::text[]", "ARRAY['2.0']")
         .replace("$6::jsonb[]", &format!("ARRAY[{payload}]"))
         .replace("$7::jsonb[]", &format!("ARRAY[{metadata}]"))
-        .replace("$8", owner);
+        // A seal of the real length (a version byte and an HMAC-SHA-256): pgbench
+        // cannot compute the MAC, but the row stores the same bytes.
+        .replace(
+            "$8::bytea[]",
+            &format!("ARRAY['\\x01{}'::bytea]", "00".repeat(32)),
+        )
+        .replace("$9", owner);
+    assert!(
+        !insert.contains('$'),
+        "the placement statement has a parameter the replay does not fill: {insert}"
+    );
     format!(
         "\\set u random({first}, {last})\n\\set r random(1, 9000000000000000000)\n\\set read random(1, 100)\n\\if :read = 1\n{facts_read};\n\\endif\n{insert};\n"
     )

@@ -4,7 +4,8 @@
 use anyhow::Context as _;
 use clap::Subcommand;
 use orders_command_api::event_store::{CommandMetadata, EventStore};
-use orders_command_api::seal::AuditKey;
+
+use crate::cli_args::{AuditKeyArgs, DatabaseArgs};
 use orders_domain::email::EmailAddress;
 use orders_domain::user::{Role, User, UserCommand};
 
@@ -14,23 +15,19 @@ pub(crate) enum AdminCommand {
     Grant {
         email: String,
         role: String,
-        /// PostgreSQL URL.
-        #[arg(long, env = "ORDERS_DATABASE_URL", hide_env_values = true)]
-        database_url: Option<String>,
-        /// Seals the event (as the services do).
-        #[arg(long, env = "ORDERS_AUDIT_KEY", hide_env_values = true)]
-        audit_key: Option<String>,
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[command(flatten)]
+        audit_key: AuditKeyArgs,
     },
     /// Take a role away; it takes effect on the user's next request.
     Revoke {
         email: String,
         role: String,
-        /// PostgreSQL URL.
-        #[arg(long, env = "ORDERS_DATABASE_URL", hide_env_values = true)]
-        database_url: Option<String>,
-        /// Seals the event (as the services do).
-        #[arg(long, env = "ORDERS_AUDIT_KEY", hide_env_values = true)]
-        audit_key: Option<String>,
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[command(flatten)]
+        audit_key: AuditKeyArgs,
     },
 }
 
@@ -46,28 +43,27 @@ pub(crate) fn operator_actor() -> String {
 }
 
 pub(crate) async fn run(command: AdminCommand) -> anyhow::Result<()> {
-    let (email, role, database_url, audit_key, grant) = match command {
+    let (email, role, database, audit_key, grant) = match command {
         AdminCommand::Grant {
             email,
             role,
-            database_url,
+            database,
             audit_key,
-        } => (email, role, database_url, audit_key, true),
+        } => (email, role, database, audit_key, true),
         AdminCommand::Revoke {
             email,
             role,
-            database_url,
+            database,
             audit_key,
-        } => (email, role, database_url, audit_key, false),
+        } => (email, role, database, audit_key, false),
     };
     let role: Role = role.parse()?;
     let email =
         EmailAddress::parse(&email).map_err(|error| anyhow::anyhow!("{email:?}: {error}"))?;
-    let url = database_url
-        .filter(|url| !url.is_empty())
-        .context("ORDERS_DATABASE_URL is not set (e.g. postgres://orders@127.0.0.1:5432/orders)")?;
-    let audit_key = AuditKey::from_env_value(audit_key)?;
-    let pool = orders_command_api::database::connect(&url, 2).await?;
+    // The database first, then the key: one line for the first thing missing.
+    database.url()?;
+    let audit_key = audit_key.key()?;
+    let pool = database.connect(2).await?;
     orders_command_api::database::migrate(&pool).await?;
     let user_id = orders_command_api::user_lookup::user_by_email(&pool, &email.normalized())
         .await

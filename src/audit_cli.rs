@@ -2,12 +2,12 @@
 //! auditors, as a readable table (or a causal tree for a trace), or JSON for
 //! scripts; and the proof that it was not altered.
 
-use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use orders_command_api::audit::{self, AuditEntry, AuditFilter, AuditPage, AuditSubject};
 use orders_command_api::audit_chain;
-use orders_command_api::seal::AuditKey;
+
+use crate::cli_args::{AuditKeyArgs, DatabaseArgs, NatsArgs};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum AuditCommand {
@@ -43,15 +43,14 @@ pub(crate) struct VerifyArgs {
     /// One JSON object for scripts instead of a sentence.
     #[arg(long)]
     json: bool,
-    /// PostgreSQL URL.
-    #[arg(long, env = "ORDERS_DATABASE_URL", hide_env_values = true)]
-    database_url: Option<String>,
-    /// NATS URL (where the chain's head is checkpointed).
-    #[arg(long, env = "ORDERS_NATS_URL", hide_env_values = true)]
-    nats_url: Option<String>,
-    /// The key the events were sealed under.
-    #[arg(long, env = "ORDERS_AUDIT_KEY", hide_env_values = true)]
-    audit_key: Option<String>,
+    #[command(flatten)]
+    database: DatabaseArgs,
+    /// (Where the chain's head is checkpointed.)
+    #[command(flatten)]
+    nats: NatsArgs,
+    /// (The key the events were sealed under.)
+    #[command(flatten)]
+    audit_key: AuditKeyArgs,
 }
 
 #[derive(Debug, Args)]
@@ -74,9 +73,8 @@ pub(crate) struct AuditOptions {
     /// One JSON object for scripts instead of a table.
     #[arg(long)]
     json: bool,
-    /// PostgreSQL URL.
-    #[arg(long, env = "ORDERS_DATABASE_URL", hide_env_values = true)]
-    database_url: Option<String>,
+    #[command(flatten)]
+    database: DatabaseArgs,
 }
 
 fn time(option: &str, text: &Option<String>) -> anyhow::Result<Option<DateTime<Utc>>> {
@@ -108,14 +106,7 @@ impl AuditOptions {
     }
 
     async fn pool(&self) -> anyhow::Result<sqlx::PgPool> {
-        let url = self
-            .database_url
-            .as_deref()
-            .filter(|url| !url.is_empty())
-            .context(
-                "ORDERS_DATABASE_URL is not set (e.g. postgres://orders@127.0.0.1:5432/orders)",
-            )?;
-        orders_command_api::database::connect(url, 2).await
+        self.database.connect(2).await
     }
 }
 
@@ -193,23 +184,11 @@ fn events(count: u64) -> String {
 }
 
 async fn verify(args: VerifyArgs) -> anyhow::Result<bool> {
-    let key = AuditKey::from_env_value(args.audit_key)?;
-    let database_url = args
-        .database_url
-        .filter(|url| !url.is_empty())
-        .context("ORDERS_DATABASE_URL is not set (e.g. postgres://orders@127.0.0.1:5432/orders)")?;
-    let nats_url = args
-        .nats_url
-        .filter(|url| !url.is_empty())
-        .context("ORDERS_NATS_URL is not set (e.g. nats://127.0.0.1:4222)")?;
-    let pool = orders_command_api::database::connect(&database_url, 4).await?;
-    let client = orders_nats::connect(&nats_url).await.with_context(|| {
-        format!(
-            "connecting to NATS at {} (ORDERS_NATS_URL)",
-            orders_nats::redacted(&nats_url)
-        )
-    })?;
-    let heads = audit_chain::head_store(&async_nats::jetstream::new(client)).await?;
+    let key = args.audit_key.key()?;
+    args.database.url()?;
+    args.nats.url()?;
+    let pool = args.database.connect(4).await?;
+    let heads = audit_chain::head_store(&args.nats.jetstream().await?).await?;
     let started = std::time::Instant::now();
     let report = audit_chain::verify(&pool, &heads, &key).await?;
     let elapsed = started.elapsed();

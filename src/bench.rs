@@ -57,10 +57,8 @@ pub(crate) enum BenchCommand {
 
 #[derive(Debug, Args)]
 pub(crate) struct CommandsBenchArgs {
-    /// A PostgreSQL URL of the server to measure; a fresh database is created on it
-    /// (the user needs CREATEDB) and dropped afterwards.
-    #[arg(long, env = "ORDERS_DATABASE_URL", hide_env_values = true)]
-    database_url: Option<String>,
+    #[command(flatten)]
+    database: crate::cli_args::DatabaseArgs,
     /// Concurrent clients, one measurement each.
     #[arg(long, value_delimiter = ',', default_values_t = vec![8, 32])]
     clients: Vec<u32>,
@@ -183,7 +181,7 @@ impl BenchDatabase {
 }
 
 async fn commands(args: CommandsBenchArgs) -> anyhow::Result<()> {
-    let database = BenchDatabase::create(args.database_url.as_deref()).await?;
+    let database = BenchDatabase::create(args.database.database_url.as_deref()).await?;
     let outcome = run_in_database(&args, &database.url).await;
     database.finish(args.keep_database).await?;
     let measured = outcome?;

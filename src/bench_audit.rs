@@ -20,10 +20,8 @@ use crate::bench_log::{relay_all, store_log};
 
 #[derive(Debug, Args)]
 pub(crate) struct AuditVerifyBenchArgs {
-    /// A PostgreSQL URL of the server to measure; a fresh database is created on it
-    /// and dropped afterwards.
-    #[arg(long, env = "ORDERS_DATABASE_URL", hide_env_values = true)]
-    database_url: Option<String>,
+    #[command(flatten)]
+    database: crate::cli_args::DatabaseArgs,
     /// Events in the log (rounded down to whole users of 20 events).
     #[arg(long, default_value_t = 1_000_000)]
     events: u64,
@@ -78,7 +76,7 @@ async fn export_into_sha256sum(pool: &PgPool) -> anyhow::Result<(f64, u64)> {
 }
 
 pub(crate) async fn audit_verify(args: AuditVerifyBenchArgs) -> anyhow::Result<()> {
-    let database = BenchDatabase::create(args.database_url.as_deref()).await?;
+    let database = BenchDatabase::create(args.database.database_url.as_deref()).await?;
     let outcome = async {
         let pool = orders_command_api::database::connect(&database.url, 8).await?;
         orders_command_api::database::migrate(&pool).await?;

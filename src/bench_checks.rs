@@ -24,9 +24,8 @@ use crate::bench::BenchDatabase;
 
 #[derive(Debug, Args)]
 pub(crate) struct OrderLatencyArgs {
-    /// A PostgreSQL URL; a fresh database is created on it and dropped afterwards.
-    #[arg(long, env = "ORDERS_DATABASE_URL", hide_env_values = true)]
-    database_url: Option<String>,
+    #[command(flatten)]
+    database: crate::cli_args::DatabaseArgs,
     /// Checks in the long order's past.
     #[arg(long, default_value_t = 10_000)]
     past_checks: u32,
@@ -134,7 +133,7 @@ async fn measure(
 }
 
 pub(crate) async fn order_latency(args: OrderLatencyArgs) -> anyhow::Result<()> {
-    let database = BenchDatabase::create(args.database_url.as_deref()).await?;
+    let database = BenchDatabase::create(args.database.database_url.as_deref()).await?;
     let outcome = run(&args, &database.url).await;
     database.finish(args.keep_database).await?;
     outcome
@@ -212,9 +211,8 @@ async fn run(args: &OrderLatencyArgs, url: &str) -> anyhow::Result<()> {
 
 #[derive(Debug, Args)]
 pub(crate) struct ChecksBenchArgs {
-    /// A PostgreSQL URL; a fresh database is created on it and dropped afterwards.
-    #[arg(long, env = "ORDERS_DATABASE_URL", hide_env_values = true)]
-    database_url: Option<String>,
+    #[command(flatten)]
+    database: crate::cli_args::DatabaseArgs,
     /// Shops, each a local HTTP server of its own (its own host:port).
     #[arg(long, default_value_t = 50)]
     hosts: u32,
@@ -280,7 +278,7 @@ fn spawn_service(
 }
 
 pub(crate) async fn checks(args: ChecksBenchArgs) -> anyhow::Result<()> {
-    let database = BenchDatabase::create(args.database_url.as_deref()).await?;
+    let database = BenchDatabase::create(args.database.database_url.as_deref()).await?;
     let outcome = run_checks(&args, &database.url).await;
     database.finish(args.keep_database).await?;
     outcome
@@ -446,9 +444,8 @@ async fn run_checks(args: &ChecksBenchArgs, url: &str) -> anyhow::Result<()> {
 
 #[derive(Debug, Args)]
 pub(crate) struct IdleMemoryArgs {
-    /// A PostgreSQL URL; a fresh database is created on it and dropped afterwards.
-    #[arg(long, env = "ORDERS_DATABASE_URL", hide_env_values = true)]
-    database_url: Option<String>,
+    #[command(flatten)]
+    database: crate::cli_args::DatabaseArgs,
     /// Seconds each service idles before its memory is read.
     #[arg(long, default_value_t = 10)]
     idle_secs: u64,
@@ -461,7 +458,7 @@ pub(crate) struct IdleMemoryArgs {
 /// started and idled (target: under 50 MB each), against a fresh database and a
 /// nats-server of its own.
 pub(crate) async fn idle_memory(args: IdleMemoryArgs) -> anyhow::Result<()> {
-    let database = BenchDatabase::create(args.database_url.as_deref()).await?;
+    let database = BenchDatabase::create(args.database.database_url.as_deref()).await?;
     let outcome = run_idle_memory(&args, &database.url).await;
     database.finish(args.keep_database).await?;
     outcome

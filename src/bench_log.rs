@@ -304,8 +304,8 @@ pub(crate) async fn relay_all(
 
 #[derive(Debug, Args)]
 pub(crate) struct RelayBenchArgs {
-    #[arg(long, env = "ORDERS_DATABASE_URL", hide_env_values = true)]
-    database_url: Option<String>,
+    #[command(flatten)]
+    database: crate::cli_args::DatabaseArgs,
     /// Events in the backlog.
     #[arg(long, default_value_t = 100_000)]
     events: u64,
@@ -369,7 +369,7 @@ async fn raw_publish(
 }
 
 pub(crate) async fn relay(args: RelayBenchArgs) -> anyhow::Result<()> {
-    let database = BenchDatabase::create(args.database_url.as_deref()).await?;
+    let database = BenchDatabase::create(args.database.database_url.as_deref()).await?;
     let outcome = async {
         let pool = orders_command_api::database::connect(&database.url, 8).await?;
         orders_command_api::database::migrate(&pool).await?;
@@ -420,8 +420,8 @@ pub(crate) async fn relay(args: RelayBenchArgs) -> anyhow::Result<()> {
 
 #[derive(Debug, Args)]
 pub(crate) struct PipelineBenchArgs {
-    #[arg(long, env = "ORDERS_DATABASE_URL", hide_env_values = true)]
-    database_url: Option<String>,
+    #[command(flatten)]
+    database: crate::cli_args::DatabaseArgs,
     /// Commands (`POST /orders`, one event each) per second.
     #[arg(long, default_value_t = 1000)]
     rate: u32,
@@ -450,7 +450,7 @@ fn lag_ms(recorded_at: &str, received: SystemTime) -> Option<f64> {
 }
 
 pub(crate) async fn pipeline(args: PipelineBenchArgs) -> anyhow::Result<()> {
-    let database = BenchDatabase::create(args.database_url.as_deref()).await?;
+    let database = BenchDatabase::create(args.database.database_url.as_deref()).await?;
     let outcome = run_pipeline(&args, &database.url).await;
     database.finish(args.keep_database).await?;
     let (achieved, lags, floor, visible, stale) = outcome?;
@@ -702,8 +702,8 @@ async fn drive_client(run: ClientRun) -> anyhow::Result<()> {
 
 #[derive(Debug, Args)]
 pub(crate) struct ReplayBenchArgs {
-    #[arg(long, env = "ORDERS_DATABASE_URL", hide_env_values = true)]
-    database_url: Option<String>,
+    #[command(flatten)]
+    database: crate::cli_args::DatabaseArgs,
     /// Events in the log.
     #[arg(long, default_value_t = 1_000_000)]
     events: u64,
@@ -732,7 +732,7 @@ pub(crate) fn memory_mib(pid: u32) -> Option<(f64, f64)> {
 
 pub(crate) async fn replay(args: ReplayBenchArgs) -> anyhow::Result<()> {
     let view: orders_projectors::View = args.view.parse()?;
-    let database = BenchDatabase::create(args.database_url.as_deref()).await?;
+    let database = BenchDatabase::create(args.database.database_url.as_deref()).await?;
     let outcome = run_replay(&args, view, &database.url).await;
     database.finish(args.keep_database).await?;
     outcome

@@ -10,8 +10,8 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use cli_args::{AuditKeyArgs, DatabaseArgs, NatsArgs, NatsReplicasArgs};
 use futures::FutureExt as _;
-use orders_command_api::seal::AuditKey;
 use orders_command_api::{ApiConfig, AppState, Secret};
 use tokio::net::TcpListener;
 
@@ -21,6 +21,7 @@ mod bench;
 mod bench_audit;
 mod bench_checks;
 mod bench_log;
+mod cli_args;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -44,7 +45,9 @@ enum Command {
         #[command(subcommand)]
         nats: NatsCommand,
     },
-    /// Benchmarks, each beside the ceiling measured in the same run.
+    /// Benchmarks, each beside the ceiling measured in the same run. Each creates a
+    /// fresh database on the server of ORDERS_DATABASE_URL (the user needs CREATEDB)
+    /// and drops it afterwards, unless --keep-database.
     Bench {
         #[command(subcommand)]
         bench: bench::BenchCommand,
@@ -113,30 +116,6 @@ struct DlqRetryArgs {
     worker: Option<String>,
     #[command(flatten)]
     nats: NatsArgs,
-}
-
-#[derive(Debug, Clone, Args)]
-struct NatsArgs {
-    /// NATS with JetStream, e.g. nats://127.0.0.1:4222.
-    #[arg(long, env = "ORDERS_NATS_URL", hide_env_values = true)]
-    nats_url: Option<String>,
-}
-
-impl NatsArgs {
-    async fn jetstream(&self) -> anyhow::Result<async_nats::jetstream::Context> {
-        let url = self
-            .nats_url
-            .as_deref()
-            .filter(|url| !url.is_empty())
-            .context("ORDERS_NATS_URL is not set (e.g. nats://127.0.0.1:4222)")?;
-        let client = orders_nats::connect(url).await.with_context(|| {
-            format!(
-                "connecting to NATS at {} (ORDERS_NATS_URL)",
-                orders_nats::redacted(url)
-            )
-        })?;
-        Ok(async_nats::jetstream::new(client))
-    }
 }
 
 #[derive(Debug, Args)]
@@ -233,31 +212,11 @@ struct ReplayArgs {
 enum NatsCommand {
     /// Create or update the log stream and the key-value buckets (idempotent).
     Setup {
-        /// NATS URL, e.g. nats://127.0.0.1:4222.
-        #[arg(long, env = "ORDERS_NATS_URL", hide_env_values = true)]
-        nats_url: Option<String>,
-        /// Replicas of the stream and buckets: 1 on one server, 3 on a cluster.
-        #[arg(long, env = "ORDERS_NATS_REPLICAS", default_value_t = 1)]
-        nats_replicas: usize,
+        #[command(flatten)]
+        nats: NatsArgs,
+        #[command(flatten)]
+        replicas: NatsReplicasArgs,
     },
-}
-
-#[derive(Debug, Clone, Args)]
-struct DatabaseArgs {
-    /// PostgreSQL URL, e.g. postgres://orders@127.0.0.1:5432/orders.
-    #[arg(long, env = "ORDERS_DATABASE_URL", hide_env_values = true)]
-    database_url: Option<String>,
-}
-
-impl DatabaseArgs {
-    fn url(&self) -> anyhow::Result<&str> {
-        self.database_url
-            .as_deref()
-            .filter(|url| !url.is_empty())
-            .context(
-                "ORDERS_DATABASE_URL is not set (e.g. postgres://orders@127.0.0.1:5432/orders)",
-            )
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -286,22 +245,18 @@ struct ServeArgs {
     /// Signs access tokens and mailed links; at least 32 bytes, no default.
     #[arg(long, env = "ORDERS_JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
-    /// Seals every event written (the API, the workers); at least 32 bytes, no
-    /// default.
-    #[arg(long, env = "ORDERS_AUDIT_KEY", hide_env_values = true)]
-    audit_key: Option<String>,
+    #[command(flatten)]
+    audit_key: AuditKeyArgs,
     /// The base URL users reach the API at, for links in mails.
     #[arg(long, env = "ORDERS_PUBLIC_URL")]
     public_url: Option<String>,
     /// Database connections of this process.
     #[arg(long, env = "ORDERS_DATABASE_MAX_CONNECTIONS", default_value_t = 32)]
     database_max_connections: u32,
-    /// NATS URL (the relay, `serve all`), e.g. nats://127.0.0.1:4222.
-    #[arg(long, env = "ORDERS_NATS_URL", hide_env_values = true)]
-    nats_url: Option<String>,
-    /// Replicas of the stream and buckets: 1 on one server, 3 on a cluster.
-    #[arg(long, env = "ORDERS_NATS_REPLICAS", default_value_t = 1)]
-    nats_replicas: usize,
+    #[command(flatten)]
+    nats: NatsArgs,
+    #[command(flatten)]
+    replicas: NatsReplicasArgs,
     /// Events the relay reads and publishes (pipelined) per batch.
     #[arg(long, env = "ORDERS_RELAY_BATCH_SIZE", default_value_t = 1000)]
     relay_batch_size: i64,
@@ -499,14 +454,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     // Everything that writes events seals them.
     let audit_key = if runs_api || runs_workers {
-        Some(AuditKey::from_env_value(args.audit_key.clone())?)
+        Some(args.audit_key.key()?)
     } else {
         None
     };
     let database_url = args.database.url()?.to_owned();
     // The relay and the projectors need NATS; the API uses it, when given, to wake
     // the relay after each commit.
-    let nats_url = match args.nats_url.clone().filter(|url| !url.is_empty()) {
+    let nats_url = match args.nats.given().map(str::to_owned) {
         Some(url) => Some(url),
         None if runs_relay || runs_projectors || runs_workers => {
             anyhow::bail!("ORDERS_NATS_URL is not set (e.g. nats://127.0.0.1:4222)")
@@ -565,7 +520,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         runs_relay || runs_projectors || runs_workers,
     ) {
         let jetstream = async_nats::jetstream::new(client.clone());
-        ensure_topology_patiently(&jetstream, args.nats_replicas).await?;
+        ensure_topology_patiently(&jetstream, args.replicas.nats_replicas).await?;
         let leaders = jetstream
             .get_key_value(orders_nats::LEADER_BUCKET)
             .await
@@ -698,23 +653,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Nats {
-            nats:
-                NatsCommand::Setup {
-                    nats_url,
-                    nats_replicas,
-                },
+            nats: NatsCommand::Setup { nats, replicas },
         } => {
-            let url = nats_url
-                .filter(|url| !url.is_empty())
-                .context("ORDERS_NATS_URL is not set (e.g. nats://127.0.0.1:4222)")?;
-            let client = orders_nats::connect(&url).await.with_context(|| {
-                format!(
-                    "connecting to NATS at {} (ORDERS_NATS_URL)",
-                    orders_nats::redacted(&url)
-                )
-            })?;
-            let jetstream = async_nats::jetstream::new(client);
-            ensure_topology_patiently(&jetstream, nats_replicas).await?;
+            let jetstream = nats.jetstream().await?;
+            ensure_topology_patiently(&jetstream, replicas.nats_replicas).await?;
             println!(
                 "NATS topology ready: stream {}, buckets {}, {}, {} and {}",
                 orders_nats::LOG_STREAM,

@@ -11,7 +11,7 @@ use clap::Args;
 use futures::StreamExt as _;
 use orders_command_api::audit_chain;
 use orders_nats::ensure_topology;
-use orders_nats::test_server::NatsServer;
+use orders_test_support::nats_server::NatsServer;
 use sqlx::PgPool;
 use tokio::io::AsyncWriteExt as _;
 

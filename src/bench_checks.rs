@@ -287,11 +287,11 @@ pub(crate) async fn checks(args: ChecksBenchArgs) -> anyhow::Result<()> {
 async fn run_checks(args: &ChecksBenchArgs, url: &str) -> anyhow::Result<()> {
     use orders_command_api::application::price_checks::{load_order, request_check};
     use orders_domain::price_check::CheckTrigger;
-    use orders_workers::fixture_server::FixtureServer;
+    use orders_test_support::fixture_shop::FixtureServer;
 
     let pool = orders_command_api::database::connect(url, 8).await?;
     orders_command_api::database::migrate(&pool).await?;
-    let nats = orders_nats::test_server::NatsServer::start();
+    let nats = orders_test_support::nats_server::NatsServer::start();
     let mut shops = Vec::with_capacity(args.hosts as usize);
     for _ in 0..args.hosts {
         shops.push(FixtureServer::start().await.context("starting a shop")?);
@@ -468,7 +468,7 @@ async fn run_idle_memory(args: &IdleMemoryArgs, url: &str) -> anyhow::Result<()>
     let pool = orders_command_api::database::connect(url, 2).await?;
     orders_command_api::database::migrate(&pool).await?;
     pool.close().await;
-    let nats = orders_nats::test_server::NatsServer::start();
+    let nats = orders_test_support::nats_server::NatsServer::start();
     println!(
         "service      RSS after {} s idle   peak RSS",
         args.idle_secs

@@ -10,7 +10,7 @@ use orders_command_api::relay::Relay;
 use orders_domain::email::EmailAddress;
 use orders_domain::ids::UserId;
 use orders_domain::user::{Role, User, UserCommand};
-use orders_nats::test_server::NatsServer;
+use orders_test_support::nats_server::NatsServer;
 use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;

@@ -200,24 +200,7 @@ fn scrape_reads_a_saved_page_and_says_how_sure_it_is() {
 }
 
 fn fresh_database_url() -> String {
-    let Ok(server_url) = std::env::var("ORDERS_TEST_DATABASE_URL") else {
-        panic!("ORDERS_TEST_DATABASE_URL is not set: run the tests with `make test`");
-    };
-    let name = format!("cli_{}", uuid::Uuid::now_v7().simple());
-    let psql = std::env::var("ORDERS_TEST_PG_BINDIR")
-        .map(|bindir| format!("{bindir}/psql"))
-        .unwrap_or_else(|_| "psql".to_owned());
-    let created = Command::new(psql)
-        .arg(&server_url)
-        .args(["-qc", &format!("CREATE DATABASE {name}")])
-        .status()
-        .map(|status| status.success())
-        .unwrap_or(false);
-    assert!(created, "could not create a database with psql");
-    match server_url.rsplit_once('/') {
-        Some((server, _)) => format!("{server}/{name}"),
-        None => panic!("unexpected URL {server_url}"),
-    }
+    orders_test_support::database::empty_database_blocking("cli")
 }
 
 #[test]
@@ -315,7 +298,7 @@ fn the_service_stops_cleanly_on_sigterm() {
 
 #[test]
 fn nats_setup_creates_the_topology_and_can_run_again() {
-    let server = orders_nats::test_server::NatsServer::start();
+    let server = orders_test_support::nats_server::NatsServer::start();
     for _ in 0..2 {
         let output = orders()
             .args(["nats", "setup"])
@@ -373,7 +356,7 @@ fn serve_relay_publishes_what_is_stored_and_stops_on_sigterm() {
         .status()
         .unwrap();
     assert!(inserted.success());
-    let server = orders_nats::test_server::NatsServer::start();
+    let server = orders_test_support::nats_server::NatsServer::start();
     let mut relay = orders()
         .args(["serve", "relay"])
         .env("ORDERS_DATABASE_URL", &database_url)
@@ -405,7 +388,7 @@ fn serve_relay_publishes_what_is_stored_and_stops_on_sigterm() {
 
 #[tokio::test]
 async fn scrape_fetches_a_page_but_never_a_private_address_unless_allowed() {
-    let shop = orders_workers::fixture_server::FixtureServer::start()
+    let shop = orders_test_support::fixture_shop::FixtureServer::start()
         .await
         .unwrap();
     shop.set_html(
@@ -459,7 +442,7 @@ async fn scrape_fetches_a_page_but_never_a_private_address_unless_allowed() {
 #[test]
 fn dlq_list_says_there_are_none_and_retry_of_an_unknown_letter_is_one_line() {
     // A fresh server: not even the dead-letter stream exists yet.
-    let server = orders_nats::test_server::NatsServer::start();
+    let server = orders_test_support::nats_server::NatsServer::start();
     let listed = orders()
         .args(["dlq", "list"])
         .env("ORDERS_NATS_URL", server.url())
@@ -635,7 +618,7 @@ fn credentials_in_service_urls_never_reach_the_output_also_when_connecting_fails
         }
     };
     let database = with_credentials(&fresh_database_url(), "orders", "pg-s3cret");
-    let nats = orders_nats::test_server::NatsServer::start();
+    let nats = orders_test_support::nats_server::NatsServer::start();
     let nats_url = with_credentials(nats.url(), "orders", "nats-s3cret");
     let smtp_url = with_credentials(
         &std::env::var("ORDERS_TEST_SMTP_URL").unwrap_or("smtp://127.0.0.1:1025".to_owned()),

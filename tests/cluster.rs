@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use orders_nats::test_server::NatsCluster;
+use orders_test_support::nats_server::NatsCluster;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 

@@ -6,7 +6,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use orders_nats::test_server::NatsServer;
+use orders_test_support::nats_server::NatsServer;
 use sqlx::PgPool;
 
 mod common;

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use orders_nats::test_server::NatsServer;
-use orders_workers::fixture_server::FixtureServer;
+use orders_test_support::fixture_shop::FixtureServer;
+use orders_test_support::nats_server::NatsServer;
 use serde_json::{json, Value};
 
 mod common;

@@ -12,7 +12,7 @@ use orders_domain::ids::{OrderId, UserId};
 use orders_domain::money::{Currency, Money};
 use orders_domain::order::{Order, OrderCommand, ProductUrl};
 use orders_domain::price_check::{CheckFailureReason, FetchFacts, PriceCheck, PriceCheckCommand};
-use orders_nats::test_server::NatsServer;
+use orders_test_support::nats_server::NatsServer;
 use orders_workers::scheduler::{Scheduler, TickReport};
 use sqlx::PgPool;
 

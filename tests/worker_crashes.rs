@@ -22,9 +22,9 @@ use orders_domain::money::{Currency, Money};
 use orders_domain::order::{Order, OrderCommand, ProductUrl};
 use orders_domain::price_check::CheckTrigger;
 use orders_domain::user::UserCommand;
-use orders_nats::test_server::NatsServer;
 use orders_nats::work::{Worker, EMAIL, SCRAPER};
-use orders_workers::fixture_server::{FixtureResponse, FixtureServer};
+use orders_test_support::fixture_shop::{FixtureResponse, FixtureServer};
+use orders_test_support::nats_server::NatsServer;
 use sqlx::{ConnectOptions as _, PgPool};
 
 mod common;

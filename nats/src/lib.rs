@@ -11,7 +11,6 @@ mod head;
 pub mod leader;
 mod position;
 mod servers;
-pub mod test_server;
 mod topology;
 pub mod work;
 

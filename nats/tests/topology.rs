@@ -5,10 +5,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use orders_nats::test_server::NatsServer;
 use orders_nats::{
     ensure_topology, LogEvent, LEADER_BUCKET, LEADER_LEASE, LOG_STREAM, RELAY_BUCKET,
 };
+use orders_test_support::nats_server::NatsServer;
 
 async fn jetstream(server: &NatsServer) -> async_nats::jetstream::Context {
     let client = async_nats::connect(server.url()).await.unwrap();

@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 use orders_nats::{LogEvent, LOG_STREAM};
-use sqlx::postgres::PgConnectOptions;
-use sqlx::{ConnectOptions as _, PgPool};
+use sqlx::PgPool;
 
 /// The key the tests' services seal events under (`ORDERS_AUDIT_KEY`).
 pub const AUDIT_KEY: &str = "the process tests' audit key, more than 32 bytes";
@@ -33,21 +32,7 @@ pub fn orders() -> std::process::Command {
 
 /// A fresh, migrated database; its URL and a pool on it.
 pub async fn fresh_database() -> (String, PgPool) {
-    let server_url = std::env::var("ORDERS_TEST_DATABASE_URL")
-        .expect("ORDERS_TEST_DATABASE_URL is not set: run the tests with `make test`");
-    let server: PgConnectOptions = server_url.parse().unwrap();
-    let name = format!("crash_{}", uuid::Uuid::now_v7().simple());
-    let mut admin = server.clone().connect().await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let url = server.database(&name).to_url_lossy().to_string();
-    let pool = orders_command_api::database::connect(&url, 8)
-        .await
-        .unwrap();
-    orders_command_api::database::migrate(&pool).await.unwrap();
-    (url, pool)
+    orders_test_support::database::fresh_database(8).await
 }
 
 pub async fn stream_length(jetstream: &async_nats::jetstream::Context) -> u64 {

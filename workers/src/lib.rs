@@ -8,7 +8,6 @@ pub mod dead_letters;
 pub mod email_worker;
 pub mod extract;
 pub mod fetch;
-pub mod fixture_server;
 pub mod host_gate;
 pub mod json_ld;
 pub mod mail;

@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer};
 use futures::StreamExt as _;
-use orders_nats::test_server::NatsServer;
 use orders_nats::work::{
     Worker, DEAD_LETTER_REASON_HEADER, DEAD_LETTER_STREAM, DEAD_LETTER_WORKER_HEADER, EMAIL,
     SCRAPER,
 };
 use orders_nats::LogEvent;
+use orders_test_support::nats_server::NatsServer;
 use orders_workers::consumer::{consume, Outcome};
 use orders_workers::dead_letters::{list, retry, DeadLetter, RetrySelection};
 use tokio::time::Instant;

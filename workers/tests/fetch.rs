@@ -5,11 +5,11 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use orders_nats::test_server::NatsServer;
+use orders_test_support::fixture_shop::{FixtureRequest, FixtureResponse, FixtureServer};
+use orders_test_support::nats_server::NatsServer;
 use orders_workers::fetch::{
     FetchFailure, FetchPolicy, FetchedPage, PageFetcher, PortPolicy, RetryPolicy,
 };
-use orders_workers::fixture_server::{FixtureRequest, FixtureResponse, FixtureServer};
 use orders_workers::host_gate::{HostGate, HostGateConfig, HostKey};
 use tokio::time::Instant;
 use url::Url;

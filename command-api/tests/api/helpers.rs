@@ -9,12 +9,11 @@ use orders_command_api::login_throttle::ThrottlePolicy;
 use orders_command_api::relay::{listen_for_wake_ups, Relay};
 use orders_command_api::seal::AuditKey;
 use orders_command_api::{ApiConfig, AppState, Secret};
-use orders_nats::test_server::NatsServer;
 use orders_nats::{ensure_topology, LEADER_BUCKET, LEADER_LEASE};
+use orders_test_support::nats_server::NatsServer;
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
-use sqlx::postgres::PgConnectOptions;
-use sqlx::{ConnectOptions as _, PgPool};
+use sqlx::PgPool;
 use uuid::Uuid;
 
 pub(crate) const JWT_SECRET: &str = "test secret that is long enough for HS256 signing";
@@ -110,29 +109,7 @@ pub(crate) async fn spawn_app_with_log_and(configure: impl FnOnce(&mut ApiConfig
 
 /// A fresh, migrated database of its own.
 pub(crate) async fn fresh_database() -> PgPool {
-    let server_url = std::env::var("ORDERS_TEST_DATABASE_URL").expect(
-        "ORDERS_TEST_DATABASE_URL is not set: run the tests with `make test`, \
-         or `set -a; . .data/test.env` after it has started the servers",
-    );
-    let server: PgConnectOptions = server_url.parse().expect("a PostgreSQL URL");
-    let name = format!("test_{}", Uuid::now_v7().simple());
-    let mut admin = server
-        .clone()
-        .connect()
-        .await
-        .expect("connect to the test server");
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .expect("create a test database");
-    let url = server.database(&name).to_url_lossy().to_string();
-    let pool = orders_command_api::database::connect(&url, 16)
-        .await
-        .expect("connect to the test database");
-    orders_command_api::database::migrate(&pool)
-        .await
-        .expect("migrate the test database");
-    pool
+    orders_test_support::database::fresh_database(16).await.1
 }
 
 pub(crate) async fn spawn_app() -> TestApp {

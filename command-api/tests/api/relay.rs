@@ -12,8 +12,8 @@ use orders_domain::email::EmailAddress;
 use orders_domain::ids::UserId;
 use orders_domain::user::UserCommand;
 use orders_nats::leader::LeaderLease;
-use orders_nats::test_server::NatsServer;
 use orders_nats::{ensure_topology, LogEvent, LOG_STREAM};
+use orders_test_support::nats_server::NatsServer;
 use sqlx::PgPool;
 use uuid::Uuid;
 

@@ -1,6 +1,6 @@
 //! A local web server of fixture pages, for the scraper's tests, end-to-end tests
-//! and benchmarks (as `orders_nats::test_server` is for NATS): it binds port 0 on a
-//! loopback address, serves routes that can be changed while it runs (a page whose
+//! and benchmarks (as `nats_server` is for NATS): it binds port 0 on a loopback
+//! address, serves routes that can be changed while it runs (a page whose
 //! price changes, a redirect, a slow answer, a huge body, robots.txt), and records
 //! every request it saw with when it started and ended, so a test can check how a
 //! host was spaced. Each server is its own host (`127.0.0.1:<port>`) for the host

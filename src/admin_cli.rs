@@ -69,14 +69,7 @@ pub(crate) async fn run(command: AdminCommand) -> anyhow::Result<()> {
         .await
         .context("looking the user up")?
         .with_context(|| format!("no user registered as {email}"))?;
-    let request = uuid::Uuid::now_v7();
-    let metadata = CommandMetadata {
-        actor: operator_actor(),
-        correlation_id: request,
-        causation_id: request.to_string(),
-        request_id: request,
-        idempotency_key: None,
-    };
+    let metadata = CommandMetadata::new_job(operator_actor());
     let command = if grant {
         UserCommand::GrantRole { role }
     } else {

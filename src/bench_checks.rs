@@ -41,14 +41,7 @@ pub(crate) struct OrderLatencyArgs {
 }
 
 fn scraper() -> CommandMetadata {
-    let id = Uuid::now_v7();
-    CommandMetadata {
-        actor: "system:scraper".to_owned(),
-        correlation_id: id,
-        causation_id: id.to_string(),
-        request_id: id,
-        idempotency_key: None,
-    }
+    CommandMetadata::new_job("system:scraper")
 }
 
 fn uah(amount: &str) -> Money {

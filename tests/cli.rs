@@ -482,7 +482,6 @@ async fn admin_grant_and_revoke_are_recorded_as_the_operator() {
         orders_command_api::event_store::EventStore::new(pool.clone(), common::audit_key());
     let user_id = orders_domain::ids::UserId::new();
     let email = format!("staff-{}@example.com", user_id.as_uuid().simple());
-    let request = uuid::Uuid::now_v7();
     events
         .execute_with_password(
             &user_id.to_string(),
@@ -490,13 +489,7 @@ async fn admin_grant_and_revoke_are_recorded_as_the_operator() {
                 user_id,
                 email: orders_domain::email::EmailAddress::parse(&email).unwrap(),
             },
-            &orders_command_api::event_store::CommandMetadata {
-                actor: format!("user:{user_id}"),
-                correlation_id: request,
-                causation_id: request.to_string(),
-                request_id: request,
-                idempotency_key: None,
-            },
+            &orders_command_api::event_store::CommandMetadata::new_job(format!("user:{user_id}")),
             "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA".to_owned(),
         )
         .await

@@ -23,14 +23,7 @@ mod common;
 use common::fresh_database;
 
 fn metadata() -> CommandMetadata {
-    let id = uuid::Uuid::now_v7();
-    CommandMetadata {
-        actor: "cli:test@localhost".to_owned(),
-        correlation_id: id,
-        causation_id: id.to_string(),
-        request_id: id,
-        idempotency_key: None,
-    }
+    CommandMetadata::new_job("cli:test@localhost")
 }
 
 /// A tracking order in hryvnias.

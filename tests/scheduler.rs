@@ -20,14 +20,7 @@ mod common;
 use common::{fresh_database, Service};
 
 fn owner_metadata() -> CommandMetadata {
-    let id = uuid::Uuid::now_v7();
-    CommandMetadata {
-        actor: "user:test".to_owned(),
-        correlation_id: id,
-        causation_id: id.to_string(),
-        request_id: id,
-        idempotency_key: None,
-    }
+    CommandMetadata::new_job("user:test")
 }
 
 fn service(name: &str, database_url: &str, nats_url: &str) -> Service {

@@ -37,14 +37,7 @@ fn env(name: &str) -> String {
 }
 
 fn metadata() -> CommandMetadata {
-    let id = uuid::Uuid::now_v7();
-    CommandMetadata {
-        actor: "cli:test@localhost".to_owned(),
-        correlation_id: id,
-        causation_id: id.to_string(),
-        request_id: id,
-        idempotency_key: None,
-    }
+    CommandMetadata::new_job("cli:test@localhost")
 }
 
 fn service(args: &[&str], database_url: &str, nats_url: &str) -> Service {

@@ -67,6 +67,20 @@ pub struct CommandMetadata {
 }
 
 impl CommandMetadata {
+    /// The metadata of a command that starts something of its own (a scheduled
+    /// job, an operator's CLI invocation, a test's setup): one new id as its
+    /// correlation, cause and request.
+    pub fn new_job(actor: impl Into<String>) -> Self {
+        let job = Uuid::now_v7();
+        Self {
+            actor: actor.into(),
+            correlation_id: job,
+            causation_id: job.to_string(),
+            request_id: job,
+            idempotency_key: None,
+        }
+    }
+
     fn to_map(&self) -> HashMap<String, String> {
         let mut map = HashMap::with_capacity(5);
         map.insert("actor".to_owned(), self.actor.clone());

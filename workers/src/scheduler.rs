@@ -178,14 +178,7 @@ impl Scheduler {
             Err(error) => return Err(error),
         };
         // One scheduled job per request: its own correlation id.
-        let job = Uuid::now_v7();
-        let metadata = CommandMetadata {
-            actor: "system:scheduler".to_owned(),
-            correlation_id: job,
-            causation_id: job.to_string(),
-            request_id: job,
-            idempotency_key: None,
-        };
+        let metadata = CommandMetadata::new_job("system:scheduler");
         match request_check(&self.events, &order, CheckTrigger::Scheduled, &metadata).await {
             Ok(CheckRequested::Requested { .. }) => Ok(RequestResult::Requested),
             Ok(CheckRequested::AlreadyInFlight) => Ok(RequestResult::InFlight),

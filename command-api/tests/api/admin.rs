@@ -18,19 +18,12 @@ async fn get(app: &TestApp, path: &str, token: Option<&str>) -> reqwest::Respons
 }
 
 async fn set_role(app: &TestApp, user_id: Uuid, command: UserCommand) {
-    let request = Uuid::now_v7();
     app.state
         .events
         .execute::<User>(
             &user_id.to_string(),
             command,
-            &CommandMetadata {
-                actor: "cli:operator@test".to_owned(),
-                correlation_id: request,
-                causation_id: request.to_string(),
-                request_id: request,
-                idempotency_key: None,
-            },
+            &CommandMetadata::new_job("cli:operator@test"),
         )
         .await
         .unwrap();

@@ -7,7 +7,6 @@ use orders_command_api::event_store::CommandMetadata;
 use orders_domain::user::{Role, User, UserCommand};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use uuid::Uuid;
 
 use crate::helpers::{problem, spawn_app, Session, TestApp};
 
@@ -20,19 +19,12 @@ async fn events_stored(app: &TestApp) -> i64 {
 
 async fn admin(app: &TestApp) -> Session {
     let session = app.signed_up_user().await;
-    let request = Uuid::now_v7();
     app.state
         .events
         .execute::<User>(
             &session.user_id.to_string(),
             UserCommand::GrantRole { role: Role::Admin },
-            &CommandMetadata {
-                actor: "cli:operator@test".to_owned(),
-                correlation_id: request,
-                causation_id: request.to_string(),
-                request_id: request,
-                idempotency_key: None,
-            },
+            &CommandMetadata::new_job("cli:operator@test"),
         )
         .await
         .unwrap();

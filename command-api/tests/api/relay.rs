@@ -27,14 +27,7 @@ async fn log_stream(server: &NatsServer) -> async_nats::jetstream::Context {
 }
 
 fn metadata() -> CommandMetadata {
-    let id = Uuid::now_v7();
-    CommandMetadata {
-        actor: "cli:test@localhost".to_owned(),
-        correlation_id: id,
-        causation_id: id.to_string(),
-        request_id: id,
-        idempotency_key: None,
-    }
+    CommandMetadata::new_job("cli:test@localhost")
 }
 
 /// Registers a user and changes their profile `changes` times: 1 + changes events.

@@ -19,14 +19,7 @@ use uuid::Uuid;
 use crate::helpers::{spawn_app, TestApp};
 
 fn scraper() -> CommandMetadata {
-    let id = Uuid::now_v7();
-    CommandMetadata {
-        actor: "system:scraper".to_owned(),
-        correlation_id: id,
-        causation_id: id.to_string(),
-        request_id: id,
-        idempotency_key: None,
-    }
+    CommandMetadata::new_job("system:scraper")
 }
 
 async fn observe(app: &TestApp, order_id: Uuid, price: &str, availability: Availability) {

@@ -28,14 +28,7 @@ use crate::helpers::{
 };
 
 fn system_metadata() -> CommandMetadata {
-    let id = Uuid::now_v7();
-    CommandMetadata {
-        actor: "system:scraper".to_owned(),
-        correlation_id: id,
-        causation_id: id.to_string(),
-        request_id: id,
-        idempotency_key: None,
-    }
+    CommandMetadata::new_job("system:scraper")
 }
 
 /// One whole price check, as the workers do it: requested, the page's reading

@@ -3,7 +3,7 @@
 
 use anyhow::Context as _;
 use clap::Subcommand;
-use orders_command_api::event_store::{CommandMetadata, EventStore};
+use orders_store::event_store::{CommandMetadata, EventStore};
 
 use crate::cli_args::{AuditKeyArgs, DatabaseArgs};
 use orders_domain::email::EmailAddress;
@@ -64,8 +64,8 @@ pub(crate) async fn run(command: AdminCommand) -> anyhow::Result<()> {
     database.url()?;
     let audit_key = audit_key.key()?;
     let pool = database.connect(2).await?;
-    orders_command_api::database::migrate(&pool).await?;
-    let user_id = orders_command_api::user_lookup::user_by_email(&pool, &email.normalized())
+    orders_store::database::migrate(&pool).await?;
+    let user_id = orders_store::user_lookup::user_by_email(&pool, &email.normalized())
         .await
         .context("looking the user up")?
         .with_context(|| format!("no user registered as {email}"))?;

@@ -4,8 +4,8 @@
 
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
-use orders_command_api::audit::{self, AuditEntry, AuditFilter, AuditPage, AuditSubject};
-use orders_command_api::audit_chain;
+use orders_relay::audit_chain;
+use orders_store::audit::{self, AuditEntry, AuditFilter, AuditPage, AuditSubject};
 
 use crate::cli_args::{AuditKeyArgs, DatabaseArgs, NatsArgs};
 

@@ -24,11 +24,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use orders_command_api::{ApiConfig, AppState, Secret};
+use orders_command_api::{ApiConfig, AppState};
 use orders_domain::email::EmailAddress;
 use orders_domain::ids::UserId;
 use orders_domain::order::MAX_ACTIVE_ORDERS_PER_USER;
 use orders_domain::user::UserEvent;
+use orders_store::Secret;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions as _, PgPool};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
@@ -107,8 +108,8 @@ pub(crate) fn bench_audit_key_text() -> &'static str {
     KEY.get_or_init(|| format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple()))
 }
 
-pub(crate) fn bench_audit_key() -> orders_command_api::seal::AuditKey {
-    orders_command_api::seal::AuditKey::new(bench_audit_key_text().as_bytes())
+pub(crate) fn bench_audit_key() -> orders_store::seal::AuditKey {
+    orders_store::seal::AuditKey::new(bench_audit_key_text().as_bytes())
 }
 
 pub(crate) fn bench_user_id(index: i64) -> UserId {
@@ -215,8 +216,8 @@ async fn run_in_database(
     bench_url: &str,
 ) -> anyhow::Result<Vec<Measured>> {
     let max_clients = args.clients.iter().copied().max().unwrap_or(8);
-    let pool = orders_command_api::database::connect(bench_url, max_clients.max(8)).await?;
-    orders_command_api::database::migrate(&pool).await?;
+    let pool = orders_store::database::connect(bench_url, max_clients.max(8)).await?;
+    orders_store::database::migrate(&pool).await?;
     create_bench_users(&pool).await?;
     sqlx::query(
         "CREATE TABLE bench_one_row (id uuid PRIMARY KEY, payload jsonb NOT NULL, metadata jsonb NOT NULL)",
@@ -523,7 +524,7 @@ fn same_sql_script_text(first: u64, last: u64) -> String {
     // A client reads its user's placement facts once, then places on cached facts
     // (the insert's guard has the last word); one read per 100 orders, as in the
     // API run.
-    let facts_read = orders_command_api::user_lookup::PLACEMENT_FACTS_SQL.replace("$1", owner);
+    let facts_read = orders_store::user_lookup::PLACEMENT_FACTS_SQL.replace("$1", owner);
     // A fresh order id per transaction, computed by an immutable expression: a
     // volatile one (gen_random_uuid()) in a WHERE clause would defeat the index.
     let order_id = "(md5((:r)::text)::uuid::text)";
@@ -538,7 +539,7 @@ fn same_sql_script_text(first: u64, last: u64) -> String {
          'causation_id', gen_random_uuid()::text, 'request_id', gen_random_uuid()::text)"
     );
     // The command side's own statement, its parameters filled in by pgbench.
-    let insert = orders_command_api::event_store::INSERT_GUARDED_PLACEMENT
+    let insert = orders_store::event_store::INSERT_GUARDED_PLACEMENT
         .replace("$1::text[]", "ARRAY['order']")
         .replace("$2::text[]", &format!("ARRAY[{order_id}]"))
         .replace("$3::bigint[]", "ARRAY[1::bigint]")

@@ -9,8 +9,8 @@ use anyhow::Context as _;
 use async_nats::jetstream;
 use clap::Args;
 use futures::StreamExt as _;
-use orders_command_api::audit_chain;
 use orders_nats::ensure_topology;
+use orders_relay::audit_chain;
 use orders_test_support::nats_server::NatsServer;
 use sqlx::PgPool;
 use tokio::io::AsyncWriteExt as _;
@@ -78,8 +78,8 @@ async fn export_into_sha256sum(pool: &PgPool) -> anyhow::Result<(f64, u64)> {
 pub(crate) async fn audit_verify(args: AuditVerifyBenchArgs) -> anyhow::Result<()> {
     let database = BenchDatabase::create(args.database.database_url.as_deref()).await?;
     let outcome = async {
-        let pool = orders_command_api::database::connect(&database.url, 8).await?;
-        orders_command_api::database::migrate(&pool).await?;
+        let pool = orders_store::database::connect(&database.url, 8).await?;
+        orders_store::database::migrate(&pool).await?;
         eprintln!("storing {} sealed events", args.events);
         let stored = store_log(&pool, args.events).await?;
         let server = NatsServer::start();

@@ -12,12 +12,12 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use clap::Args;
-use orders_command_api::application::price_checks::record_observation_on_order;
-use orders_command_api::event_store::{CommandMetadata, EventStore};
+use orders_application::price_checks::record_observation_on_order;
 use orders_domain::ids::{CheckId, OrderId, UserId};
 use orders_domain::money::{Currency, Money};
 use orders_domain::order::{Availability, Order, OrderCommand, ProductUrl};
 use orders_domain::price_check::{FetchFacts, PriceCheckEvent};
+use orders_store::event_store::{CommandMetadata, EventStore};
 use uuid::Uuid;
 
 use crate::bench::BenchDatabase;
@@ -133,8 +133,8 @@ pub(crate) async fn order_latency(args: OrderLatencyArgs) -> anyhow::Result<()> 
 }
 
 async fn run(args: &OrderLatencyArgs, url: &str) -> anyhow::Result<()> {
-    let pool = orders_command_api::database::connect(url, 8).await?;
-    orders_command_api::database::migrate(&pool).await?;
+    let pool = orders_store::database::connect(url, 8).await?;
+    orders_store::database::migrate(&pool).await?;
     let events = EventStore::new(pool.clone(), crate::bench::bench_audit_key());
     let owner = UserId::new();
 
@@ -278,12 +278,12 @@ pub(crate) async fn checks(args: ChecksBenchArgs) -> anyhow::Result<()> {
 }
 
 async fn run_checks(args: &ChecksBenchArgs, url: &str) -> anyhow::Result<()> {
-    use orders_command_api::application::price_checks::{load_order, request_check};
+    use orders_application::price_checks::{load_order, request_check};
     use orders_domain::price_check::CheckTrigger;
     use orders_test_support::fixture_shop::FixtureServer;
 
-    let pool = orders_command_api::database::connect(url, 8).await?;
-    orders_command_api::database::migrate(&pool).await?;
+    let pool = orders_store::database::connect(url, 8).await?;
+    orders_store::database::migrate(&pool).await?;
     let nats = orders_test_support::nats_server::NatsServer::start();
     let mut shops = Vec::with_capacity(args.hosts as usize);
     for _ in 0..args.hosts {
@@ -458,8 +458,8 @@ pub(crate) async fn idle_memory(args: IdleMemoryArgs) -> anyhow::Result<()> {
 }
 
 async fn run_idle_memory(args: &IdleMemoryArgs, url: &str) -> anyhow::Result<()> {
-    let pool = orders_command_api::database::connect(url, 2).await?;
-    orders_command_api::database::migrate(&pool).await?;
+    let pool = orders_store::database::connect(url, 2).await?;
+    orders_store::database::migrate(&pool).await?;
     pool.close().await;
     let nats = orders_test_support::nats_server::NatsServer::start();
     println!(

@@ -24,15 +24,16 @@ use anyhow::Context as _;
 use async_nats::jetstream::{self, message::PublishMessage, stream};
 use clap::Args;
 use futures::StreamExt as _;
-use orders_command_api::event_store::RelayWaker;
-use orders_command_api::relay::{listen_for_wake_ups, Relay};
-use orders_command_api::{ApiConfig, AppState, Secret};
+use orders_command_api::{ApiConfig, AppState};
 use orders_domain::email::EmailAddress;
 use orders_domain::ids::{OrderId, UserId};
 use orders_domain::money::{Currency, Money};
 use orders_domain::order::{OrderEvent, ProductUrl, MAX_ACTIVE_ORDERS_PER_USER};
 use orders_domain::user::UserEvent;
 use orders_nats::{ensure_topology, LogEvent, LEADER_BUCKET, LEADER_LEASE, LOG_STREAM};
+use orders_relay::{listen_for_wake_ups, Relay};
+use orders_store::event_store::RelayWaker;
+use orders_store::Secret;
 use orders_test_support::nats_server::NatsServer;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -55,8 +56,8 @@ pub(crate) struct BenchLog {
 impl BenchLog {
     /// The relay and the projectors get connections of their own, as in `serve all`.
     pub(crate) async fn start(database_url: &str, projectors: bool) -> anyhow::Result<Self> {
-        let relay_pool = orders_command_api::database::connect(database_url, 2).await?;
-        let projectors_pool = orders_command_api::database::connect(database_url, 5).await?;
+        let relay_pool = orders_store::database::connect(database_url, 2).await?;
+        let projectors_pool = orders_store::database::connect(database_url, 5).await?;
         let server = NatsServer::start();
         let client = async_nats::connect(server.url()).await?;
         let jetstream = jetstream::new(client.clone());
@@ -240,7 +241,7 @@ impl Columns {
             "causation_id": correlation, "request_id": correlation,
         });
         let aggregate_id = aggregate_id.to_string();
-        let digests = orders_command_api::seal::EventContent {
+        let digests = orders_store::seal::EventContent {
             aggregate_type,
             aggregate_id: &aggregate_id,
             sequence,
@@ -321,8 +322,7 @@ pub(crate) struct RelayBenchArgs {
 
 /// The stored events as the relay would publish them, in log order.
 async fn load_log(pool: &PgPool) -> anyhow::Result<Vec<LogEvent>> {
-    orders_command_api::relay::events_after(pool, orders_nats::LogPosition::default(), i64::MAX)
-        .await
+    orders_relay::events_after(pool, orders_nats::LogPosition::default(), i64::MAX).await
 }
 
 /// Publishes `events` to a stream of their own (configured like the log stream),
@@ -371,8 +371,8 @@ async fn raw_publish(
 pub(crate) async fn relay(args: RelayBenchArgs) -> anyhow::Result<()> {
     let database = BenchDatabase::create(args.database.database_url.as_deref()).await?;
     let outcome = async {
-        let pool = orders_command_api::database::connect(&database.url, 8).await?;
-        orders_command_api::database::migrate(&pool).await?;
+        let pool = orders_store::database::connect(&database.url, 8).await?;
+        orders_store::database::migrate(&pool).await?;
         eprintln!("storing {} events", args.events);
         let stored = store_log(&pool, args.events).await?;
         let events = load_log(&pool).await?;
@@ -487,8 +487,8 @@ pub(crate) async fn pipeline(args: PipelineBenchArgs) -> anyhow::Result<()> {
 type PipelineOutcome = (f64, Vec<f64>, Vec<f64>, Vec<f64>, u64);
 
 async fn run_pipeline(args: &PipelineBenchArgs, url: &str) -> anyhow::Result<PipelineOutcome> {
-    let pool = orders_command_api::database::connect(url, 32).await?;
-    orders_command_api::database::migrate(&pool).await?;
+    let pool = orders_store::database::connect(url, 32).await?;
+    orders_store::database::migrate(&pool).await?;
     create_bench_users(&pool).await?;
     let log = BenchLog::start(url, true).await?;
     eprintln!("waiting for the views to take in the benchmark's users");
@@ -743,8 +743,8 @@ async fn run_replay(
     view: orders_projectors::View,
     url: &str,
 ) -> anyhow::Result<()> {
-    let pool = orders_command_api::database::connect(url, 8).await?;
-    orders_command_api::database::migrate(&pool).await?;
+    let pool = orders_store::database::connect(url, 8).await?;
+    orders_store::database::migrate(&pool).await?;
     eprintln!("storing {} events", args.events);
     let stored = store_log(&pool, args.events).await?;
     let server = NatsServer::start();

@@ -4,7 +4,7 @@
 
 use anyhow::Context as _;
 use clap::Args;
-use orders_command_api::seal::AuditKey;
+use orders_store::seal::AuditKey;
 
 /// `ORDERS_DATABASE_URL`.
 #[derive(Debug, Clone, Args)]
@@ -27,7 +27,7 @@ impl DatabaseArgs {
 
     /// A pool of at most `max_connections` on it.
     pub(crate) async fn connect(&self, max_connections: u32) -> anyhow::Result<sqlx::PgPool> {
-        orders_command_api::database::connect(self.url()?, max_connections).await
+        orders_store::database::connect(self.url()?, max_connections).await
     }
 }
 

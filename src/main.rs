@@ -12,7 +12,8 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use cli_args::{AuditKeyArgs, DatabaseArgs, NatsArgs, NatsReplicasArgs};
 use futures::FutureExt as _;
-use orders_command_api::{ApiConfig, AppState, Secret};
+use orders_command_api::{ApiConfig, AppState};
+use orders_store::Secret;
 use tokio::net::TcpListener;
 
 mod admin_cli;
@@ -469,8 +470,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => None,
     };
     let pool =
-        orders_command_api::database::connect(&database_url, args.database_max_connections).await?;
-    orders_command_api::database::migrate(&pool).await?;
+        orders_store::database::connect(&database_url, args.database_max_connections).await?;
+    orders_store::database::migrate(&pool).await?;
 
     // One shutdown signal for every service of this process.
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -530,13 +531,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 orders_nats::leader::LeaderLease::new(leaders.clone(), "relay", instance_name());
             // The relay and the projectors have connections of their own, so that
             // neither they nor the API can starve the other of them.
-            let relay_pool = orders_command_api::database::connect(&database_url, 2).await?;
-            let relay = orders_command_api::relay::Relay::new(
-                relay_pool,
-                jetstream.clone(),
-                args.relay_batch_size,
-            )
-            .with_wake_ups(orders_command_api::relay::listen_for_wake_ups(client).await?);
+            let relay_pool = orders_store::database::connect(&database_url, 2).await?;
+            let relay =
+                orders_relay::Relay::new(relay_pool, jetstream.clone(), args.relay_batch_size)
+                    .with_wake_ups(orders_relay::listen_for_wake_ups(client).await?);
             let poll = std::time::Duration::from_millis(args.relay_poll_ms.max(1));
             let shutdown = until_stopped();
             tracing::info!(nats_url = %orders_nats::redacted(nats_url), "relaying events to the log stream while leader");
@@ -549,10 +547,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         if let Some((secret, smtp_url, mail_from, public_url, fetch)) = workers_config {
             let mailer = orders_workers::mail::Mailer::new(&smtp_url, &mail_from)?;
-            let workers_pool = orders_command_api::database::connect(&database_url, 8).await?;
+            let workers_pool = orders_store::database::connect(&database_url, 8).await?;
             let config = orders_workers::service::WorkersConfig {
                 mailer,
-                tokens: orders_command_api::signed_tokens::SignedTokens::new(secret.expose()),
+                tokens: orders_application::signed_tokens::SignedTokens::new(secret.expose()),
                 public_url,
                 fetch,
                 host_gate: args.scraper.host_gate(),
@@ -574,7 +572,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         if runs_projectors {
             tracing::info!(nats_url = %orders_nats::redacted(nats_url), "projecting the views while leader of each");
-            let projectors_pool = orders_command_api::database::connect(
+            let projectors_pool = orders_store::database::connect(
                 &database_url,
                 orders_projectors::View::ALL.len() as u32 + 1,
             )
@@ -594,9 +592,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let (Some(jwt_secret), Some(audit_key)) = (jwt_secret, audit_key) {
         let mut config = ApiConfig::new(jwt_secret, audit_key, public_url.clone());
-        config.relay_waker = nats
-            .clone()
-            .map(orders_command_api::event_store::RelayWaker::new);
+        config.relay_waker = nats.clone().map(orders_store::event_store::RelayWaker::new);
         let state = AppState::new(config, pool).await?;
         let listener = TcpListener::bind(args.http_addr)
             .await
@@ -626,8 +622,8 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         (None, true) => orders_projectors::View::ALL.to_vec(),
         _ => anyhow::bail!("name one view, or --all"),
     };
-    let pool = orders_command_api::database::connect(args.database.url()?, 4).await?;
-    orders_command_api::database::migrate(&pool).await?;
+    let pool = orders_store::database::connect(args.database.url()?, 4).await?;
+    orders_store::database::migrate(&pool).await?;
     let jetstream = args.nats.jetstream().await?;
     for view in views {
         let report =
@@ -647,8 +643,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Migrate(database) => {
-            let pool = orders_command_api::database::connect(database.url()?, 2).await?;
-            orders_command_api::database::migrate(&pool).await?;
+            let pool = orders_store::database::connect(database.url()?, 2).await?;
+            orders_store::database::migrate(&pool).await?;
             println!("database migrated");
             Ok(())
         }
@@ -683,7 +679,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Lag { database, nats } => {
-            let pool = orders_command_api::database::connect(database.url()?, 2).await?;
+            let pool = orders_store::database::connect(database.url()?, 2).await?;
             let jetstream = nats.jetstream().await?;
             println!(
                 "{}",

@@ -5,11 +5,11 @@
 
 use std::process::Output;
 
-use orders_command_api::event_store::{CommandMetadata, EventStore};
-use orders_command_api::relay::Relay;
 use orders_domain::email::EmailAddress;
 use orders_domain::ids::UserId;
 use orders_domain::user::{Role, User, UserCommand};
+use orders_relay::Relay;
+use orders_store::event_store::{CommandMetadata, EventStore};
 use orders_test_support::nats_server::NatsServer;
 use serde_json::Value;
 use sqlx::PgPool;
@@ -423,7 +423,7 @@ async fn links_removed_or_altered_in_postgresql_are_found() {
 
 #[tokio::test]
 async fn a_chain_rewritten_to_match_a_changed_event_still_parts_from_the_checkpoint() {
-    use orders_command_api::seal::{chain_digest, EventDigests, LogPlace};
+    use orders_store::seal::{chain_digest, EventDigests, LogPlace};
     let log = Log::relayed().await;
     // The 9th event's time moved back a day, and its link and the 10th's recomputed
     // to match, as someone who knows how the chain is built (but cannot write to

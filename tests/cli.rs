@@ -478,8 +478,7 @@ fn dlq_list_says_there_are_none_and_retry_of_an_unknown_letter_is_one_line() {
 #[tokio::test]
 async fn admin_grant_and_revoke_are_recorded_as_the_operator() {
     let (database_url, pool) = common::fresh_database().await;
-    let events =
-        orders_command_api::event_store::EventStore::new(pool.clone(), common::audit_key());
+    let events = orders_store::event_store::EventStore::new(pool.clone(), common::audit_key());
     let user_id = orders_domain::ids::UserId::new();
     let email = format!("staff-{}@example.com", user_id.as_uuid().simple());
     events
@@ -489,7 +488,7 @@ async fn admin_grant_and_revoke_are_recorded_as_the_operator() {
                 user_id,
                 email: orders_domain::email::EmailAddress::parse(&email).unwrap(),
             },
-            &orders_command_api::event_store::CommandMetadata::new_job(format!("user:{user_id}")),
+            &orders_store::event_store::CommandMetadata::new_job(format!("user:{user_id}")),
             "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA".to_owned(),
         )
         .await

@@ -6,13 +6,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use orders_command_api::event_store::{CommandMetadata, EventStore};
 use orders_domain::ids::{CheckId, OrderId, UserId};
 use orders_domain::money::{Currency, Money};
 use orders_domain::order::{Availability, Order, OrderCommand, ProductUrl};
 use orders_domain::price_check::{FetchFacts, PriceCheckEvent};
 use orders_nats::work::PRICE_POLICY;
 use orders_nats::LogEvent;
+use orders_store::event_store::{CommandMetadata, EventStore};
 use orders_test_support::nats_server::NatsServer;
 use orders_workers::consumer::{consume, Outcome};
 use orders_workers::dead_letters::list;

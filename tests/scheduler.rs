@@ -7,11 +7,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use orders_command_api::event_store::{CommandMetadata, EventStore};
 use orders_domain::ids::{OrderId, UserId};
 use orders_domain::money::{Currency, Money};
 use orders_domain::order::{Order, OrderCommand, ProductUrl};
 use orders_domain::price_check::{CheckFailureReason, FetchFacts, PriceCheck, PriceCheckCommand};
+use orders_store::event_store::{CommandMetadata, EventStore};
 use orders_test_support::nats_server::NatsServer;
 use orders_workers::scheduler::{Scheduler, TickReport};
 use sqlx::PgPool;

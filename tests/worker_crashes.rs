@@ -14,8 +14,7 @@ use std::process::{Command, Stdio};
 use std::str::FromStr as _;
 use std::time::{Duration, Instant};
 
-use orders_command_api::application::price_checks::{load_order, request_check, CheckRequested};
-use orders_command_api::event_store::{CommandMetadata, EventStore};
+use orders_application::price_checks::{load_order, request_check, CheckRequested};
 use orders_domain::email::EmailAddress;
 use orders_domain::ids::{OrderId, UserId};
 use orders_domain::money::{Currency, Money};
@@ -23,6 +22,7 @@ use orders_domain::order::{Order, OrderCommand, ProductUrl};
 use orders_domain::price_check::CheckTrigger;
 use orders_domain::user::UserCommand;
 use orders_nats::work::{Worker, EMAIL, SCRAPER};
+use orders_store::event_store::{CommandMetadata, EventStore};
 use orders_test_support::fixture_shop::{FixtureResponse, FixtureServer};
 use orders_test_support::nats_server::NatsServer;
 use sqlx::{ConnectOptions as _, PgPool};

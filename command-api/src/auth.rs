@@ -162,6 +162,17 @@ impl FromRequestParts<Arc<AppState>> for CurrentUser {
     }
 }
 
+/// Refuses (401) a caller whose account is gone or deactivated, whatever their
+/// token says.
+pub(crate) fn require_active(
+    standing: orders_store::user_lookup::UserStanding,
+) -> Result<(), ApiError> {
+    match standing.inactive_reason() {
+        Some(reason) => Err(ApiError::Unauthorized(reason)),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,7 @@
-//! The Orders HTTP API: the command routes of the brief, authentication, and access
-//! to the event store.
+//! The Orders HTTP API: the routes of the brief, authentication and the login
+//! throttle, problem documents, metrics. The write side it calls lives beside it:
+//! `orders-store` (the event store), `orders-application` (the application
+//! commands), `orders-relay` (the log relay); only this crate knows HTTP.
 //!
 //! `run(config, pool, listener, shutdown)` serves until `shutdown` resolves, then
 //! finishes the requests in flight. `main` (the `orders` binary) only reads the
@@ -14,62 +16,20 @@ use anyhow::Context as _;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 
-pub mod application;
-pub mod audit;
-pub mod audit_chain;
 pub mod auth;
-pub mod database;
-pub mod event_store;
 pub mod http;
 pub mod login_throttle;
 pub mod metrics;
 pub mod problem;
-pub mod relay;
-pub mod seal;
-pub mod signed_tokens;
-pub mod user_lookup;
-pub mod writer_connections;
 
 use crate::auth::AccessTokens;
-use crate::event_store::EventStore;
 use crate::login_throttle::{LoginThrottle, ThrottlePolicy};
-use crate::signed_tokens::SignedTokens;
+use orders_application::signed_tokens::SignedTokens;
+use orders_store::event_store::{self, EventStore};
+use orders_store::{seal, user_lookup, Secret};
 
 /// Request bodies larger than this are refused with 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
-
-/// The shortest service secret we accept (HS256 wants at least 256 bits).
-pub const MIN_SECRET_BYTES: usize = 32;
-
-/// A secret that is long enough; never printed.
-#[derive(Clone)]
-pub struct Secret(Vec<u8>);
-
-impl Secret {
-    /// Checks a secret from the environment; the error is one line naming `variable`.
-    pub fn from_env_value(variable: &str, value: Option<String>) -> anyhow::Result<Self> {
-        let value = value
-            .filter(|value| !value.is_empty())
-            .with_context(|| format!("{variable} is not set; it must be at least {MIN_SECRET_BYTES} bytes (e.g. `openssl rand -base64 48`)"))?;
-        if value.len() < MIN_SECRET_BYTES {
-            anyhow::bail!(
-                "{variable} is {} bytes long; it must be at least {MIN_SECRET_BYTES} bytes",
-                value.len()
-            );
-        }
-        Ok(Self(value.into_bytes()))
-    }
-
-    pub fn expose(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(..)")
-    }
-}
 
 /// What the API needs to know to run.
 #[derive(Debug, Clone)]

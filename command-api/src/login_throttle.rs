@@ -66,7 +66,7 @@ impl ThrottleKeys {
     pub fn new(email: &str, client: IpAddr) -> Self {
         let digest = Sha256::digest(email.as_bytes());
         Self {
-            email: Some(format!("email:{}", crate::seal::hex(&digest))),
+            email: Some(format!("email:{}", orders_store::seal::hex(&digest))),
             client: format!("client:{client}"),
         }
     }

@@ -75,12 +75,12 @@ impl ApiError {
     /// `refused` says (usually 409 or 422 naming a field), nothing there 404, a
     /// conflict 409, a store failure an opaque 500 logged with `doing`.
     pub fn from_command<E: std::error::Error + Send + Sync + 'static>(
-        error: crate::application::CommandError<E>,
+        error: orders_application::CommandError<E>,
         not_found: &'static str,
         doing: &'static str,
         refused: impl FnOnce(E) -> ApiError,
     ) -> Self {
-        use crate::application::CommandError;
+        use orders_application::CommandError;
         match error {
             CommandError::Refused(refusal) => refused(refusal),
             CommandError::NotFound => Self::NotFound(not_found),

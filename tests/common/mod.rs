@@ -13,8 +13,8 @@ use sqlx::PgPool;
 /// The key the tests' services seal events under (`ORDERS_AUDIT_KEY`).
 pub const AUDIT_KEY: &str = "the process tests' audit key, more than 32 bytes";
 
-pub fn audit_key() -> orders_command_api::seal::AuditKey {
-    orders_command_api::seal::AuditKey::new(AUDIT_KEY.as_bytes())
+pub fn audit_key() -> orders_store::seal::AuditKey {
+    orders_store::seal::AuditKey::new(AUDIT_KEY.as_bytes())
 }
 
 /// The `orders` binary away from any developer's `.env`, with none of the

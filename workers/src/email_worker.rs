@@ -13,14 +13,14 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
-use orders_command_api::event_store::EventStore;
-use orders_command_api::signed_tokens::{SignedTokens, TokenPurpose, PASSWORD_RESET_LINK_LIFETIME};
+use orders_application::signed_tokens::{SignedTokens, TokenPurpose, PASSWORD_RESET_LINK_LIFETIME};
 use orders_domain::email::EmailAddress;
 use orders_domain::ids::UserId;
 use orders_domain::order::{Order, OrderEvent};
 use orders_domain::price_check::PriceCheck;
 use orders_domain::user::{User, UserEvent};
 use orders_nats::LogEvent;
+use orders_store::event_store::EventStore;
 use sqlx::PgPool;
 use url::Url;
 

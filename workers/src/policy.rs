@@ -1,13 +1,13 @@
 //! The price-check policy as a worker: every `PriceObserved` of the log becomes the
-//! order command that records it (`orders_command_api::application::price_checks::
+//! order command that records it (`orders_application::price_checks::
 //! record_observation_on_order`). The order decides what is news, and ignores a late
 //! or repeated observation, so a redelivered message records nothing twice.
 
-use orders_command_api::application::price_checks::record_observation_on_order;
-use orders_command_api::event_store::EventStore;
+use orders_application::price_checks::record_observation_on_order;
 use orders_domain::ids::CheckId;
 use orders_domain::price_check::PriceCheckEvent;
 use orders_nats::LogEvent;
+use orders_store::event_store::EventStore;
 
 use crate::consumer::Outcome;
 use crate::work_metadata::caused_by;

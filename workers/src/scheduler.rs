@@ -7,7 +7,7 @@
 //! orders placed at once do not fire at once); each later one an interval after the
 //! previous request, give or take a tenth. A request for an order whose check is
 //! still in flight stores nothing (the order's claim, see
-//! `orders_command_api::application::price_checks`) and the order is looked at again a little
+//! `orders_application::price_checks`) and the order is looked at again a little
 //! later. Paused and cancelled orders are never requested: the view's status rules
 //! them out, and the price-check aggregate refuses them in any case.
 //!
@@ -18,11 +18,11 @@ use std::time::Duration;
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use futures::StreamExt as _;
-use orders_command_api::application::price_checks::{load_order, request_check, CheckRequested};
-use orders_command_api::application::CommandError;
-use orders_command_api::event_store::{CommandMetadata, EventStore};
+use orders_application::price_checks::{load_order, request_check, CheckRequested};
+use orders_application::CommandError;
 use orders_domain::ids::OrderId;
 use orders_domain::price_check::{CheckTrigger, PriceCheckError};
+use orders_store::event_store::{CommandMetadata, EventStore};
 use sqlx::PgPool;
 use uuid::Uuid;
 

@@ -8,13 +8,13 @@
 //! before recording leaves the message unacknowledged: it is delivered again, to
 //! this or another instance, and the check is retried, not lost.
 
-use orders_command_api::event_store::EventStore;
 use orders_domain::money::Money;
 use orders_domain::price_check::{
     CheckFailureReason, FetchFacts, PagePrice, PageReading, PriceCheck, PriceCheckCommand,
     PriceCheckEvent,
 };
 use orders_nats::LogEvent;
+use orders_store::event_store::EventStore;
 
 use crate::consumer::Outcome;
 use crate::extract::{extract, Extraction, Status};

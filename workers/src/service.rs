@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use async_nats::jetstream::{self, kv};
-use orders_command_api::event_store::EventStore;
-use orders_command_api::seal::AuditKey;
-use orders_command_api::signed_tokens::SignedTokens;
+use orders_application::signed_tokens::SignedTokens;
+use orders_store::event_store::EventStore;
+use orders_store::seal::AuditKey;
 use sqlx::PgPool;
 use url::Url;
 

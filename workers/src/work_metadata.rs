@@ -3,9 +3,9 @@
 //! shares one correlation id across aggregates and workers.
 
 use anyhow::Context as _;
-use orders_command_api::event_store::CommandMetadata;
 use orders_domain::upcasting::upcast_payload;
 use orders_nats::LogEvent;
+use orders_store::event_store::CommandMetadata;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 

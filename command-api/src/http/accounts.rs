@@ -21,14 +21,14 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{hash_password, verify_password, CurrentUser};
-use crate::event_store::{execute_retrying_conflicts, CommandMetadata};
 use crate::http::{with_position, RequestContext};
 use crate::login_throttle::{Admission, ThrottleKeys};
 use crate::metrics::OutcomeLabels;
 use crate::problem::{ApiError, AppJson};
-use crate::signed_tokens::{email_digest, TokenError, TokenPurpose, VerifiedToken};
-use crate::user_lookup;
 use crate::AppState;
+use orders_application::signed_tokens::{email_digest, TokenError, TokenPurpose, VerifiedToken};
+use orders_store::event_store::{execute_retrying_conflicts, CommandMetadata};
+use orders_store::user_lookup;
 
 pub fn router() -> Router<Arc<AppState>> {
     Router::new()
@@ -155,7 +155,7 @@ pub struct VerifyEmailRequest {
 
 /// What verifying a token did.
 enum Verification {
-    Verified(Option<crate::event_store::LogPosition>),
+    Verified(Option<orders_store::event_store::LogPosition>),
 }
 
 async fn apply_verification_token(

@@ -15,10 +15,10 @@ use orders_domain::user::{Role, User};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use crate::audit::{self, AuditFilter, AuditPage, AuditSubject, CausalNode};
 use crate::auth::CurrentUser;
 use crate::problem::ApiError;
 use crate::AppState;
+use orders_store::audit::{self, AuditFilter, AuditPage, AuditSubject, CausalNode};
 
 pub fn router() -> Router<Arc<AppState>> {
     Router::new()
@@ -399,7 +399,7 @@ pub async fn change_role(
     if !user.is_registered() {
         return Err(ApiError::NotFound("no such user"));
     }
-    let metadata = crate::event_store::CommandMetadata {
+    let metadata = orders_store::event_store::CommandMetadata {
         actor: format!("admin:{} for user:{user_id}", caller.user_id),
         correlation_id: context.correlation_id,
         causation_id: context.request_id.to_string(),
@@ -409,7 +409,7 @@ pub async fn change_role(
     // Concurrent changes to one user conflict on its stream: each is decided again
     // on the user as the other left it (a second grant of one role is then a 409).
     let aggregate_id = user_id.to_string();
-    let receipt = crate::event_store::execute_retrying_conflicts(|| {
+    let receipt = orders_store::event_store::execute_retrying_conflicts(|| {
         state
             .events
             .execute::<User>(&aggregate_id, command.clone(), &metadata)

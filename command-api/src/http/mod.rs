@@ -13,10 +13,10 @@ use axum::Router;
 use tower_http::trace::TraceLayer;
 use uuid::Uuid;
 
-use crate::event_store::LogPosition;
 use crate::metrics::{RequestLabels, RouteLabels};
 use crate::problem::ApiError;
 use crate::{AppState, MAX_BODY_BYTES};
+use orders_store::event_store::LogPosition;
 
 pub mod accounts;
 pub mod admin;

@@ -22,12 +22,12 @@ use sqlx::PgPool;
 use utoipa::ToSchema;
 
 use crate::auth::CurrentUser;
-use crate::event_store::{CommandMetadata, PlacementGuard};
 use crate::http::{queries, with_position, RequestContext};
 use crate::problem::{ApiError, AppJson};
-use crate::user_lookup;
-use crate::user_lookup::PlacementFacts;
 use crate::AppState;
+use orders_store::event_store::{CommandMetadata, PlacementGuard};
+use orders_store::user_lookup;
+use orders_store::user_lookup::PlacementFacts;
 
 /// `Idempotency-Key` on `POST /orders`.
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -402,10 +402,10 @@ async fn load_own_order(
     caller: CurrentUser,
     order_id: OrderId,
 ) -> Result<Order, ApiError> {
-    user_lookup::standing(state.pool(), caller.user_id)
+    let standing = user_lookup::standing(state.pool(), caller.user_id)
         .await
-        .context("reading the caller's standing")?
-        .require_active()?;
+        .context("reading the caller's standing")?;
+    crate::auth::require_active(standing)?;
     let (order, _) = state
         .events
         .load::<Order>(&order_id.to_string())
@@ -519,7 +519,7 @@ pub async fn check_order_now(
     context: RequestContext,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    use crate::application::price_checks::{request_check, CheckRequested};
+    use orders_application::price_checks::{request_check, CheckRequested};
     use orders_domain::price_check::CheckTrigger;
 
     let order_id = order_id_from_path(id.as_str())?;

@@ -18,13 +18,13 @@ use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
 use crate::auth::{hash_password, verify_password, CurrentUser};
-use crate::event_store::{CommandMetadata, LogPosition};
 use crate::http::accounts::{user_error, ClientAddress};
 use crate::http::{with_position, RequestContext};
 use crate::login_throttle::{Admission, ThrottleKeys};
 use crate::problem::{ApiError, AppJson};
-use crate::user_lookup;
 use crate::AppState;
+use orders_store::event_store::{CommandMetadata, LogPosition};
+use orders_store::user_lookup;
 
 pub fn router() -> Router<Arc<AppState>> {
     Router::new()

@@ -33,10 +33,10 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::auth::CurrentUser;
-use crate::event_store::LogPosition;
 use crate::problem::ApiError;
-use crate::user_lookup;
 use crate::AppState;
+use orders_store::event_store::LogPosition;
+use orders_store::user_lookup;
 
 /// A query waits until its view has applied this log position.
 pub const ORDERS_MIN_POSITION: HeaderName = HeaderName::from_static("orders-min-position");
@@ -295,10 +295,10 @@ impl From<PricePoint> for PriceObservation {
 }
 
 async fn require_active(state: &AppState, caller: CurrentUser) -> Result<(), ApiError> {
-    user_lookup::standing(state.pool(), caller.user_id)
+    let standing = user_lookup::standing(state.pool(), caller.user_id)
         .await
-        .context("reading the caller's standing")?
-        .require_active()
+        .context("reading the caller's standing")?;
+    crate::auth::require_active(standing)
 }
 
 fn order_id_from_path(id: &str) -> Result<Uuid, ApiError> {

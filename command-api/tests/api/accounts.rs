@@ -3,10 +3,10 @@
 
 use chrono::{Duration, Utc};
 use futures::future::join_all;
-use orders_command_api::event_store::CommandMetadata;
-use orders_command_api::signed_tokens::TokenPurpose;
+use orders_application::signed_tokens::TokenPurpose;
 use orders_domain::ids::UserId;
 use orders_domain::user::{User, UserCommand};
+use orders_store::event_store::CommandMetadata;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use uuid::Uuid;

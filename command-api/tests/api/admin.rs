@@ -1,8 +1,8 @@
 //! The audit routes: only for the roles `admin` and `auditor`, read on every request
 //! (a revoked role takes effect at once); pages and filters.
 
-use orders_command_api::event_store::CommandMetadata;
 use orders_domain::user::{Role, User, UserCommand};
+use orders_store::event_store::CommandMetadata;
 use reqwest::StatusCode;
 use serde_json::Value;
 use uuid::Uuid;

@@ -4,12 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use orders_command_api::event_store::RelayWaker;
 use orders_command_api::login_throttle::ThrottlePolicy;
-use orders_command_api::relay::{listen_for_wake_ups, Relay};
-use orders_command_api::seal::AuditKey;
-use orders_command_api::{ApiConfig, AppState, Secret};
+use orders_command_api::{ApiConfig, AppState};
 use orders_nats::{ensure_topology, LEADER_BUCKET, LEADER_LEASE};
+use orders_relay::{listen_for_wake_ups, Relay};
+use orders_store::event_store::RelayWaker;
+use orders_store::seal::AuditKey;
+use orders_store::Secret;
 use orders_test_support::nats_server::NatsServer;
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};

@@ -3,8 +3,8 @@
 //! use. Each is now a 4xx naming what was wrong, and nothing is stored.
 
 use futures::future::join_all;
-use orders_command_api::event_store::CommandMetadata;
 use orders_domain::user::{Role, User, UserCommand};
+use orders_store::event_store::CommandMetadata;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 

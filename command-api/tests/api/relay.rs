@@ -6,13 +6,13 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use orders_command_api::event_store::{CommandMetadata, EventStore};
-use orders_command_api::relay::{Relay, StreamHead};
 use orders_domain::email::EmailAddress;
 use orders_domain::ids::UserId;
 use orders_domain::user::UserCommand;
 use orders_nats::leader::LeaderLease;
 use orders_nats::{ensure_topology, LogEvent, LOG_STREAM};
+use orders_relay::{Relay, StreamHead};
+use orders_store::event_store::{CommandMetadata, EventStore};
 use orders_test_support::nats_server::NatsServer;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -467,7 +467,7 @@ async fn a_log_relayed_before_the_audit_chain_existed_is_chained_first_but_remov
         .execute(&pool)
         .await
         .unwrap();
-    let heads = orders_command_api::audit_chain::head_store(&jetstream)
+    let heads = orders_relay::audit_chain::head_store(&jetstream)
         .await
         .unwrap();
     heads
@@ -480,10 +480,9 @@ async fn a_log_relayed_before_the_audit_chain_existed_is_chained_first_but_remov
     let relay = Relay::new(pool.clone(), jetstream.clone(), 7);
     let mut head = relay.stream_head().await.unwrap();
     relay_until_caught_up(&relay, &mut head, &pool).await;
-    let report =
-        orders_command_api::audit_chain::verify(&pool, &heads, &crate::helpers::audit_key())
-            .await
-            .unwrap();
+    let report = orders_relay::audit_chain::verify(&pool, &heads, &crate::helpers::audit_key())
+        .await
+        .unwrap();
     assert!(report.verified(), "{report:?}");
     assert_eq!(report.chained, 8 * 4);
     assert_eq!(report.checkpoint.unwrap().chain_position, 8 * 4);

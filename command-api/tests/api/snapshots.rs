@@ -5,14 +5,12 @@
 
 use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::EventStore as _;
-use orders_command_api::application::price_checks::record_observation_on_order;
-use orders_command_api::event_store::{
-    order_snapshot_version, CommandMetadata, SNAPSHOT_AFTER_EVENTS,
-};
+use orders_application::price_checks::record_observation_on_order;
 use orders_domain::ids::{CheckId, OrderId};
 use orders_domain::money::{Currency, Money};
 use orders_domain::order::{Availability, Order};
 use orders_domain::price_check::{FetchFacts, PriceCheckEvent};
+use orders_store::event_store::{order_snapshot_version, CommandMetadata, SNAPSHOT_AFTER_EVENTS};
 use postgres_es::PostgresEventRepository;
 use uuid::Uuid;
 

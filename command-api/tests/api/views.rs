@@ -3,10 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use orders_command_api::application::price_checks::{
+use orders_application::price_checks::{
     load_order, record_observation_on_order, request_check, CheckRequested,
 };
-use orders_command_api::event_store::CommandMetadata;
 use orders_domain::ids::{CheckId, OrderId};
 use orders_domain::money::Currency;
 use orders_domain::order::Availability;
@@ -17,6 +16,7 @@ use orders_domain::price_check::{
 use orders_nats::{LogEvent, LOG_STREAM};
 use orders_projectors::record::LogRecord;
 use orders_projectors::{Applied, Checkpoint, Generation, Projector, View};
+use orders_store::event_store::CommandMetadata;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sqlx::PgPool;

@@ -1,16 +1,13 @@
 //! The command path's connections: reused when released, closed when a statement may
 //! have been interrupted.
 
-use orders_command_api::writer_connections::WriterConnections;
+use orders_store::writer_connections::WriterConnections;
 
 use crate::helpers::fresh_database;
 
 async fn backend_pid(
     writers: &WriterConnections,
-) -> (
-    i32,
-    orders_command_api::writer_connections::WriterConnection<'_>,
-) {
+) -> (i32, orders_store::writer_connections::WriterConnection<'_>) {
     let mut connection = writers.acquire().await.unwrap();
     let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
         .fetch_one(connection.connection())

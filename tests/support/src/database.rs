@@ -36,10 +36,10 @@ pub async fn empty_database(prefix: &str) -> String {
 /// A new database, migrated: its URL and a pool of `max_connections` on it.
 pub async fn fresh_database(max_connections: u32) -> (String, PgPool) {
     let url = empty_database("test").await;
-    let pool = orders_command_api::database::connect(&url, max_connections)
+    let pool = orders_store::database::connect(&url, max_connections)
         .await
         .expect("connect to the test database");
-    orders_command_api::database::migrate(&pool)
+    orders_store::database::migrate(&pool)
         .await
         .expect("migrate the test database");
     (url, pool)

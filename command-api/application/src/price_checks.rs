@@ -13,8 +13,8 @@ use orders_domain::price_check::{
     CheckTrigger, PriceCheck, PriceCheckCommand, PriceCheckError, PriceCheckEvent,
 };
 
-use super::CommandError;
-use crate::event_store::{CommandMetadata, CommandReceipt, EventStore, LogPosition};
+use crate::CommandError;
+use orders_store::event_store::{CommandMetadata, CommandReceipt, EventStore, LogPosition};
 
 /// What asking for a check did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,7 +77,7 @@ pub async fn load_order(
         .map_err(|error| match CommandError::<OrderError>::from(error) {
             CommandError::Store(failure) => CommandError::Store(failure),
             // Loading decides nothing: it only fails in the store.
-            other => CommandError::Store(super::StoreFailure::new(other)),
+            other => CommandError::Store(crate::StoreFailure::new(other)),
         })?;
     if !order.is_placed() {
         return Err(CommandError::NotFound);

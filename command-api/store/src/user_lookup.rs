@@ -11,7 +11,6 @@ use std::sync::Mutex;
 use orders_domain::ids::UserId;
 use sqlx::PgPool;
 
-use crate::problem::ApiError;
 use crate::writer_connections::{leaves_connection_usable, WriterConnections};
 
 /// Whether a user may act now.
@@ -22,16 +21,16 @@ pub struct UserStanding {
 }
 
 impl UserStanding {
-    /// Refuses a caller whose account is gone or deactivated, whatever their token
-    /// says: a deactivation takes effect on the next request.
-    pub fn require_active(self) -> Result<(), ApiError> {
+    /// Why a caller may not act, whatever their token says (a deactivation takes
+    /// effect on the next request): `None` when they may.
+    pub fn inactive_reason(self) -> Option<&'static str> {
         if !self.registered {
-            return Err(ApiError::Unauthorized("the account does not exist"));
+            Some("the account does not exist")
+        } else if self.deactivated {
+            Some("the account is deactivated")
+        } else {
+            None
         }
-        if self.deactivated {
-            return Err(ApiError::Unauthorized("the account is deactivated"));
-        }
-        Ok(())
     }
 }
 

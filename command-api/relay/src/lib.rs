@@ -34,6 +34,8 @@
 //! waits for it, it never skips it. Our sessions end idle transactions after 5 s
 //! (`idle_in_transaction_session_timeout`, see `database`).
 
+pub mod audit_chain;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,8 +48,8 @@ use orders_nats::leader::{renewal_interval, LeaderLease};
 pub use orders_nats::StreamHead;
 use orders_nats::{LogEvent, LogPosition};
 
-use crate::audit_chain::{self, ChainHead, ChainLink};
-use crate::seal::{self, EventContent, EventDigests, LogPlace, GENESIS};
+use crate::audit_chain::{ChainHead, ChainLink};
+use orders_store::seal::{self, EventContent, EventDigests, LogPlace, GENESIS};
 use sqlx::PgPool;
 use tokio::sync::Notify;
 

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::{PgPool, Postgres};
 
-use crate::seal::{self, AuditKey, EventContent, EventDigests, LogPlace, GENESIS};
+use orders_store::seal::{self, AuditKey, EventContent, EventDigests, LogPlace, GENESIS};
 
 /// One event's link in the chain, as the relay records it.
 #[derive(Debug, Clone)]

@@ -5,9 +5,12 @@
 //! each caller maps it once: a handler to a problem document, a worker to done,
 //! retry or give up. A refusal is never retried; a store failure may be.
 //!
-//! (Being gathered here use case by use case: the price checks first.)
+//! (Being gathered here use case by use case: the price checks first.) Also the
+//! signed, expiring tokens of the links in mails, which the e-mail worker mints and
+//! the API checks.
 
 mod error;
 pub mod price_checks;
+pub mod signed_tokens;
 
 pub use error::{CommandError, StoreFailure};

@@ -3,7 +3,7 @@
 //! [`query`].
 //!
 //! Each view is a set of PostgreSQL tables and a checkpoint row (see
-//! `command-api/migrations/0002_views.sql`), written in one transaction per batch of
+//! `command-api/store/migrations/0002_views.sql`), written in one transaction per batch of
 //! log messages. A view's projector is single-active: [`run`] contends for one
 //! leader lease per view, and the checkpoint row guards the writes of a leader that
 //! lost its lease without knowing it yet.

@@ -244,13 +244,11 @@ async fn run_in_database(
     let state = AppState::new(config, pool.clone()).await?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let stop = tokio_util::sync::CancellationToken::new();
     let server = tokio::spawn(orders_command_api::run(
         state.clone(),
         listener,
-        async move {
-            let _ = stopped.await;
-        },
+        stop.clone(),
     ));
 
     let scripts = tempdir()?;
@@ -313,7 +311,7 @@ async fn run_in_database(
             one_row_per_sec: median(rounds.iter().map(|r| r.2).collect()),
         });
     }
-    let _ = stop.send(());
+    stop.cancel();
     server.await??;
     if let Some(log) = log {
         log.stop().await;

@@ -86,7 +86,7 @@ pub(crate) async fn audit_verify(args: AuditVerifyBenchArgs) -> anyhow::Result<(
         let jetstream = jetstream::new(async_nats::connect(server.url()).await?);
         ensure_topology(&jetstream, 1).await?;
         eprintln!("relaying them (recording the chain)");
-        let (relayed, rate) = relay_all(&pool, &jetstream, 1000).await?;
+        let (relayed, rate) = relay_all(&pool, &jetstream, 1000, stored).await?;
         anyhow::ensure!(relayed == stored, "relayed {relayed} of {stored} events");
         eprintln!("relayed at {rate:.0} events/s");
         sqlx::query("VACUUM ANALYZE events").execute(&pool).await?;

@@ -90,3 +90,54 @@ impl AuditKeyArgs {
         AuditKey::from_env_value(self.audit_key.clone())
     }
 }
+
+/// The scraper's `ORDERS_SCRAPER_*` settings (`orders serve` and `orders scrape`).
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ScraperArgs {
+    /// Networks the scraper may fetch although private (comma-separated CIDRs, e.g.
+    /// 127.0.0.0/8 for tests); none by default.
+    #[arg(long, env = "ORDERS_SCRAPER_ALLOW_PRIVATE", default_value = "")]
+    scraper_allow_private: String,
+    /// The ports the scraper connects to (commas), or * for any. An IP-literal URL
+    /// inside an ORDERS_SCRAPER_ALLOW_PRIVATE network may use any port.
+    #[arg(long, env = "ORDERS_SCRAPER_PORTS", default_value = orders_workers::fetch::DEFAULT_SCRAPER_PORTS)]
+    scraper_ports: String,
+    /// The least time between two requests to one host, across every scraper.
+    #[arg(long, env = "ORDERS_SCRAPER_HOST_SPACING_MS", default_value_t = 5000)]
+    scraper_host_spacing_ms: u64,
+    /// The most one request may take, from connecting to the last byte of the page.
+    #[arg(long, env = "ORDERS_SCRAPER_TIMEOUT_MS", default_value_t = 30_000)]
+    scraper_timeout_ms: u64,
+}
+
+impl ScraperArgs {
+    pub(crate) fn fetch_policy(&self) -> anyhow::Result<orders_workers::fetch::FetchPolicy> {
+        let allow_private =
+            orders_workers::fetch::parse_allowed_networks(&self.scraper_allow_private)
+                .map_err(|error| anyhow::anyhow!("ORDERS_SCRAPER_ALLOW_PRIVATE: {error}"))?;
+        let allowed_ports = orders_workers::fetch::parse_allowed_ports(&self.scraper_ports)
+            .map_err(|error| anyhow::anyhow!("ORDERS_SCRAPER_PORTS: {error}"))?;
+        let total_timeout = self.timeout();
+        Ok(orders_workers::fetch::FetchPolicy {
+            allow_private,
+            allowed_ports,
+            total_timeout,
+            connect_timeout: total_timeout.min(std::time::Duration::from_secs(10)),
+            ..Default::default()
+        })
+    }
+
+    pub(crate) fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.scraper_timeout_ms.max(100))
+    }
+
+    pub(crate) fn host_gate(&self) -> orders_workers::host_gate::HostGateConfig {
+        orders_workers::host_gate::HostGateConfig {
+            spacing: std::time::Duration::from_millis(self.scraper_host_spacing_ms),
+            // A scraper that dies holding a host keeps it this long: a little more
+            // than its longest request.
+            lease: self.timeout() + std::time::Duration::from_secs(5),
+            ..Default::default()
+        }
+    }
+}

@@ -5,16 +5,11 @@
 //! crates and take their inputs.
 
 use std::io::IsTerminal as _;
-use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand, ValueEnum};
-use cli_args::{AuditKeyArgs, DatabaseArgs, NatsArgs, NatsReplicasArgs};
-use futures::FutureExt as _;
-use orders_command_api::{ApiConfig, AppState};
-use orders_store::Secret;
-use tokio::net::TcpListener;
+use clap::{Args, Parser, Subcommand};
+use cli_args::{DatabaseArgs, NatsArgs, NatsReplicasArgs};
 
 mod admin_cli;
 mod audit_cli;
@@ -23,6 +18,7 @@ mod bench_audit;
 mod bench_checks;
 mod bench_log;
 mod cli_args;
+mod serve;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -38,7 +34,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run one service, or all of them in one process.
-    Serve(ServeArgs),
+    Serve(serve::ServeArgs),
     /// Apply the database migrations (services also do this at start).
     Migrate(DatabaseArgs),
     /// NATS JetStream: `setup` creates or updates the stream and buckets.
@@ -135,7 +131,7 @@ struct ScrapeArgs {
     #[arg(long)]
     selector: Option<String>,
     #[command(flatten)]
-    scraper: ScraperArgs,
+    scraper: cli_args::ScraperArgs,
 }
 
 /// `orders scrape`: prints the brief's JSON object; `Ok(true)` when a price was found.
@@ -220,116 +216,6 @@ enum NatsCommand {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Service {
-    /// The HTTP API.
-    Api,
-    /// The relay: stored events into the JetStream log stream, in commit order.
-    Relay,
-    /// The projectors of every view (each leader-elected).
-    Projectors,
-    /// The scheduler (leader-elected), the scraper, the price policy and the e-mail
-    /// worker.
-    Workers,
-    /// Every service this build has, in one process.
-    All,
-}
-
-#[derive(Debug, Args)]
-struct ServeArgs {
-    service: Service,
-    #[command(flatten)]
-    database: DatabaseArgs,
-    /// Where the HTTP API listens.
-    #[arg(long, env = "ORDERS_HTTP_ADDR", default_value = "127.0.0.1:8080")]
-    http_addr: SocketAddr,
-    /// Signs access tokens and mailed links; at least 32 bytes, no default.
-    #[arg(long, env = "ORDERS_JWT_SECRET", hide_env_values = true)]
-    jwt_secret: Option<String>,
-    #[command(flatten)]
-    audit_key: AuditKeyArgs,
-    /// The base URL users reach the API at, for links in mails.
-    #[arg(long, env = "ORDERS_PUBLIC_URL")]
-    public_url: Option<String>,
-    /// Database connections of this process.
-    #[arg(long, env = "ORDERS_DATABASE_MAX_CONNECTIONS", default_value_t = 32)]
-    database_max_connections: u32,
-    #[command(flatten)]
-    nats: NatsArgs,
-    #[command(flatten)]
-    replicas: NatsReplicasArgs,
-    /// Events the relay reads and publishes (pipelined) per batch.
-    #[arg(long, env = "ORDERS_RELAY_BATCH_SIZE", default_value_t = 1000)]
-    relay_batch_size: i64,
-    /// How often an idle relay looks for new events.
-    #[arg(long, env = "ORDERS_RELAY_POLL_MS", default_value_t = 100)]
-    relay_poll_ms: u64,
-    /// The SMTP server the e-mail worker sends through, e.g. smtp://127.0.0.1:1025.
-    #[arg(long, env = "ORDERS_SMTP_URL", hide_env_values = true)]
-    smtp_url: Option<String>,
-    /// The sender of every mail, e.g. "Orders <orders@example.com>".
-    #[arg(long, env = "ORDERS_MAIL_FROM")]
-    mail_from: Option<String>,
-    #[command(flatten)]
-    scraper: ScraperArgs,
-    /// Checks one workers process runs at once.
-    #[arg(long, env = "ORDERS_SCRAPER_CONCURRENCY", default_value_t = 32)]
-    scraper_concurrency: usize,
-    /// How often the scheduler looks for orders that are due.
-    #[arg(long, env = "ORDERS_SCHEDULER_TICK_MS", default_value_t = 1000)]
-    scheduler_tick_ms: u64,
-}
-
-#[derive(Debug, Clone, Args)]
-struct ScraperArgs {
-    /// Networks the scraper may fetch although private (comma-separated CIDRs, e.g.
-    /// 127.0.0.0/8 for tests); none by default.
-    #[arg(long, env = "ORDERS_SCRAPER_ALLOW_PRIVATE", default_value = "")]
-    scraper_allow_private: String,
-    /// The ports the scraper connects to (commas), or * for any. An IP-literal URL
-    /// inside an ORDERS_SCRAPER_ALLOW_PRIVATE network may use any port.
-    #[arg(long, env = "ORDERS_SCRAPER_PORTS", default_value = orders_workers::fetch::DEFAULT_SCRAPER_PORTS)]
-    scraper_ports: String,
-    /// The least time between two requests to one host, across every scraper.
-    #[arg(long, env = "ORDERS_SCRAPER_HOST_SPACING_MS", default_value_t = 5000)]
-    scraper_host_spacing_ms: u64,
-    /// The most one request may take, from connecting to the last byte of the page.
-    #[arg(long, env = "ORDERS_SCRAPER_TIMEOUT_MS", default_value_t = 30_000)]
-    scraper_timeout_ms: u64,
-}
-
-impl ScraperArgs {
-    fn fetch_policy(&self) -> anyhow::Result<orders_workers::fetch::FetchPolicy> {
-        let allow_private =
-            orders_workers::fetch::parse_allowed_networks(&self.scraper_allow_private)
-                .map_err(|error| anyhow::anyhow!("ORDERS_SCRAPER_ALLOW_PRIVATE: {error}"))?;
-        let allowed_ports = orders_workers::fetch::parse_allowed_ports(&self.scraper_ports)
-            .map_err(|error| anyhow::anyhow!("ORDERS_SCRAPER_PORTS: {error}"))?;
-        let total_timeout = self.timeout();
-        Ok(orders_workers::fetch::FetchPolicy {
-            allow_private,
-            allowed_ports,
-            total_timeout,
-            connect_timeout: total_timeout.min(std::time::Duration::from_secs(10)),
-            ..Default::default()
-        })
-    }
-
-    fn timeout(&self) -> std::time::Duration {
-        std::time::Duration::from_millis(self.scraper_timeout_ms.max(100))
-    }
-
-    fn host_gate(&self) -> orders_workers::host_gate::HostGateConfig {
-        orders_workers::host_gate::HostGateConfig {
-            spacing: std::time::Duration::from_millis(self.scraper_host_spacing_ms),
-            // A scraper that dies holding a host keeps it this long: a little more
-            // than its longest request.
-            lease: self.timeout() + std::time::Duration::from_secs(5),
-            ..Default::default()
-        }
-    }
-}
-
 /// `default_filter`: what is logged when `ORDERS_LOG` is not set: `info` for the
 /// services; `warn` for the tools, whose output is their answer (a tool's error is
 /// one line on stderr, not buried under connection notices).
@@ -349,271 +235,6 @@ fn init_telemetry(default_filter: &str) {
             .with_current_span(true)
             .init();
     }
-}
-
-/// This process among the instances of a service: host and process id, as leader
-/// keys show it.
-fn instance_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|name| name.trim().to_owned())
-        .or_else(|_| std::env::var("HOSTNAME"))
-        .unwrap_or_else(|_| "unknown-host".to_owned());
-    format!("{host}:{}", std::process::id())
-}
-
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => {},
-        () = terminate => {},
-    }
-    tracing::info!("shutting down: finishing requests in flight");
-}
-
-/// Creates or updates the stream and buckets, waiting up to a minute for JetStream:
-/// a cluster may still be electing its leader, and instances starting together
-/// creating the same replicated stream can time each other out, so attempts are
-/// short and spaced at random.
-async fn ensure_topology_patiently(
-    jetstream: &async_nats::jetstream::Context,
-    replicas: usize,
-) -> anyhow::Result<()> {
-    let mut jetstream = jetstream.clone();
-    jetstream.set_timeout(std::time::Duration::from_secs(2));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        match orders_nats::ensure_topology(&jetstream, replicas).await {
-            Ok(()) => return Ok(()),
-            Err(error) if std::time::Instant::now() < deadline => {
-                tracing::warn!(error = %error, "JetStream is not ready; trying again");
-                let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) * 4;
-                tokio::time::sleep(std::time::Duration::from_millis(200 + jitter)).await;
-            }
-            Err(error) => return Err(error.into()),
-        }
-    }
-}
-
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    // Everything that can be wrong with the configuration is reported before any
-    // connection is made.
-    let runs_api = matches!(args.service, Service::Api | Service::All);
-    let runs_relay = matches!(args.service, Service::Relay | Service::All);
-    let runs_projectors = matches!(args.service, Service::Projectors | Service::All);
-    let runs_workers = matches!(args.service, Service::Workers | Service::All);
-    let public_url = args
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{}", args.http_addr));
-    let workers_config = if runs_workers {
-        let secret = Secret::from_env_value("ORDERS_JWT_SECRET", args.jwt_secret.clone())?;
-        let smtp_url = args
-            .smtp_url
-            .clone()
-            .filter(|url| !url.is_empty())
-            .context("ORDERS_SMTP_URL is not set (e.g. smtp://127.0.0.1:1025)")?;
-        let mail_from = args
-            .mail_from
-            .clone()
-            .filter(|from| !from.is_empty())
-            .context("ORDERS_MAIL_FROM is not set (e.g. \"Orders <orders@example.com>\")")?;
-        let public_url: url::Url = public_url
-            .parse()
-            .with_context(|| format!("ORDERS_PUBLIC_URL {public_url:?} is not a URL"))?;
-        orders_workers::fetch::install_crypto_provider();
-        Some((
-            secret,
-            smtp_url,
-            mail_from,
-            public_url,
-            args.scraper.fetch_policy()?,
-        ))
-    } else {
-        None
-    };
-    let jwt_secret = if runs_api {
-        Some(Secret::from_env_value(
-            "ORDERS_JWT_SECRET",
-            args.jwt_secret,
-        )?)
-    } else {
-        None
-    };
-    // Everything that writes events seals them.
-    let audit_key = if runs_api || runs_workers {
-        Some(args.audit_key.key()?)
-    } else {
-        None
-    };
-    let database_url = args.database.url()?.to_owned();
-    // The relay and the projectors need NATS; the API uses it, when given, to wake
-    // the relay after each commit.
-    let nats_url = match args.nats.given().map(str::to_owned) {
-        Some(url) => Some(url),
-        None if runs_relay || runs_projectors || runs_workers => {
-            anyhow::bail!("ORDERS_NATS_URL is not set (e.g. nats://127.0.0.1:4222)")
-        }
-        None => None,
-    };
-    let pool =
-        orders_store::database::connect(&database_url, args.database_max_connections).await?;
-    orders_store::database::migrate(&pool).await?;
-
-    // One shutdown signal for every service of this process.
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let stopped_receiver = stopped.clone();
-    let stop = std::sync::Arc::new(stop);
-    {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            shutdown_signal().await;
-            let _ = stop.send(true);
-        });
-    }
-    let until_stopped = move || {
-        let mut stopped = stopped.clone();
-        async move {
-            let _ = stopped.wait_for(|stop| *stop).await;
-        }
-    };
-
-    let mut services = tokio::task::JoinSet::new();
-    let nats = match &nats_url {
-        // The relay and the projectors cannot start without NATS ...
-        Some(nats_url) if runs_relay || runs_projectors || runs_workers => {
-            Some(orders_nats::connect(nats_url).await.with_context(|| {
-                format!(
-                    "connecting to NATS at {} (ORDERS_NATS_URL)",
-                    orders_nats::redacted(nats_url)
-                )
-            })?)
-        }
-        // ... the API can: it only wakes the relay, which polls anyway.
-        Some(nats_url) => Some(
-            orders_nats::connect_in_background(nats_url)
-                .await
-                .with_context(|| {
-                    format!(
-                        "NATS URL {} (ORDERS_NATS_URL)",
-                        orders_nats::redacted(nats_url)
-                    )
-                })?,
-        ),
-        None => None,
-    };
-    if let (Some(nats_url), Some(client), true) = (
-        &nats_url,
-        &nats,
-        runs_relay || runs_projectors || runs_workers,
-    ) {
-        let jetstream = async_nats::jetstream::new(client.clone());
-        ensure_topology_patiently(&jetstream, args.replicas.nats_replicas).await?;
-        let leaders = jetstream
-            .get_key_value(orders_nats::LEADER_BUCKET)
-            .await
-            .context("opening the leader bucket")?;
-        if runs_relay {
-            let lease =
-                orders_nats::leader::LeaderLease::new(leaders.clone(), "relay", instance_name());
-            // The relay and the projectors have connections of their own, so that
-            // neither they nor the API can starve the other of them.
-            let relay_pool = orders_store::database::connect(&database_url, 2).await?;
-            let relay =
-                orders_relay::Relay::new(relay_pool, jetstream.clone(), args.relay_batch_size)
-                    .with_wake_ups(orders_relay::listen_for_wake_ups(client).await?);
-            let poll = std::time::Duration::from_millis(args.relay_poll_ms.max(1));
-            let shutdown = until_stopped();
-            tracing::info!(nats_url = %orders_nats::redacted(nats_url), "relaying events to the log stream while leader");
-            services.spawn(async move {
-                relay
-                    .run_as_leader(lease, orders_nats::LEADER_LEASE, poll, shutdown)
-                    .await
-                    .context("the relay")
-            });
-        }
-        if let Some((secret, smtp_url, mail_from, public_url, fetch)) = workers_config {
-            let mailer = orders_workers::mail::Mailer::new(&smtp_url, &mail_from)?;
-            let workers_pool = orders_store::database::connect(&database_url, 8).await?;
-            let config = orders_workers::service::WorkersConfig {
-                mailer,
-                tokens: orders_application::signed_tokens::SignedTokens::new(secret.expose()),
-                public_url,
-                fetch,
-                host_gate: args.scraper.host_gate(),
-                scraper_concurrency: args.scraper_concurrency.max(1),
-                scheduler_tick: std::time::Duration::from_millis(args.scheduler_tick_ms.max(10)),
-                audit_key: audit_key.clone().context("the workers seal their events")?,
-            };
-            services.spawn(
-                orders_workers::service::run(
-                    config,
-                    workers_pool,
-                    jetstream.clone(),
-                    leaders.clone(),
-                    instance_name(),
-                    stopped_receiver.clone(),
-                )
-                .map(|result| result.context("the workers")),
-            );
-        }
-        if runs_projectors {
-            tracing::info!(nats_url = %orders_nats::redacted(nats_url), "projecting the views while leader of each");
-            let projectors_pool = orders_store::database::connect(
-                &database_url,
-                orders_projectors::View::ALL.len() as u32 + 1,
-            )
-            .await?;
-            services.spawn(
-                orders_projectors::run(
-                    projectors_pool,
-                    jetstream,
-                    leaders,
-                    instance_name(),
-                    orders_nats::LEADER_LEASE,
-                    stopped_receiver.clone(),
-                )
-                .map(|result| result.context("the projectors")),
-            );
-        }
-    }
-    if let (Some(jwt_secret), Some(audit_key)) = (jwt_secret, audit_key) {
-        let mut config = ApiConfig::new(jwt_secret, audit_key, public_url.clone());
-        config.relay_waker = nats.clone().map(orders_store::event_store::RelayWaker::new);
-        let state = AppState::new(config, pool).await?;
-        let listener = TcpListener::bind(args.http_addr)
-            .await
-            .with_context(|| format!("listening on {} (ORDERS_HTTP_ADDR)", args.http_addr))?;
-        tracing::info!(addr = %listener.local_addr()?, %public_url, "serving the HTTP API");
-        let shutdown = until_stopped();
-        services.spawn(async move { orders_command_api::run(state, listener, shutdown).await });
-    }
-    // The first service to stop, for whatever reason, stops the others (each
-    // finishing its work in flight): a half-running process would look alive to its
-    // supervisor. The first error is the process's.
-    let mut outcome = Ok(());
-    while let Some(finished) = services.join_next().await {
-        let _ = stop.send(true);
-        let result = finished
-            .unwrap_or_else(|join_error| Err(anyhow::anyhow!("a service panicked: {join_error}")));
-        if let (Ok(()), Err(error)) = (&outcome, result) {
-            outcome = Err(error);
-        }
-    }
-    outcome
 }
 
 async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
@@ -641,7 +262,11 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => {
+            let shutdown = tokio_util::sync::CancellationToken::new();
+            serve::stop_on_signal(shutdown.clone());
+            serve::ServePlan::from_args(args)?.run(shutdown).await
+        }
         Command::Migrate(database) => {
             let pool = orders_store::database::connect(database.url()?, 2).await?;
             orders_store::database::migrate(&pool).await?;
@@ -652,7 +277,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             nats: NatsCommand::Setup { nats, replicas },
         } => {
             let jetstream = nats.jetstream().await?;
-            ensure_topology_patiently(&jetstream, replicas.nats_replicas).await?;
+            serve::ensure_topology_patiently(&jetstream, replicas.nats_replicas).await?;
             println!(
                 "NATS topology ready: stream {}, buckets {}, {}, {} and {}",
                 orders_nats::LOG_STREAM,

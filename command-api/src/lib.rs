@@ -3,11 +3,10 @@
 //! `orders-store` (the event store), `orders-application` (the application
 //! commands), `orders-relay` (the log relay); only this crate knows HTTP.
 //!
-//! `run(config, pool, listener, shutdown)` serves until `shutdown` resolves, then
+//! `run(state, listener, shutdown)` serves until `shutdown` is cancelled, then
 //! finishes the requests in flight. `main` (the `orders` binary) only reads the
 //! configuration, connects and selects over services.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -107,19 +106,19 @@ impl AppState {
     }
 }
 
-/// Serves the API on `listener` until `shutdown` resolves, then lets the requests in
-/// flight finish.
+/// Serves the API on `listener` until `shutdown` is cancelled, then lets the requests
+/// in flight finish.
 pub async fn run(
     state: Arc<AppState>,
     listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    shutdown: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<()> {
     let app = http::router(state.clone());
     let serving = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown);
+    .with_graceful_shutdown(shutdown.cancelled_owned());
     let served = tokio::select! {
         served = serving => served.context("serving HTTP"),
         never = purge_login_failures(

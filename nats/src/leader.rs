@@ -102,7 +102,7 @@ pub fn renewal_interval(lease: Duration) -> Duration {
 }
 
 /// Runs `work` whenever this instance holds `lease`, renewing the lease meanwhile,
-/// until `shutdown` resolves (then the lease is given up). `work` runs until it
+/// until `shutdown` is cancelled (then the lease is given up). `work` runs until it
 /// fails; it is started again, after a pause, as long as the lease is held. When the
 /// lease is lost, `work` is dropped at its next await and this instance stands by.
 ///
@@ -112,7 +112,7 @@ pub fn renewal_interval(lease: Duration) -> Duration {
 pub async fn lead<W, F>(
     mut lease: LeaderLease,
     lease_duration: Duration,
-    shutdown: impl std::future::Future<Output = ()>,
+    shutdown: tokio_util::sync::CancellationToken,
     mut work: W,
 ) -> anyhow::Result<()>
 where
@@ -124,6 +124,7 @@ where
         WorkEnded(anyhow::Result<()>),
         LeaseLost,
     }
+    let shutdown = shutdown.cancelled_owned();
     tokio::pin!(shutdown);
     let every = renewal_interval(lease_duration);
     loop {

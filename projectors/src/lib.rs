@@ -82,25 +82,23 @@ impl FromStr for View {
 }
 
 /// Runs the projector of every view, each while this instance holds that view's
-/// leader lease (`projector-<view>` in the leader bucket), until `shutdown` resolves.
+/// leader lease (`projector-<view>` in the leader bucket), until `shutdown` is
+/// cancelled.
 pub async fn run(
     pool: PgPool,
     jetstream: jetstream::Context,
     leaders: kv::Store,
     holder: String,
     lease_duration: Duration,
-    shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     for view in View::ALL {
         let projector = Projector::new(pool.clone(), jetstream.clone(), view, Generation::Live);
         let lease = LeaderLease::new(leaders.clone(), format!("projector-{view}"), holder.clone());
-        let mut shutdown = shutdown.clone();
+        let shutdown = shutdown.clone();
         tasks.spawn(async move {
-            let stopped = async move {
-                let _ = shutdown.wait_for(|stop| *stop).await;
-            };
-            lead(lease, lease_duration, stopped, || {
+            lead(lease, lease_duration, shutdown, || {
                 let projector = projector.clone();
                 async move { projector.follow(None).await.map(|_| ()) }
             })

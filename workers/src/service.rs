@@ -3,6 +3,7 @@
 //! Any number of such processes may run.
 
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 use anyhow::Context as _;
 use async_nats::jetstream::{self, kv};
@@ -36,21 +37,16 @@ pub struct WorkersConfig {
     pub audit_key: AuditKey,
 }
 
-/// Runs every worker until `stopped` turns true.
+/// Runs every worker until `shutdown` is cancelled.
 pub async fn run(
     config: WorkersConfig,
     pool: PgPool,
     jetstream: jetstream::Context,
     leaders: kv::Store,
     instance: String,
-    stopped: tokio::sync::watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let until_stopped = || {
-        let mut stopped = stopped.clone();
-        async move {
-            let _ = stopped.wait_for(|stop| *stop).await;
-        }
-    };
+    let until_stopped = || shutdown.clone().cancelled_owned();
     let events = EventStore::new(pool.clone(), config.audit_key.clone());
     let gate = HostGate::nats(&jetstream, config.host_gate)
         .await
@@ -72,7 +68,7 @@ pub async fn run(
         orders_nats::leader::lead(
             lease,
             orders_nats::LEADER_LEASE,
-            until_stopped(),
+            shutdown.clone(),
             move || {
                 let scheduler = scheduler.clone();
                 async move { scheduler.run(tick).await }

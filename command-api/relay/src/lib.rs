@@ -44,7 +44,7 @@ use anyhow::Context as _;
 
 use async_nats::jetstream::{self, message::PublishMessage};
 use futures::StreamExt as _;
-use orders_nats::leader::{renewal_interval, LeaderLease};
+use orders_nats::leader::LeaderLease;
 pub use orders_nats::StreamHead;
 use orders_nats::{LogEvent, LogPosition};
 
@@ -52,6 +52,7 @@ use crate::audit_chain::{ChainHead, ChainLink};
 use orders_store::seal::{self, EventContent, EventDigests, LogPlace, GENESIS};
 use sqlx::PgPool;
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 /// Events below the horizon after a log position, in log order.
 const EVENTS_AFTER: &str = "
@@ -426,24 +427,25 @@ impl Relay {
         Ok(())
     }
 
-    /// Relays until `shutdown` resolves: catches up in batches, then polls.
+    /// Relays until `shutdown` is cancelled: catches up in batches, then polls.
     pub async fn run(
         &self,
         poll_interval: Duration,
-        shutdown: impl std::future::Future<Output = ()>,
+        shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
-        tokio::pin!(shutdown);
+        tokio::select! {
+            () = shutdown.cancelled() => Ok(()),
+            never = self.relay_forever(poll_interval) => never,
+        }
+    }
+
+    /// Relays from where the stream ends, for as long as it is not dropped.
+    async fn relay_forever(&self, poll_interval: Duration) -> anyhow::Result<()> {
         let mut head = self.stream_head().await?;
         loop {
-            let stepped = tokio::select! {
-                () = &mut shutdown => return Ok(()),
-                result = self.step(&mut head) => result,
-            };
+            let stepped = self.step(&mut head).await;
             if self.pause_after(stepped, &mut head, poll_interval).await {
-                tokio::select! {
-                    () = &mut shutdown => return Ok(()),
-                    () = self.idle(poll_interval) => {}
-                }
+                self.idle(poll_interval).await;
             }
         }
     }
@@ -478,78 +480,23 @@ impl Relay {
     }
 
     /// Relays while this instance holds the relay's leader lease, and stands by
-    /// otherwise, until `shutdown` resolves (then gives the lease up).
+    /// otherwise, until `shutdown` is cancelled (then gives the lease up): the shared
+    /// leader loop (`orders_nats::leader::lead`). A relay dropped in the middle of a
+    /// batch, when its lease is lost, leaves nothing wrong behind: the stream is the
+    /// truth, and a stale relay cannot append.
     pub async fn run_as_leader(
         &self,
-        mut lease: LeaderLease,
+        lease: LeaderLease,
         lease_duration: Duration,
         poll_interval: Duration,
-        shutdown: impl std::future::Future<Output = ()>,
+        shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
-        tokio::pin!(shutdown);
-        let renew_every = renewal_interval(lease_duration);
-        loop {
-            // Standing by.
-            loop {
-                match lease.try_acquire().await {
-                    Ok(true) => break,
-                    Ok(false) => {}
-                    Err(error) => tracing::warn!(
-                        error = format!("{error:#}"),
-                        "contending for the relay's lease failed"
-                    ),
-                }
-                tokio::select! {
-                    () = &mut shutdown => return Ok(()),
-                    () = tokio::time::sleep(renew_every) => {}
-                }
-            }
-            // Leading: resume from what the stream holds, whoever wrote it. A head
-            // this instance could not checkpoint while it led before is stale now.
+        orders_nats::leader::lead(lease, lease_duration, shutdown, || async {
+            // Leading (again): resume from what the stream holds, whoever wrote it. A
+            // head this instance could not checkpoint while it led before is stale.
             *self.unsaved_head.lock().expect("head lock poisoned") = None;
-            let mut head = match self.stream_head().await {
-                Ok(head) => head,
-                Err(error) => {
-                    tracing::warn!(
-                        error = format!("{error:#}"),
-                        "reading the stream's head failed"
-                    );
-                    lease.release().await;
-                    continue;
-                }
-            };
-            let mut renew_at = tokio::time::Instant::now() + renew_every;
-            loop {
-                if tokio::time::Instant::now() >= renew_at {
-                    match lease.renew().await {
-                        Ok(true) => renew_at = tokio::time::Instant::now() + renew_every,
-                        Ok(false) => break,
-                        Err(error) => {
-                            tracing::warn!(
-                                error = format!("{error:#}"),
-                                "renewing the relay's lease failed"
-                            );
-                            break;
-                        }
-                    }
-                }
-                let stepped = tokio::select! {
-                    () = &mut shutdown => {
-                        lease.release().await;
-                        return Ok(());
-                    }
-                    result = self.step(&mut head) => result,
-                };
-                if self.pause_after(stepped, &mut head, poll_interval).await {
-                    tokio::select! {
-                        () = &mut shutdown => {
-                            lease.release().await;
-                            return Ok(());
-                        }
-                        () = self.idle(poll_interval) => {}
-                    }
-                }
-            }
-        }
+            self.relay_forever(poll_interval).await
+        })
+        .await
     }
 }

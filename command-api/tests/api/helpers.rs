@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use orders_command_api::login_throttle::ThrottlePolicy;
 use orders_command_api::{ApiConfig, AppState};
@@ -31,21 +32,17 @@ pub(crate) struct TestApp {
     pub(crate) http: reqwest::Client,
     /// The log behind the views, when the test reads views.
     pub(crate) log: Option<Log>,
-    _shutdown: tokio::sync::oneshot::Sender<()>,
+    /// Stops the API when the test's app is dropped.
+    _shutdown: DropGuard,
 }
 
 /// A nats-server of the test's own, with the relay and the projectors running on it.
 pub(crate) struct Log {
     pub(crate) client: async_nats::Client,
     pub(crate) jetstream: async_nats::jetstream::Context,
-    stop: tokio::sync::watch::Sender<bool>,
+    /// Stops the relay and the projectors when the log is dropped.
+    _stop: DropGuard,
     _server: NatsServer,
-}
-
-impl Drop for Log {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-    }
 }
 
 /// Starts a nats-server, and the relay and every projector against `pool`.
@@ -59,18 +56,12 @@ pub(crate) async fn start_log_with(pool: &PgPool, projectors: bool) -> Log {
     let client = async_nats::connect(server.url()).await.unwrap();
     let jetstream = async_nats::jetstream::new(client.clone());
     ensure_topology(&jetstream, 1).await.unwrap();
-    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let stop = CancellationToken::new();
     // Woken by the API after each commit; the poll is the relay's default.
     let relay = Relay::new(pool.clone(), jetstream.clone(), 1000)
         .with_wake_ups(listen_for_wake_ups(&client).await.unwrap());
-    let mut relay_stopped = stopped.clone();
-    tokio::spawn(async move {
-        relay
-            .run(Duration::from_millis(100), async move {
-                let _ = relay_stopped.wait_for(|stop| *stop).await;
-            })
-            .await
-    });
+    let relay_stop = stop.clone();
+    tokio::spawn(async move { relay.run(Duration::from_millis(100), relay_stop).await });
     if projectors {
         let leaders = jetstream.get_key_value(LEADER_BUCKET).await.unwrap();
         tokio::spawn(orders_projectors::run(
@@ -79,13 +70,13 @@ pub(crate) async fn start_log_with(pool: &PgPool, projectors: bool) -> Log {
             leaders,
             "test".to_owned(),
             LEADER_LEASE,
-            stopped,
+            stop.clone(),
         ));
     }
     Log {
         client,
         jetstream,
-        stop,
+        _stop: stop.drop_guard(),
         _server: server,
     }
 }
@@ -134,13 +125,11 @@ async fn spawn_instance(pool: PgPool, configure: impl FnOnce(&mut ApiConfig)) ->
     let state = AppState::new(config, pool.clone()).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
-    let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = CancellationToken::new();
     tokio::spawn(orders_command_api::run(
         state.clone(),
         listener,
-        async move {
-            let _ = stopped.await;
-        },
+        shutdown.clone(),
     ));
     TestApp {
         address,
@@ -148,7 +137,7 @@ async fn spawn_instance(pool: PgPool, configure: impl FnOnce(&mut ApiConfig)) ->
         state,
         http: http_client(),
         log: None,
-        _shutdown: shutdown,
+        _shutdown: shutdown.drop_guard(),
     }
 }
 

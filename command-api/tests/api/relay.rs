@@ -374,7 +374,7 @@ async fn two_relays_publish_every_event_once_and_the_standby_takes_over_from_a_d
                         lease_key,
                         lease,
                         Duration::from_millis(10),
-                        std::future::pending(),
+                        tokio_util::sync::CancellationToken::new(),
                     )
                     .await
                     .unwrap();

@@ -112,6 +112,18 @@ struct Counter {
     locked_until: Option<DateTime<Utc>>,
 }
 
+impl<'row> sqlx::FromRow<'row, sqlx::postgres::PgRow> for Counter {
+    fn from_row(row: &'row sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
+        use sqlx::Row as _;
+        Ok(Self {
+            throttle_key: row.try_get("throttle_key")?,
+            failures: row.try_get("failures")?,
+            first_failure: row.try_get("first_failure")?,
+            locked_until: row.try_get("locked_until")?,
+        })
+    }
+}
+
 impl Counter {
     /// Seconds until this key may be tried again, if it is locked at `now`.
     fn locked_for(&self, now: DateTime<Utc>) -> Option<u64> {
@@ -171,16 +183,7 @@ impl LoginThrottle {
         let email_counter = match &keys.email {
             None => None,
             Some(email) => {
-                let known: bool = sqlx::query_scalar(
-                    "SELECT EXISTS (SELECT 1 FROM login_known_clients
-                                     WHERE email_key = $1 AND client_key = $2
-                                       AND last_login > $3)",
-                )
-                .bind(email)
-                .bind(&keys.client)
-                .bind(now - Duration::days(KNOWN_CLIENT_DAYS))
-                .fetch_one(&mut *transaction)
-                .await?;
+                let known = is_known_client(&mut transaction, email, &keys.client, now).await?;
                 Some(if known {
                     format!("{email}|{}", keys.client)
                 } else {
@@ -188,38 +191,9 @@ impl LoginThrottle {
                 })
             }
         };
-        // The rows are created (if missing) and locked in the order of their keys,
-        // so two attempts never wait for each other in opposite orders.
-        let mut ordered: Vec<&str> = email_counter.iter().map(String::as_str).collect();
-        ordered.push(&keys.client);
-        ordered.sort_unstable();
-        sqlx::query(
-            "INSERT INTO login_failures (throttle_key, failures, first_failure)
-             SELECT key, 0, $2 FROM UNNEST($1::text[]) AS key
-             ON CONFLICT (throttle_key) DO NOTHING",
-        )
-        .bind(&ordered[..])
-        .bind(now)
-        .execute(&mut *transaction)
-        .await?;
-        let counters: Vec<Counter> = sqlx::query_as(
-            "SELECT throttle_key, failures, first_failure, locked_until
-               FROM login_failures WHERE throttle_key = ANY($1)
-              ORDER BY throttle_key FOR UPDATE",
-        )
-        .bind(&ordered[..])
-        .fetch_all(&mut *transaction)
-        .await?
-        .into_iter()
-        .map(
-            |(throttle_key, failures, first_failure, locked_until)| Counter {
-                throttle_key,
-                failures,
-                first_failure,
-                locked_until,
-            },
-        )
-        .collect();
+        let mut counter_keys: Vec<&str> = email_counter.iter().map(String::as_str).collect();
+        counter_keys.push(&keys.client);
+        let counters = lock_counters(&mut transaction, counter_keys, now).await?;
         let locked = counters
             .iter()
             .filter_map(|counter| counter.locked_for(now))
@@ -239,25 +213,7 @@ impl LoginThrottle {
             .iter()
             .map(|counter| counter.admit(limit_of(&counter.throttle_key), &self.policy, now))
             .collect();
-        sqlx::query(
-            "UPDATE login_failures AS f
-                SET failures = n.failures, first_failure = n.first_failure,
-                    locked_until = n.locked_until
-               FROM UNNEST($1::text[], $2::int[], $3::timestamptz[], $4::timestamptz[])
-                    AS n(throttle_key, failures, first_failure, locked_until)
-              WHERE f.throttle_key = n.throttle_key",
-        )
-        .bind(
-            admitted
-                .iter()
-                .map(|c| c.throttle_key.clone())
-                .collect::<Vec<_>>(),
-        )
-        .bind(admitted.iter().map(|c| c.failures).collect::<Vec<_>>())
-        .bind(admitted.iter().map(|c| c.first_failure).collect::<Vec<_>>())
-        .bind(admitted.iter().map(|c| c.locked_until).collect::<Vec<_>>())
-        .execute(&mut *transaction)
-        .await?;
+        write_counters(&mut transaction, &admitted).await?;
         transaction.commit().await?;
         Ok(Admission::Admitted(Attempt {
             keys: keys.clone(),
@@ -320,6 +276,81 @@ impl LoginThrottle {
         .await?;
         Ok(())
     }
+}
+
+type Transaction = sqlx::Transaction<'static, sqlx::Postgres>;
+
+/// Whether `client` signed in to the account of `email` in the last
+/// [`KNOWN_CLIENT_DAYS`] days.
+async fn is_known_client(
+    transaction: &mut Transaction,
+    email: &str,
+    client: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM login_known_clients
+                         WHERE email_key = $1 AND client_key = $2 AND last_login > $3)",
+    )
+    .bind(email)
+    .bind(client)
+    .bind(now - Duration::days(KNOWN_CLIENT_DAYS))
+    .fetch_one(&mut **transaction)
+    .await
+}
+
+/// The rows of `keys`, created if missing and locked for the rest of the
+/// transaction, in the order of their keys, so that two attempts never wait for
+/// each other in opposite orders.
+async fn lock_counters(
+    transaction: &mut Transaction,
+    mut keys: Vec<&str>,
+    now: DateTime<Utc>,
+) -> Result<Vec<Counter>, sqlx::Error> {
+    keys.sort_unstable();
+    sqlx::query(
+        "INSERT INTO login_failures (throttle_key, failures, first_failure)
+         SELECT key, 0, $2 FROM UNNEST($1::text[]) AS key
+         ON CONFLICT (throttle_key) DO NOTHING",
+    )
+    .bind(&keys[..])
+    .bind(now)
+    .execute(&mut **transaction)
+    .await?;
+    sqlx::query_as(
+        "SELECT throttle_key, failures, first_failure, locked_until
+           FROM login_failures WHERE throttle_key = ANY($1)
+          ORDER BY throttle_key FOR UPDATE",
+    )
+    .bind(&keys[..])
+    .fetch_all(&mut **transaction)
+    .await
+}
+
+async fn write_counters(
+    transaction: &mut Transaction,
+    counters: &[Counter],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE login_failures AS f
+            SET failures = n.failures, first_failure = n.first_failure,
+                locked_until = n.locked_until
+           FROM UNNEST($1::text[], $2::int[], $3::timestamptz[], $4::timestamptz[])
+                AS n(throttle_key, failures, first_failure, locked_until)
+          WHERE f.throttle_key = n.throttle_key",
+    )
+    .bind(
+        counters
+            .iter()
+            .map(|c| c.throttle_key.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(counters.iter().map(|c| c.failures).collect::<Vec<_>>())
+    .bind(counters.iter().map(|c| c.first_failure).collect::<Vec<_>>())
+    .bind(counters.iter().map(|c| c.locked_until).collect::<Vec<_>>())
+    .execute(&mut **transaction)
+    .await?;
+    Ok(())
 }
 
 /// How long a row of `login_failures` is kept after its window began: the longest

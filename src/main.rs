@@ -14,9 +14,6 @@ use cli_args::{DatabaseArgs, NatsArgs, NatsReplicasArgs};
 mod admin_cli;
 mod audit_cli;
 mod bench;
-mod bench_audit;
-mod bench_checks;
-mod bench_log;
 mod cli_args;
 mod serve;
 

@@ -26,286 +26,18 @@ use async_nats::jetstream::{self, message::PublishMessage, stream};
 use clap::Args;
 use futures::StreamExt as _;
 use orders_command_api::{ApiConfig, AppState};
-use orders_domain::email::EmailAddress;
-use orders_domain::ids::{OrderId, UserId};
-use orders_domain::money::{Currency, Money};
-use orders_domain::order::{OrderEvent, ProductUrl, MAX_ACTIVE_ORDERS_PER_USER};
-use orders_domain::user::UserEvent;
-use orders_nats::{ensure_topology, LogEvent, LEADER_BUCKET, LEADER_LEASE, LOG_STREAM};
-use orders_relay::{listen_for_wake_ups, Relay};
-use orders_store::event_store::RelayWaker;
+use orders_domain::order::MAX_ACTIVE_ORDERS_PER_USER;
+use orders_nats::{ensure_topology, LogEvent, LOG_STREAM};
 use orders_store::Secret;
 use orders_test_support::nats_server::NatsServer;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use uuid::Uuid;
 
-use crate::bench::{
-    bench_user_id, create_bench_users, median, place_order_request, BenchDatabase,
-    KeepAliveConnection, BENCH_USERS,
+use super::setup::{
+    bench_user_id, create_bench_users, median, memory_mib, percentile, place_order_request,
+    relay_all, sorted, store_log, BenchDatabase, BenchLog, KeepAliveConnection, BENCH_USERS,
 };
-
-/// A nats-server of the benchmark's own, with the relay (woken by the API) and,
-/// if asked, the projectors running on it.
-pub(crate) struct BenchLog {
-    _server: NatsServer,
-    client: async_nats::Client,
-    stop: CancellationToken,
-    tasks: tokio::task::JoinSet<anyhow::Result<()>>,
-}
-
-impl BenchLog {
-    /// The relay and the projectors get connections of their own, as in `serve all`.
-    pub(crate) async fn start(database_url: &str, projectors: bool) -> anyhow::Result<Self> {
-        let relay_pool = orders_store::database::connect(database_url, 2).await?;
-        let projectors_pool = orders_store::database::connect(database_url, 5).await?;
-        let server = NatsServer::start();
-        let client = async_nats::connect(server.url()).await?;
-        let jetstream = jetstream::new(client.clone());
-        ensure_topology(&jetstream, 1).await?;
-        let stop = CancellationToken::new();
-        let mut tasks = tokio::task::JoinSet::new();
-        let relay = Relay::new(relay_pool, jetstream.clone(), 1000)
-            .with_wake_ups(listen_for_wake_ups(&client).await?);
-        let relay_stop = stop.clone();
-        tasks.spawn(async move { relay.run(Duration::from_millis(100), relay_stop).await });
-        if projectors {
-            let leaders = jetstream.get_key_value(LEADER_BUCKET).await?;
-            tasks.spawn(orders_projectors::run(
-                projectors_pool,
-                jetstream.clone(),
-                leaders,
-                "bench".to_owned(),
-                LEADER_LEASE,
-                stop.clone(),
-            ));
-        }
-        Ok(Self {
-            _server: server,
-            client,
-            stop,
-            tasks,
-        })
-    }
-
-    /// Waits until the stream holds every stored event and every view has applied it.
-    pub(crate) async fn wait_until_caught_up(&self, pool: &PgPool) -> anyhow::Result<()> {
-        let jetstream = jetstream::new(self.client.clone());
-        loop {
-            let lag = orders_projectors::lag::measure(pool, &jetstream).await?;
-            if lag.relay_behind == 0 && lag.views.iter().all(|view| view.behind == 0) {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    pub(crate) fn relay_waker(&self) -> RelayWaker {
-        RelayWaker::new(self.client.clone())
-    }
-
-    pub(crate) async fn stop(mut self) {
-        self.stop.cancel();
-        while self.tasks.join_next().await.is_some() {}
-    }
-}
-
-fn percentile(sorted: &[f64], fraction: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let index = ((sorted.len() as f64 - 1.0) * fraction).round() as usize;
-    sorted[index.min(sorted.len() - 1)]
-}
-
-fn sorted(mut values: Vec<f64>) -> Vec<f64> {
-    values.sort_by(f64::total_cmp);
-    values
-}
-
-// ---------------------------------------------------------------------------------
-// A realistic log, written straight into the event table.
-
-/// Stores `events` real domain events (rounded down to whole users of 20 events: a
-/// registration, two placements and 17 price changes), 10,000 per transaction.
-pub(crate) async fn store_log(pool: &PgPool, events: u64) -> anyhow::Result<u64> {
-    const PER_USER: u64 = 20;
-    let users = (events / PER_USER).max(1);
-    let uah = Currency::from_code("UAH")?;
-    let url = ProductUrl::parse("https://shop.example.com/product/42")?;
-    let mut stored = 0;
-    let mut user = 0;
-    while user < users {
-        let mut columns = Columns::default();
-        for _ in 0..(10_000 / PER_USER) {
-            if user == users {
-                break;
-            }
-            let user_id = UserId::from_uuid(Uuid::now_v7());
-            columns.push(
-                "user",
-                user_id.as_uuid(),
-                1,
-                "UserRegistered",
-                "2.0",
-                serde_json::to_value(UserEvent::UserRegistered {
-                    user_id,
-                    email: EmailAddress::parse(&format!("bench-{user}@example.com"))?,
-                })?,
-                &format!("user:{user_id}"),
-            );
-            for (order, changes) in [(0, 9), (1, 8)] {
-                let order_id = OrderId::from_uuid(Uuid::now_v7());
-                let target = Money::parse(&format!("{}.00", 1000 + order), uah)?;
-                columns.push(
-                    "order",
-                    order_id.as_uuid(),
-                    1,
-                    "OrderPlaced",
-                    "2.0",
-                    serde_json::to_value(OrderEvent::OrderPlaced {
-                        order_id,
-                        owner: user_id,
-                        url: url.clone(),
-                        target,
-                        check_interval_secs: 3600,
-                        selector: None,
-                    })?,
-                    &format!("user:{user_id}"),
-                );
-                let mut previous = None;
-                for change in 0..changes {
-                    let price = Money::parse(&format!("{}.50", 1500 - change * 10), uah)?;
-                    columns.push(
-                        "order",
-                        order_id.as_uuid(),
-                        2 + change,
-                        "PriceChanged",
-                        "1.0",
-                        serde_json::to_value(OrderEvent::PriceChanged {
-                            check_id: Uuid::now_v7(),
-                            previous,
-                            price,
-                            extractor: Some("json-ld".to_owned()),
-                        })?,
-                        "system:scraper",
-                    );
-                    previous = Some(price);
-                }
-            }
-            user += 1;
-        }
-        stored += columns.insert(pool).await?;
-    }
-    sqlx::query("ANALYZE events").execute(pool).await?;
-    Ok(stored)
-}
-
-#[derive(Default)]
-struct Columns {
-    aggregate_types: Vec<&'static str>,
-    aggregate_ids: Vec<String>,
-    sequences: Vec<i64>,
-    event_types: Vec<&'static str>,
-    event_versions: Vec<&'static str>,
-    payloads: Vec<serde_json::Value>,
-    metadata: Vec<serde_json::Value>,
-    /// Sealed under the run's key, as the command side seals.
-    seals: Vec<Vec<u8>>,
-}
-
-impl Columns {
-    #[allow(clippy::too_many_arguments)]
-    fn push(
-        &mut self,
-        aggregate_type: &'static str,
-        aggregate_id: Uuid,
-        sequence: i64,
-        event_type: &'static str,
-        event_version: &'static str,
-        payload: serde_json::Value,
-        actor: &str,
-    ) {
-        let correlation = Uuid::now_v7().to_string();
-        self.aggregate_types.push(aggregate_type);
-        self.sequences.push(sequence);
-        self.event_types.push(event_type);
-        self.event_versions.push(event_version);
-        let metadata = serde_json::json!({
-            "actor": actor, "correlation_id": correlation,
-            "causation_id": correlation, "request_id": correlation,
-        });
-        let aggregate_id = aggregate_id.to_string();
-        let digests = orders_store::seal::EventContent {
-            aggregate_type,
-            aggregate_id: &aggregate_id,
-            sequence,
-            event_type,
-            event_version,
-            payload: &payload,
-            metadata: &metadata,
-        }
-        .digests();
-        self.seals
-            .push(crate::bench::bench_audit_key().seal(&digests));
-        self.aggregate_ids.push(aggregate_id);
-        self.payloads.push(payload);
-        self.metadata.push(metadata);
-    }
-
-    async fn insert(self, pool: &PgPool) -> anyhow::Result<u64> {
-        let inserted = sqlx::query(
-            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version,
-                                 payload, metadata, seal)
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[],
-                                  $6::jsonb[], $7::jsonb[], $8::bytea[])",
-        )
-        .bind(&self.aggregate_types)
-        .bind(&self.aggregate_ids)
-        .bind(&self.sequences)
-        .bind(&self.event_types)
-        .bind(&self.event_versions)
-        .bind(&self.payloads)
-        .bind(&self.metadata)
-        .bind(&self.seals)
-        .execute(pool)
-        .await
-        .context("storing the benchmark's events")?;
-        Ok(inserted.rows_affected())
-    }
-}
-
-/// Relays everything stored (from an empty stream) and returns events/s.
-pub(crate) async fn relay_all(
-    pool: &PgPool,
-    jetstream: &jetstream::Context,
-    window: i64,
-    stored: u64,
-) -> anyhow::Result<(u64, f64)> {
-    let relay = Relay::new(pool.clone(), jetstream.clone(), window);
-    let mut head = relay.stream_head().await?;
-    let started = Instant::now();
-    let mut relayed = 0;
-    // A step that publishes nothing may only mean that a transaction elsewhere on
-    // the server holds the horizon back (another test's, in `make test`): the relay
-    // waits for it, never skips it, and so does this loop, for a while.
-    let patience = Duration::from_secs(60);
-    while relayed < stored {
-        let published = relay.step(&mut head).await? as u64;
-        if published == 0 {
-            anyhow::ensure!(
-                started.elapsed() < patience,
-                "relayed {relayed} of {stored} events, then nothing for a minute"
-            );
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        relayed += published;
-    }
-    Ok((relayed, relayed as f64 / started.elapsed().as_secs_f64()))
-}
-
-// ---------------------------------------------------------------------------------
-// orders bench relay
 
 #[derive(Debug, Args)]
 pub(crate) struct RelayBenchArgs {
@@ -419,9 +151,6 @@ pub(crate) async fn relay(args: RelayBenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-// ---------------------------------------------------------------------------------
-// orders bench pipeline
-
 #[derive(Debug, Args)]
 pub(crate) struct PipelineBenchArgs {
     #[command(flatten)]
@@ -507,7 +236,7 @@ async fn run_pipeline(args: &PipelineBenchArgs, url: &str) -> anyhow::Result<Pip
     )?;
     let mut config = ApiConfig::new(
         secret,
-        crate::bench::bench_audit_key(),
+        super::setup::bench_audit_key(),
         "http://127.0.0.1".to_owned(),
     );
     config.relay_waker = Some(log.relay_waker());
@@ -699,9 +428,6 @@ async fn drive_client(run: ClientRun) -> anyhow::Result<()> {
     Ok(())
 }
 
-// ---------------------------------------------------------------------------------
-// orders bench replay
-
 #[derive(Debug, Args)]
 pub(crate) struct ReplayBenchArgs {
     #[command(flatten)]
@@ -716,20 +442,6 @@ pub(crate) struct ReplayBenchArgs {
     batch_size: usize,
     #[arg(long)]
     keep_database: bool,
-}
-
-/// Reads `/proc/<pid>/status` for `VmRSS` and `VmHWM`, in MiB.
-pub(crate) fn memory_mib(pid: u32) -> Option<(f64, f64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|line| line.starts_with(name))
-            .and_then(|line| line.split_whitespace().nth(1))
-            .and_then(|kib| kib.parse::<f64>().ok())
-            .map(|kib| kib / 1024.0)
-    };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
 pub(crate) async fn replay(args: ReplayBenchArgs) -> anyhow::Result<()> {

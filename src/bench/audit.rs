@@ -15,8 +15,8 @@ use orders_test_support::nats_server::NatsServer;
 use sqlx::PgPool;
 use tokio::io::AsyncWriteExt as _;
 
-use crate::bench::{bench_audit_key, median, BenchDatabase};
-use crate::bench_log::{relay_all, store_log};
+use super::setup::{bench_audit_key, median, BenchDatabase};
+use super::setup::{relay_all, store_log};
 
 #[derive(Debug, Args)]
 pub(crate) struct AuditVerifyBenchArgs {

@@ -20,7 +20,7 @@ use orders_domain::price_check::{FetchFacts, PriceCheckEvent};
 use orders_store::event_store::{CommandMetadata, EventStore};
 use uuid::Uuid;
 
-use crate::bench::BenchDatabase;
+use super::setup::BenchDatabase;
 
 #[derive(Debug, Args)]
 pub(crate) struct OrderLatencyArgs {
@@ -135,7 +135,7 @@ pub(crate) async fn order_latency(args: OrderLatencyArgs) -> anyhow::Result<()> 
 async fn run(args: &OrderLatencyArgs, url: &str) -> anyhow::Result<()> {
     let pool = orders_store::database::connect(url, 8).await?;
     orders_store::database::migrate(&pool).await?;
-    let events = EventStore::new(pool.clone(), crate::bench::bench_audit_key());
+    let events = EventStore::new(pool.clone(), super::setup::bench_audit_key());
     let owner = UserId::new();
 
     // The long order's past: every check observed, the price changing every
@@ -181,7 +181,7 @@ async fn run(args: &OrderLatencyArgs, url: &str) -> anyhow::Result<()> {
         ("with snapshots", events.clone()),
         (
             "without snapshots",
-            EventStore::new(pool.clone(), crate::bench::bench_audit_key()).without_snapshots(),
+            EventStore::new(pool.clone(), super::setup::bench_audit_key()).without_snapshots(),
         ),
     ] {
         let (new, long) = measure(&store, owner, long_order, args.samples).await?;
@@ -289,7 +289,7 @@ async fn run_checks(args: &ChecksBenchArgs, url: &str) -> anyhow::Result<()> {
     for _ in 0..args.hosts {
         shops.push(FixtureServer::start().await.context("starting a shop")?);
     }
-    let events = EventStore::new(pool.clone(), crate::bench::bench_audit_key());
+    let events = EventStore::new(pool.clone(), super::setup::bench_audit_key());
     let owner = UserId::new();
     let mut orders = Vec::with_capacity(args.orders as usize);
     for index in 0..args.orders {
@@ -318,7 +318,7 @@ async fn run_checks(args: &ChecksBenchArgs, url: &str) -> anyhow::Result<()> {
     let worker_env = [
         (
             "ORDERS_AUDIT_KEY",
-            crate::bench::bench_audit_key_text().to_owned(),
+            super::setup::bench_audit_key_text().to_owned(),
         ),
         (
             "ORDERS_JWT_SECRET",
@@ -473,7 +473,7 @@ async fn run_idle_memory(args: &IdleMemoryArgs, url: &str) -> anyhow::Result<()>
         let env = [
             (
                 "ORDERS_AUDIT_KEY",
-                crate::bench::bench_audit_key_text().to_owned(),
+                super::setup::bench_audit_key_text().to_owned(),
             ),
             (
                 "ORDERS_JWT_SECRET",
@@ -485,7 +485,7 @@ async fn run_idle_memory(args: &IdleMemoryArgs, url: &str) -> anyhow::Result<()>
         ];
         let child = spawn_service(service, url, nats.url(), &env)?;
         tokio::time::sleep(std::time::Duration::from_secs(args.idle_secs)).await;
-        let (rss, peak) = crate::bench_log::memory_mib(child.0.id())
+        let (rss, peak) = super::setup::memory_mib(child.0.id())
             .with_context(|| format!("reading the memory of serve {service} (did it exit?)"))?;
         println!("{service:<12} {rss:>8.1} MiB          {peak:>8.1} MiB");
         drop(child);

@@ -23,38 +23,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use clap::{Args, Subcommand};
+use clap::Args;
 use orders_command_api::{ApiConfig, AppState};
-use orders_domain::email::EmailAddress;
-use orders_domain::ids::UserId;
 use orders_domain::order::MAX_ACTIVE_ORDERS_PER_USER;
-use orders_domain::user::UserEvent;
 use orders_store::Secret;
-use sqlx::postgres::PgConnectOptions;
-use sqlx::{ConnectOptions as _, PgPool};
-use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use uuid::Uuid;
 
-#[derive(Debug, Subcommand)]
-pub(crate) enum BenchCommand {
-    /// `POST /orders` throughput beside pgbench ceilings of the same run.
-    Commands(CommandsBenchArgs),
-    /// Relay catch-up beside the raw acknowledged-publish rate of the same server.
-    Relay(crate::bench_log::RelayBenchArgs),
-    /// Store→stream lag and command→view latency at a steady command rate.
-    Pipeline(crate::bench_log::PipelineBenchArgs),
-    /// Rebuilding a view from a long log, beside the raw read rate of the stream.
-    Replay(crate::bench_log::ReplayBenchArgs),
-    /// A command on an order with 10,000 past checks beside one on a new order.
-    OrderLatency(crate::bench_checks::OrderLatencyArgs),
-    /// Checks per second through the whole pipeline beside hosts ÷ spacing.
-    Checks(crate::bench_checks::ChecksBenchArgs),
-    /// The resident memory of each service, idle.
-    IdleMemory(crate::bench_checks::IdleMemoryArgs),
-    /// `orders audit verify` over a million events beside `COPY | sha256sum`.
-    AuditVerify(crate::bench_audit::AuditVerifyBenchArgs),
-}
+use super::setup::{
+    bench_audit_key, bench_user_id, create_bench_users, median, place_order_request, tempdir,
+    BenchDatabase, KeepAliveConnection, BENCH_USERS, BENCH_USER_ID_SQL,
+};
 
 #[derive(Debug, Args)]
 pub(crate) struct CommandsBenchArgs {
@@ -84,44 +63,6 @@ pub(crate) struct CommandsBenchArgs {
     with_log: bool,
 }
 
-pub(crate) async fn run(command: BenchCommand) -> anyhow::Result<()> {
-    match command {
-        BenchCommand::Commands(args) => commands(args).await,
-        BenchCommand::Relay(args) => crate::bench_log::relay(args).await,
-        BenchCommand::Pipeline(args) => crate::bench_log::pipeline(args).await,
-        BenchCommand::Replay(args) => crate::bench_log::replay(args).await,
-        BenchCommand::OrderLatency(args) => crate::bench_checks::order_latency(args).await,
-        BenchCommand::Checks(args) => crate::bench_checks::checks(args).await,
-        BenchCommand::IdleMemory(args) => crate::bench_checks::idle_memory(args).await,
-        BenchCommand::AuditVerify(args) => crate::bench_audit::audit_verify(args).await,
-    }
-}
-
-/// Users created up front; enough for millions of orders.
-pub(crate) const BENCH_USERS: i64 = 50_000;
-
-/// The key a benchmark run seals under: random, one per process, shared by the
-/// API and workers the run starts (as `ORDERS_AUDIT_KEY`, see
-/// [`bench_audit_key_text`]) and by the event stores it opens itself.
-pub(crate) fn bench_audit_key_text() -> &'static str {
-    static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    KEY.get_or_init(|| format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple()))
-}
-
-pub(crate) fn bench_audit_key() -> orders_store::seal::AuditKey {
-    orders_store::seal::AuditKey::new(bench_audit_key_text().as_bytes())
-}
-
-pub(crate) fn bench_user_id(index: i64) -> UserId {
-    let uuid = Uuid::parse_str(&format!("00000000-0000-7000-8000-{index:012x}"))
-        .expect("a well-formed UUID");
-    UserId::from_uuid(uuid)
-}
-
-/// The same ids, computed by PostgreSQL (for pgbench).
-const BENCH_USER_ID_SQL: &str =
-    "('00000000-0000-7000-8000-' || lpad(to_hex((:u)::bigint), 12, '0'))";
-
 struct Measured {
     clients: u32,
     api_per_sec: f64,
@@ -129,59 +70,7 @@ struct Measured {
     one_row_per_sec: f64,
 }
 
-/// A database created for one benchmark run, on the server of `ORDERS_DATABASE_URL`.
-pub(crate) struct BenchDatabase {
-    admin: sqlx::PgConnection,
-    name: String,
-    pub(crate) url: String,
-}
-
-impl BenchDatabase {
-    pub(crate) async fn create(server_url: Option<&str>) -> anyhow::Result<Self> {
-        let server_url = server_url
-            .filter(|url| !url.is_empty())
-            .context("ORDERS_DATABASE_URL is not set")?;
-        let server: PgConnectOptions = server_url
-            .parse()
-            .context("ORDERS_DATABASE_URL is not a PostgreSQL URL")?;
-        let name = format!("orders_bench_{}", Uuid::now_v7().simple());
-        let mut admin = server
-            .clone()
-            .connect()
-            .await
-            .context("connecting to PostgreSQL")?;
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .await
-            .context("creating the benchmark database")?;
-        // The same URL with the database swapped: libpq (pgbench) must read it too.
-        let mut url = url::Url::parse(server_url).context("ORDERS_DATABASE_URL is not a URL")?;
-        url.set_path(&name);
-        Ok(Self {
-            admin,
-            name,
-            url: url.to_string(),
-        })
-    }
-
-    /// Drops the database, or says where it is when asked to keep it.
-    pub(crate) async fn finish(mut self, keep: bool) -> anyhow::Result<()> {
-        if keep {
-            eprintln!("kept the benchmark database: {}", self.url);
-            return Ok(());
-        }
-        sqlx::query(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        ))
-        .execute(&mut self.admin)
-        .await
-        .context("dropping the benchmark database")?;
-        Ok(())
-    }
-}
-
-async fn commands(args: CommandsBenchArgs) -> anyhow::Result<()> {
+pub(crate) async fn commands(args: CommandsBenchArgs) -> anyhow::Result<()> {
     let database = BenchDatabase::create(args.database.database_url.as_deref()).await?;
     let outcome = run_in_database(&args, &database.url).await;
     database.finish(args.keep_database).await?;
@@ -235,12 +124,12 @@ async fn run_in_database(
         )),
     )?;
     let log = if args.with_log {
-        Some(crate::bench_log::BenchLog::start(bench_url, true).await?)
+        Some(super::setup::BenchLog::start(bench_url, true).await?)
     } else {
         None
     };
     let mut config = ApiConfig::new(secret, bench_audit_key(), "http://127.0.0.1".to_owned());
-    config.relay_waker = log.as_ref().map(crate::bench_log::BenchLog::relay_waker);
+    config.relay_waker = log.as_ref().map(super::setup::BenchLog::relay_waker);
     let state = AppState::new(config, pool.clone()).await?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -321,66 +210,6 @@ async fn run_in_database(
     Ok(measured)
 }
 
-pub(crate) fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    match values.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => values[n / 2],
-        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
-    }
-}
-
-fn tempdir() -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("orders-bench-{}", Uuid::now_v7().simple()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
-}
-
-/// Registers the benchmark users with one statement each 10,000 (a fixture, not the
-/// thing measured): real `UserRegistered` payloads, as the domain serialises them,
-/// and the placement guards the command side keeps beside them.
-pub(crate) async fn create_bench_users(pool: &PgPool) -> anyhow::Result<()> {
-    let template = serde_json::to_value(UserEvent::UserRegistered {
-        user_id: bench_user_id(0),
-        email: EmailAddress::parse("bench@example.com").expect("a valid address"),
-    })?;
-    for start in (1..=BENCH_USERS).step_by(10_000) {
-        let end = (start + 9_999).min(BENCH_USERS);
-        sqlx::query(&format!(
-            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-             SELECT 'user', id, 1, 'UserRegistered', '2.0',
-                    jsonb_set(jsonb_set($1::jsonb, '{{UserRegistered,user_id}}', to_jsonb(id)),
-                              '{{UserRegistered,email}}', to_jsonb('bench-' || i || '@example.com')),
-                    jsonb_build_object('actor', 'cli:bench', 'correlation_id', gen_random_uuid()::text,
-                                       'causation_id', gen_random_uuid()::text, 'request_id', gen_random_uuid()::text)
-               FROM generate_series($2::bigint, $3::bigint) AS i,
-                    LATERAL (SELECT {} AS id) AS ids",
-            BENCH_USER_ID_SQL.replace(":u", "i")
-        ))
-        .bind(&template)
-        .bind(start)
-        .bind(end)
-        .execute(pool)
-        .await
-        .context("creating the benchmark users")?;
-    }
-    // Their placement guards, as registration through the command side creates them.
-    sqlx::query(&format!(
-        "INSERT INTO placement_guards (user_id, active_orders, deactivated)
-         SELECT {}, 0, false FROM generate_series(1, $1::bigint) AS i",
-        BENCH_USER_ID_SQL.replace(":u", "i")
-    ))
-    .bind(BENCH_USERS)
-    .execute(pool)
-    .await
-    .context("creating the benchmark users' placement guards")?;
-    sqlx::query("ANALYZE events").execute(pool).await?;
-    sqlx::query("ANALYZE placement_guards")
-        .execute(pool)
-        .await?;
-    Ok(())
-}
-
 /// Runs `clients` API clients for the warm-up and the measured time; returns the
 /// orders created in the measured time.
 async fn drive_api(
@@ -433,86 +262,6 @@ async fn drive_api(
         total += task.await??;
     }
     Ok(total)
-}
-
-const PLACE_ORDER_BODY: &str = r#"{"url": "https://shop.example.com/product/42", "target_price": "3199.00", "currency": "UAH", "check_interval_secs": 3600}"#;
-
-pub(crate) fn place_order_request(addr: SocketAddr, token: &str) -> Vec<u8> {
-    format!(
-        "POST /orders HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{PLACE_ORDER_BODY}",
-        PLACE_ORDER_BODY.len()
-    )
-    .into_bytes()
-}
-
-/// The load generator's side of one HTTP/1.1 keep-alive connection: writes a
-/// prepared request, reads the status and the body it announces. Deliberately
-/// minimal, like pgbench's client, so that the two cores go to the server under test
-/// rather than to a general-purpose client.
-pub(crate) struct KeepAliveConnection {
-    stream: BufReader<TcpStream>,
-    line: String,
-    /// Of the last response: `Location`, `Orders-Position`, and whether it said
-    /// `Orders-Stale`.
-    pub(crate) location: Option<String>,
-    pub(crate) position: Option<String>,
-    pub(crate) stale: bool,
-}
-
-impl KeepAliveConnection {
-    pub(crate) async fn open(addr: SocketAddr) -> anyhow::Result<Self> {
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
-        Ok(Self {
-            stream: BufReader::new(stream),
-            line: String::new(),
-            location: None,
-            position: None,
-            stale: false,
-        })
-    }
-
-    pub(crate) async fn exchange(&mut self, request: &[u8]) -> anyhow::Result<u16> {
-        self.stream.get_mut().write_all(request).await?;
-        self.line.clear();
-        self.stream.read_line(&mut self.line).await?;
-        let status: u16 = self
-            .line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .with_context(|| format!("not an HTTP status line: {:?}", self.line))?;
-        let mut content_length = 0_usize;
-        self.location = None;
-        self.position = None;
-        self.stale = false;
-        loop {
-            self.line.clear();
-            if self.stream.read_line(&mut self.line).await? == 0 {
-                anyhow::bail!("the server closed the connection");
-            }
-            let header = self.line.trim_end();
-            if header.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = header.split_once(':') {
-                let value = value.trim();
-                if name.eq_ignore_ascii_case("content-length") {
-                    content_length = value.parse()?;
-                } else if name.eq_ignore_ascii_case("location") {
-                    self.location = Some(value.to_owned());
-                } else if name.eq_ignore_ascii_case("orders-position") {
-                    self.position = Some(value.to_owned());
-                } else if name.eq_ignore_ascii_case("orders-stale") {
-                    self.stale = true;
-                }
-            }
-        }
-        let mut body = vec![0_u8; content_length];
-        self.stream.read_exact(&mut body).await?;
-        Ok(status)
-    }
 }
 
 /// The statements of one `POST /orders`, with pgbench variables for what differs per

@@ -10,6 +10,7 @@
 //! the API checks.
 
 mod error;
+pub mod mail_links;
 pub mod price_checks;
 pub mod signed_tokens;
 

@@ -13,22 +13,23 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use cqrs_es::AggregateError;
+use orders_application::mail_links::{self, FollowedBy, MailLinkError};
+use orders_application::signed_tokens::{email_digest, TokenError, TokenPurpose, VerifiedToken};
 use orders_domain::email::EmailAddress;
 use orders_domain::ids::UserId;
 use orders_domain::password_policy::check_password;
 use orders_domain::user::{User, UserCommand, UserError};
+use orders_store::event_store::{execute_retrying_conflicts, CommandMetadata, CommandReceipt};
+use orders_store::user_lookup;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{hash_password, verify_password, CurrentUser};
 use crate::http::{with_position, RequestContext};
-use crate::login_throttle::{Admission, ThrottleKeys};
+use crate::login_throttle::{Admission, Attempt, ThrottleKeys};
 use crate::metrics::OutcomeLabels;
 use crate::problem::{ApiError, AppJson};
 use crate::AppState;
-use orders_application::signed_tokens::{email_digest, TokenError, TokenPurpose, VerifiedToken};
-use orders_store::event_store::{execute_retrying_conflicts, CommandMetadata};
-use orders_store::user_lookup;
 
 pub fn router() -> Router<Arc<AppState>> {
     Router::new()
@@ -153,58 +154,57 @@ pub struct VerifyEmailRequest {
     pub token: String,
 }
 
-/// What verifying a token did.
-enum Verification {
-    Verified(Option<orders_store::event_store::LogPosition>),
+/// Follows the link of one of our mails: the user command its token stands for
+/// (`orders_application::mail_links`). A forged token, or one for an address the
+/// user no longer has, is 400 (naming `what` token it is); an expired one 410.
+async fn follow_mail_link(
+    state: &AppState,
+    context: RequestContext,
+    link: (TokenPurpose, UserCommand),
+    token: &str,
+    what: &'static str,
+    expired: &'static str,
+) -> Result<CommandReceipt, ApiError> {
+    let (purpose, command) = link;
+    let request = FollowedBy {
+        correlation_id: context.correlation_id,
+        request_id: context.request_id,
+    };
+    mail_links::follow(
+        &state.events,
+        &state.signed_tokens,
+        purpose,
+        token,
+        chrono::Utc::now(),
+        command,
+        request,
+    )
+    .await
+    .map_err(|error| match error {
+        MailLinkError::Invalid => ApiError::BadRequest(format!("the {what} token is not valid")),
+        MailLinkError::Expired => ApiError::Gone(expired),
+        MailLinkError::Command(error) => {
+            ApiError::from_command(error, "no such user", "following a mail link", |refusal| {
+                user_error(AggregateError::UserError(refusal))
+            })
+        }
+    })
 }
 
 async fn apply_verification_token(
     state: &AppState,
     context: RequestContext,
     token: &str,
-) -> Result<Verification, ApiError> {
-    let verified = state
-        .signed_tokens
-        .check(TokenPurpose::VerifyEmail, token, chrono::Utc::now())
-        .map_err(|error| match error {
-            TokenError::Forged => {
-                ApiError::BadRequest("the verification token is not valid".to_owned())
-            }
-            TokenError::Expired => {
-                ApiError::Gone("the verification link has expired; ask for a new one")
-            }
-        })?;
-    let (user, _) = state
-        .events
-        .load::<User>(&verified.user_id.to_string())
-        .await
-        .map_err(user_error)?;
-    // A token for an address the user no longer has verifies nothing.
-    let matches_address = user
-        .email()
-        .is_some_and(|email| email_digest(&email.normalized()) == verified.email_digest);
-    if !matches_address {
-        return Err(ApiError::BadRequest(
-            "the verification token is not valid".to_owned(),
-        ));
-    }
-    let metadata = CommandMetadata {
-        actor: format!("user:{}", verified.user_id),
-        correlation_id: context.correlation_id,
-        causation_id: context.request_id.to_string(),
-        request_id: context.request_id,
-        idempotency_key: None,
-    };
-    let receipt = state
-        .events
-        .execute::<User>(
-            &verified.user_id.to_string(),
-            UserCommand::VerifyEmail,
-            &metadata,
-        )
-        .await
-        .map_err(user_error)?;
-    Ok(Verification::Verified(receipt.position))
+) -> Result<CommandReceipt, ApiError> {
+    follow_mail_link(
+        state,
+        context,
+        (TokenPurpose::VerifyEmail, UserCommand::VerifyEmail),
+        token,
+        "verification",
+        "the verification link has expired; ask for a new one",
+    )
+    .await
 }
 
 /// Verifies the e-mail address a token was issued for: 204, also when it already is.
@@ -217,8 +217,9 @@ pub async fn verify_email(
     context: RequestContext,
     AppJson(request): AppJson<VerifyEmailRequest>,
 ) -> Result<Response, ApiError> {
-    let Verification::Verified(position) =
-        apply_verification_token(&state, context, &request.token).await?;
+    let position = apply_verification_token(&state, context, &request.token)
+        .await?
+        .position;
     Ok(with_position(
         StatusCode::NO_CONTENT.into_response(),
         position,
@@ -245,7 +246,7 @@ pub async fn verify_email_link(
         Some(token) => apply_verification_token(&state, context, &token).await,
     };
     let (status, heading, text) = match outcome {
-        Ok(Verification::Verified(_)) => (
+        Ok(_) => (
             StatusCode::OK,
             "E-mail address verified",
             "Thank you: your e-mail address is verified. Price alerts will reach you here.",
@@ -409,15 +410,7 @@ pub async fn login(
         // An attempt all the same (a NUL in the address, say): it counts against
         // its client, so that refused bodies cannot be sent without limit either.
         Err(refused) => {
-            let admission = state
-                .login_throttle
-                .admit(&ThrottleKeys::client_only(client), chrono::Utc::now())
-                .await
-                .context("counting a login attempt")?;
-            if let Admission::Locked { retry_after_secs } = admission {
-                count_login(&state, "throttled");
-                return Err(ApiError::TooManyRequests { retry_after_secs });
-            }
+            admit_login(&state, &ThrottleKeys::client_only(client)).await?;
             count_login(&state, "failure");
             return Err(refused);
         }
@@ -429,18 +422,7 @@ pub async fn login(
         Some(email) => ThrottleKeys::new(&email.normalized(), client),
         None => ThrottleKeys::new(&request.email, client),
     };
-    let admission = state
-        .login_throttle
-        .admit(&keys, chrono::Utc::now())
-        .await
-        .context("counting a login attempt")?;
-    let attempt = match admission {
-        Admission::Admitted(attempt) => attempt,
-        Admission::Locked { retry_after_secs } => {
-            count_login(&state, "throttled");
-            return Err(ApiError::TooManyRequests { retry_after_secs });
-        }
-    };
+    let attempt = admit_login(&state, &keys).await?;
     let Some(email) = email else {
         count_login(&state, "failure");
         return Err(ApiError::Unauthorized(LOGIN_REFUSED));
@@ -485,6 +467,34 @@ pub async fn login(
         expires_in: state.access_tokens.lifetime().as_secs(),
     })
     .into_response())
+}
+
+/// Counts a password check before it is made (the login throttle's gate): 429 with
+/// `Retry-After` when one of its keys is locked.
+pub(crate) async fn admit_password_check(
+    state: &AppState,
+    keys: &ThrottleKeys,
+) -> Result<Attempt, ApiError> {
+    let admission = state
+        .login_throttle
+        .admit(keys, chrono::Utc::now())
+        .await
+        .context("counting a password check")?;
+    match admission {
+        Admission::Admitted(attempt) => Ok(attempt),
+        Admission::Locked { retry_after_secs } => {
+            Err(ApiError::TooManyRequests { retry_after_secs })
+        }
+    }
+}
+
+/// [`admit_password_check`] for a login, counted in the logins metric when throttled.
+async fn admit_login(state: &AppState, keys: &ThrottleKeys) -> Result<Attempt, ApiError> {
+    let admitted = admit_password_check(state, keys).await;
+    if let Err(ApiError::TooManyRequests { .. }) = &admitted {
+        count_login(state, "throttled");
+    }
+    admitted
 }
 
 fn count_login(state: &AppState, outcome: &'static str) {
@@ -549,47 +559,19 @@ async fn apply_unsubscribe_token(
     context: RequestContext,
     token: &str,
 ) -> Result<(), ApiError> {
-    let verified = state
-        .signed_tokens
-        .check(TokenPurpose::Unsubscribe, token, chrono::Utc::now())
-        .map_err(|error| match error {
-            TokenError::Forged => {
-                ApiError::BadRequest("the unsubscribe token is not valid".to_owned())
-            }
-            TokenError::Expired => ApiError::Gone("the unsubscribe link has expired"),
-        })?;
-    let (user, _) = state
-        .events
-        .load::<User>(&verified.user_id.to_string())
-        .await
-        .map_err(user_error)?;
-    let matches_address = user
-        .email()
-        .is_some_and(|email| email_digest(&email.normalized()) == verified.email_digest);
-    if !matches_address {
-        return Err(ApiError::BadRequest(
-            "the unsubscribe token is not valid".to_owned(),
-        ));
-    }
-    let metadata = CommandMetadata {
-        actor: format!("user:{}", verified.user_id),
-        correlation_id: context.correlation_id,
-        causation_id: context.request_id.to_string(),
-        request_id: context.request_id,
-        idempotency_key: None,
+    let unsubscribe = UserCommand::ChangeNotificationPreferences {
+        price_alerts: false,
     };
-    state
-        .events
-        .execute::<User>(
-            &verified.user_id.to_string(),
-            UserCommand::ChangeNotificationPreferences {
-                price_alerts: false,
-            },
-            &metadata,
-        )
-        .await
-        .map_err(user_error)?;
-    Ok(())
+    follow_mail_link(
+        state,
+        context,
+        (TokenPurpose::Unsubscribe, unsubscribe),
+        token,
+        "unsubscribe",
+        "the unsubscribe link has expired",
+    )
+    .await
+    .map(|_| ())
 }
 
 /// The detail of a 410 for a reset link whose password has changed since it was

@@ -20,7 +20,7 @@ use utoipa::ToSchema;
 use crate::auth::{hash_password, verify_password, CurrentUser};
 use crate::http::accounts::{user_error, ClientAddress};
 use crate::http::{with_position, RequestContext};
-use crate::login_throttle::{Admission, ThrottleKeys};
+use crate::login_throttle::ThrottleKeys;
 use crate::problem::{ApiError, AppJson};
 use crate::AppState;
 use orders_store::event_store::{CommandMetadata, LogPosition};
@@ -206,17 +206,7 @@ pub async fn change_password(
     // Counted like a login before the password is verified: a stolen token must not
     // become an unthrottled way to guess the password.
     let keys = ThrottleKeys::new(&email, client);
-    let admission = state
-        .login_throttle
-        .admit(&keys, chrono::Utc::now())
-        .await
-        .context("counting a password check")?;
-    let attempt = match admission {
-        Admission::Admitted(attempt) => attempt,
-        Admission::Locked { retry_after_secs } => {
-            return Err(ApiError::TooManyRequests { retry_after_secs })
-        }
-    };
+    let attempt = crate::http::accounts::admit_password_check(&state, &keys).await?;
     let stored = user_lookup::password_hash(state.pool(), caller.user_id)
         .await
         .context("reading credentials")?

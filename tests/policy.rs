@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use orders_domain::ids::{CheckId, OrderId, UserId};
 use orders_domain::money::{Currency, Money};
-use orders_domain::order::{Availability, Order, OrderCommand, ProductUrl};
+use orders_domain::order::Availability;
 use orders_domain::price_check::{FetchFacts, PriceCheckEvent};
 use orders_nats::work::PRICE_POLICY;
 use orders_nats::LogEvent;
-use orders_store::event_store::{CommandMetadata, EventStore};
+use orders_store::event_store::EventStore;
 use orders_test_support::nats_server::NatsServer;
 use orders_workers::consumer::{consume, Outcome};
 use orders_workers::dead_letters::list;
@@ -22,30 +22,16 @@ use sqlx::PgPool;
 mod common;
 use common::fresh_database;
 
-fn metadata() -> CommandMetadata {
-    CommandMetadata::new_job("cli:test@localhost")
-}
-
 /// A tracking order in hryvnias.
 async fn order_in_hryvnias(events: &EventStore) -> OrderId {
-    let order_id = OrderId::new();
-    events
-        .execute_on_new::<Order>(
-            &order_id.to_string(),
-            OrderCommand::Place {
-                order_id,
-                owner: UserId::new(),
-                url: ProductUrl::parse("https://shop.example/kettle").unwrap(),
-                target: Money::parse("1000", Currency::UAH).unwrap(),
-                check_interval_secs: 3600,
-                selector: None,
-                owner_active_orders: 0,
-            },
-            &metadata(),
-        )
-        .await
-        .unwrap();
-    order_id
+    orders_test_support::orders::place_in_hryvnias(
+        events,
+        UserId::new(),
+        "https://shop.example/kettle",
+        "1000",
+    )
+    .await
+    .unwrap()
 }
 
 /// A `PriceObserved` of a check of `order_id`, as the relay publishes it.

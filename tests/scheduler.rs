@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use orders_domain::ids::{OrderId, UserId};
-use orders_domain::money::{Currency, Money};
-use orders_domain::order::{Order, OrderCommand, ProductUrl};
+use orders_domain::order::{Order, OrderCommand};
 use orders_domain::price_check::{CheckFailureReason, FetchFacts, PriceCheck, PriceCheckCommand};
 use orders_store::event_store::{CommandMetadata, EventStore};
 use orders_test_support::nats_server::NatsServer;
@@ -39,24 +38,14 @@ fn service(name: &str, database_url: &str, nats_url: &str) -> Service {
 }
 
 async fn place(events: &EventStore) -> OrderId {
-    let order_id = OrderId::new();
-    events
-        .execute_on_new::<Order>(
-            &order_id.to_string(),
-            OrderCommand::Place {
-                order_id,
-                owner: UserId::new(),
-                url: ProductUrl::parse("https://shop.example/p/1").unwrap(),
-                target: Money::parse("100", Currency::UAH).unwrap(),
-                check_interval_secs: 3600,
-                selector: None,
-                owner_active_orders: 0,
-            },
-            &owner_metadata(),
-        )
-        .await
-        .unwrap();
-    order_id
+    orders_test_support::orders::place_in_hryvnias(
+        events,
+        UserId::new(),
+        "https://shop.example/p/1",
+        "100",
+    )
+    .await
+    .unwrap()
 }
 
 async fn command(events: &EventStore, order_id: OrderId, command: OrderCommand) {

@@ -16,9 +16,7 @@ use std::time::{Duration, Instant};
 
 use orders_application::price_checks::{load_order, request_check, CheckRequested};
 use orders_domain::email::EmailAddress;
-use orders_domain::ids::{OrderId, UserId};
-use orders_domain::money::{Currency, Money};
-use orders_domain::order::{Order, OrderCommand, ProductUrl};
+use orders_domain::ids::UserId;
 use orders_domain::price_check::CheckTrigger;
 use orders_domain::user::UserCommand;
 use orders_nats::work::{Worker, EMAIL, SCRAPER};
@@ -208,23 +206,14 @@ async fn a_scraper_killed_mid_check_leaves_the_check_to_the_next_one() {
     let workers = service(&["serve", "workers"], &database_url, nats.url());
 
     let events = EventStore::new(pool.clone(), common::audit_key());
-    let order_id = OrderId::new();
-    events
-        .execute_on_new::<Order>(
-            &order_id.to_string(),
-            OrderCommand::Place {
-                order_id,
-                owner: UserId::new(),
-                url: ProductUrl::parse(shop.url("/p/slow").as_str()).unwrap(),
-                target: Money::parse("1000", Currency::UAH).unwrap(),
-                check_interval_secs: 3600,
-                selector: None,
-                owner_active_orders: 0,
-            },
-            &metadata(),
-        )
-        .await
-        .unwrap();
+    let order_id = orders_test_support::orders::place_in_hryvnias(
+        &events,
+        UserId::new(),
+        shop.url("/p/slow").as_str(),
+        "1000",
+    )
+    .await
+    .unwrap();
     let order = load_order(&events, order_id).await.unwrap();
     let CheckRequested::Requested { check_id, .. } =
         request_check(&events, &order, CheckTrigger::Manual, &metadata())

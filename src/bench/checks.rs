@@ -49,24 +49,13 @@ fn uah(amount: &str) -> Money {
 }
 
 async fn place(events: &EventStore, owner: UserId) -> anyhow::Result<OrderId> {
-    let order_id = OrderId::new();
-    events
-        .execute_on_new::<Order>(
-            &order_id.to_string(),
-            OrderCommand::Place {
-                order_id,
-                owner,
-                url: ProductUrl::parse("https://shop.example/p/kettle")?,
-                target: uah("3199"),
-                check_interval_secs: 3600,
-                selector: None,
-                owner_active_orders: 0,
-            },
-            &scraper(),
-        )
-        .await
-        .map_err(|error| anyhow::anyhow!("placing an order: {error}"))?;
-    Ok(order_id)
+    orders_test_support::orders::place_in_hryvnias(
+        events,
+        owner,
+        "https://shop.example/p/kettle",
+        "3199",
+    )
+    .await
 }
 
 /// One check's observation recorded on the order, as the policy does it; returns

@@ -276,10 +276,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let jetstream = nats.jetstream().await?;
             serve::ensure_topology_patiently(&jetstream, replicas.nats_replicas).await?;
             println!(
-                "NATS topology ready: stream {}, buckets {}, {}, {} and {}",
+                "NATS topology ready: stream {}, buckets {}, {} and {}",
                 orders_nats::LOG_STREAM,
                 orders_nats::LEADER_BUCKET,
-                orders_nats::RELAY_BUCKET,
                 orders_nats::AUDIT_BUCKET,
                 orders_nats::SCRAPER_HOSTS_BUCKET
             );

@@ -20,7 +20,7 @@ pub use position::{InvalidLogPosition, LogPosition};
 pub use servers::redacted;
 pub use topology::{
     ensure_topology, TopologyError, AUDIT_BUCKET, AUDIT_CHAIN_HEAD_KEY, LEADER_BUCKET,
-    LEADER_LEASE, RELAY_BUCKET, SCRAPER_HOSTS_BUCKET,
+    LEADER_LEASE, SCRAPER_HOSTS_BUCKET,
 };
 
 /// The stream that holds the whole event log, one message per stored event.

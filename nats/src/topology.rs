@@ -12,8 +12,6 @@ use crate::{LOG_STREAM, LOG_SUBJECT_PREFIX};
 pub const LEADER_BUCKET: &str = "ORDERS_LEADERS";
 /// How long a leader holds its key without renewing it.
 pub const LEADER_LEASE: Duration = Duration::from_secs(10);
-/// Key-value bucket of the relay's state (e.g. the stream's verified head).
-pub const RELAY_BUCKET: &str = "ORDERS_RELAY";
 /// Key-value bucket of the audit chain's head (key [`AUDIT_CHAIN_HEAD_KEY`]),
 /// checkpointed by the relay after every batch it publishes, outside PostgreSQL.
 pub const AUDIT_BUCKET: &str = "ORDERS_AUDIT";
@@ -85,7 +83,6 @@ pub async fn ensure_topology(
         .map_err(TopologyError::Stream)?;
     for (bucket, max_age) in [
         (LEADER_BUCKET, LEADER_LEASE),
-        (RELAY_BUCKET, Duration::ZERO),
         (AUDIT_BUCKET, Duration::ZERO),
         // A host not fetched for a day is forgotten.
         (SCRAPER_HOSTS_BUCKET, Duration::from_secs(86_400)),

@@ -5,9 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use orders_nats::{
-    ensure_topology, LogEvent, LEADER_BUCKET, LEADER_LEASE, LOG_STREAM, RELAY_BUCKET,
-};
+use orders_nats::{ensure_topology, LogEvent, LEADER_BUCKET, LEADER_LEASE, LOG_STREAM};
 use orders_test_support::nats_server::NatsServer;
 
 async fn jetstream(server: &NatsServer) -> async_nats::jetstream::Context {
@@ -35,7 +33,6 @@ async fn the_topology_is_created_once_and_left_as_is_when_ensured_again() {
 
     let leaders = js.get_key_value(LEADER_BUCKET).await.unwrap();
     assert_eq!(leaders.status().await.unwrap().max_age(), LEADER_LEASE);
-    js.get_key_value(RELAY_BUCKET).await.unwrap();
     js.get_key_value(orders_nats::AUDIT_BUCKET).await.unwrap();
 }
 

@@ -5,12 +5,14 @@
 //! each caller maps it once: a handler to a problem document, a worker to done,
 //! retry or give up. A refusal is never retried; a store failure may be.
 //!
-//! (Being gathered here use case by use case: the price checks first.) Also the
+//! (Being gathered here use case by use case: the price checks, the mail links and
+//! placing an order so far.) Also the
 //! signed, expiring tokens of the links in mails, which the e-mail worker mints and
 //! the API checks.
 
 mod error;
 pub mod mail_links;
+pub mod orders;
 pub mod price_checks;
 pub mod signed_tokens;
 

@@ -12,22 +12,21 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use cqrs_es::AggregateError;
-use orders_domain::ids::{OrderId, UserId};
+use orders_domain::ids::OrderId;
 use orders_domain::money::{Currency, Money, MoneyError};
 use orders_domain::order::{
     Order, OrderCommand, OrderError, ProductUrl, DEFAULT_CHECK_INTERVAL_SECS,
 };
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
 use utoipa::ToSchema;
 
 use crate::auth::CurrentUser;
 use crate::http::{queries, with_position, RequestContext};
 use crate::problem::{ApiError, AppJson};
 use crate::AppState;
-use orders_store::event_store::{CommandMetadata, PlacementGuard};
+use orders_application::orders::{self, PlaceOrder, PlaceOrderError, Placed};
+use orders_store::event_store::CommandMetadata;
 use orders_store::user_lookup;
-use orders_store::user_lookup::PlacementFacts;
 
 /// `Idempotency-Key` on `POST /orders`.
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -161,45 +160,6 @@ fn metadata_for(
     }
 }
 
-/// The order an owner already placed under an idempotency key, with what it asked for.
-async fn order_by_idempotency_key(
-    pool: &PgPool,
-    owner: UserId,
-    key: &str,
-) -> Result<Option<(OrderId, serde_json::Value)>, sqlx::Error> {
-    let row: Option<(String, serde_json::Value)> = sqlx::query_as(
-        "SELECT aggregate_id, payload -> 'OrderPlaced' FROM events
-          WHERE event_type = 'OrderPlaced'
-            AND payload -> 'OrderPlaced' ->> 'owner' = $1
-            AND metadata ->> 'idempotency_key' = $2",
-    )
-    .bind(owner.to_string())
-    .bind(key)
-    .fetch_optional(pool)
-    .await?;
-    Ok(row.and_then(|(id, placed)| Some((id.parse().ok()?, placed))))
-}
-
-/// Whether a stored `OrderPlaced` asked for the same thing as this request.
-fn same_placement(
-    placed: &serde_json::Value,
-    url: &ProductUrl,
-    target: Money,
-    check_interval_secs: u32,
-    selector: Option<&str>,
-) -> bool {
-    let stored_target = placed
-        .get("target")
-        .and_then(|target| serde_json::from_value::<Money>(target.clone()).ok());
-    let stored_selector = placed.get("selector").and_then(|s| s.as_str());
-    placed.get("url").and_then(|u| u.as_str()) == Some(url.as_str())
-        && stored_target == Some(target)
-        && placed.get("check_interval_secs").and_then(|i| i.as_u64())
-            == Some(u64::from(check_interval_secs))
-        && stored_selector.map(str::trim).filter(|s| !s.is_empty())
-            == selector.map(str::trim).filter(|s| !s.is_empty())
-}
-
 fn created(order_id: OrderId) -> Response {
     (
         StatusCode::CREATED,
@@ -236,159 +196,40 @@ pub async fn place_order(
         .check_interval_secs
         .unwrap_or(DEFAULT_CHECK_INTERVAL_SECS);
 
-    let metadata = metadata_for(caller, context, idempotency_key.clone());
-    let owner = caller.user_id;
-    let asked = AskedPlacement {
-        url: &url,
+    let metadata = metadata_for(caller, context, idempotency_key);
+    let order = PlaceOrder {
+        owner: caller.user_id,
+        url,
         target,
         check_interval_secs,
-        selector: request.selector.as_deref(),
+        selector: request.selector,
     };
-    // The owner's facts are taken from this instance's cache when it has them; the
-    // append's guard has the last word, and any refusal, by the domain on cached
-    // facts or by the guard, is judged again on facts read fresh.
-    let mut trust_cache = true;
-    for _attempt in 0..4 {
-        let cached = if trust_cache {
-            state.placement_facts.get(owner)
-        } else {
-            None
-        };
-        let from_cache = cached.is_some();
-        let facts = match cached {
-            Some(facts) => facts,
-            None => {
-                let facts = user_lookup::placement_facts(state.events.writers(), owner)
-                    .await
-                    .context("reading the caller's placement facts")?
-                    .ok_or(ApiError::Unauthorized("the account does not exist"))?;
-                state.placement_facts.put(owner, facts);
-                facts
-            }
-        };
-        if facts.deactivated {
-            if from_cache {
-                trust_cache = false;
-                continue;
-            }
-            return Err(ApiError::Unauthorized("the account is deactivated"));
-        }
-        let order_id = OrderId::new();
-        let outcome = state
-            .events
-            .execute_placement(
-                &order_id.to_string(),
-                OrderCommand::Place {
-                    order_id,
-                    owner,
-                    url: url.clone(),
-                    target,
-                    check_interval_secs,
-                    selector: request.selector.clone(),
-                    owner_active_orders: facts.active_orders,
-                },
-                &metadata,
-                PlacementGuard { owner },
-            )
-            .await;
-        match outcome {
-            Ok(receipt) => {
-                if let Some(active_orders) = receipt.owner_active_orders {
-                    state.placement_facts.put(
-                        owner,
-                        PlacementFacts {
-                            active_orders,
-                            deactivated: false,
-                        },
-                    );
-                }
-                return Ok(with_position(created(order_id), receipt.position));
-            }
-            Err(AggregateError::UserError(OrderError::TooManyActiveOrders { .. }))
-                if from_cache =>
-            {
-                trust_cache = false;
-            }
-            // The order id is new, so a conflict is the idempotency key's index, or
-            // the owner's guard refusing (the 100th place taken meanwhile, or a
-            // deactivation): judged again on fresh facts.
-            Err(AggregateError::AggregateConflict) => {
-                if let Some(response) =
-                    replay_if_known(&state, owner, idempotency_key.as_deref(), &asked).await?
-                {
-                    return Ok(response);
-                }
-                state.placement_facts.forget(owner);
-                trust_cache = false;
-            }
-            // A retry of a request that placed the 100th order must still get its
-            // order back, not the refusal a new placement would get.
-            Err(AggregateError::UserError(OrderError::TooManyActiveOrders { max })) => {
-                if let Some(response) =
-                    replay_if_known(&state, owner, idempotency_key.as_deref(), &asked).await?
-                {
-                    return Ok(response);
-                }
-                return Err(order_error(AggregateError::UserError(
-                    OrderError::TooManyActiveOrders { max },
-                )));
-            }
-            Err(error) => return Err(order_error(error)),
-        }
-    }
-    Err(ApiError::Conflict(
-        "the account changed too often while placing this order; retry".to_owned(),
-    ))
-}
-
-/// What a `POST /orders` asked for, to compare a retry with the first request.
-struct AskedPlacement<'a> {
-    url: &'a ProductUrl,
-    target: Money,
-    check_interval_secs: u32,
-    selector: Option<&'a str>,
-}
-
-/// The answer to a retried `POST /orders`: the order the first request with this
-/// `Idempotency-Key` created, if there is one and the retry asks for the same thing
-/// (422 if it asks for something else); `None` when the key is new or absent.
-async fn replay_if_known(
-    state: &AppState,
-    owner: UserId,
-    idempotency_key: Option<&str>,
-    asked: &AskedPlacement<'_>,
-) -> Result<Option<Response>, ApiError> {
-    let Some(key) = idempotency_key else {
-        return Ok(None);
-    };
-    let Some((existing, placed)) = order_by_idempotency_key(state.pool(), owner, key)
+    let placed = orders::place_order(&state.events, &state.placement_facts, order, &metadata)
         .await
-        .context("looking up an idempotency key")?
-    else {
-        return Ok(None);
-    };
-    if !same_placement(
-        &placed,
-        asked.url,
-        asked.target,
-        asked.check_interval_secs,
-        asked.selector,
-    ) {
-        return Err(ApiError::invalid_field(
-            "Idempotency-Key",
-            "this Idempotency-Key was already used for a different order",
-        ));
-    }
-    let position = state
-        .events
-        .last_position("order", &existing.to_string())
-        .await
-        .context("reading an order's log position")?;
-    let mut response = with_position(created(existing), position);
-    response
-        .headers_mut()
-        .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
-    Ok(Some(response))
+        .map_err(|error| match error {
+            PlaceOrderError::Refused(refusal) => order_error(AggregateError::UserError(refusal)),
+            PlaceOrderError::OwnerUnknown => ApiError::Unauthorized("the account does not exist"),
+            PlaceOrderError::OwnerDeactivated => {
+                ApiError::Unauthorized("the account is deactivated")
+            }
+            PlaceOrderError::IdempotencyKeyReused => {
+                ApiError::invalid_field("Idempotency-Key", error.to_string())
+            }
+            PlaceOrderError::TooManyConflicts => ApiError::Conflict(error.to_string()),
+            PlaceOrderError::Store(failure) => {
+                ApiError::internal(anyhow::Error::new(failure).context("placing an order"))
+            }
+        })?;
+    Ok(match placed {
+        Placed::Created { order_id, position } => with_position(created(order_id), position),
+        Placed::Replayed { order_id, position } => {
+            let mut response = with_position(created(order_id), position);
+            response
+                .headers_mut()
+                .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+            response
+        }
+    })
 }
 
 /// Parses an order id from the path; an id that is not even a UUID names no order.

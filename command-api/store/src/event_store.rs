@@ -536,6 +536,26 @@ impl EventStore {
         }))
     }
 
+    /// The order `owner` already placed under an idempotency key, with its
+    /// `OrderPlaced` payload (what it asked for), if any.
+    pub async fn order_placed_with_idempotency_key(
+        &self,
+        owner: UserId,
+        key: &str,
+    ) -> Result<Option<(orders_domain::ids::OrderId, Value)>, sqlx::Error> {
+        let row: Option<(String, Value)> = sqlx::query_as(
+            "SELECT aggregate_id, payload -> 'OrderPlaced' FROM events
+              WHERE event_type = 'OrderPlaced'
+                AND payload -> 'OrderPlaced' ->> 'owner' = $1
+                AND metadata ->> 'idempotency_key' = $2",
+        )
+        .bind(owner.to_string())
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.and_then(|(id, placed)| Some((id.parse().ok()?, placed))))
+    }
+
     /// Whether a log position is the place of a stored event. Every position a
     /// command answered with is (it was committed before the answer), so one that
     /// is not was never given out by this log: a read need not wait for it.

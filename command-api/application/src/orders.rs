@@ -1,0 +1,212 @@
+//! Placing a tracking order: one statement in the steady state (see
+//! ARCHITECTURE, "Placing an order: one statement").
+//!
+//! The owner's placement facts (not deactivated, how many orders are active) come
+//! from this instance's cache when it has them; the append's guard has the last
+//! word, and any refusal, by the domain on cached facts or by the guard, is judged
+//! again on facts read fresh. With an `Idempotency-Key` (in the metadata), a retry
+//! of the same request answers with the order the first one created and stores
+//! nothing; the same key for a different order is refused.
+
+use cqrs_es::AggregateError;
+use orders_domain::ids::{OrderId, UserId};
+use orders_domain::money::Money;
+use orders_domain::order::{OrderCommand, OrderError, ProductUrl};
+use orders_store::event_store::{CommandMetadata, EventStore, LogPosition, PlacementGuard};
+use orders_store::user_lookup::{self, PlacementFacts, PlacementFactsCache};
+
+use crate::{CommandError, StoreFailure};
+
+/// What a placement asks for.
+#[derive(Debug, Clone)]
+pub struct PlaceOrder {
+    pub owner: UserId,
+    pub url: ProductUrl,
+    pub target: Money,
+    pub check_interval_secs: u32,
+    pub selector: Option<String>,
+}
+
+/// What a placement did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placed {
+    /// A new order.
+    Created {
+        order_id: OrderId,
+        position: Option<LogPosition>,
+    },
+    /// A retry with the same `Idempotency-Key`: the order the first request
+    /// created; nothing was stored.
+    Replayed {
+        order_id: OrderId,
+        position: Option<LogPosition>,
+    },
+}
+
+/// Why nothing was placed.
+#[derive(Debug, thiserror::Error)]
+pub enum PlaceOrderError {
+    /// The order aggregate refused (too many active orders, a bad interval, ...).
+    #[error(transparent)]
+    Refused(OrderError),
+    #[error("the account does not exist")]
+    OwnerUnknown,
+    #[error("the account is deactivated")]
+    OwnerDeactivated,
+    #[error("this Idempotency-Key was already used for a different order")]
+    IdempotencyKeyReused,
+    /// The owner's account changed at every attempt.
+    #[error("the account changed too often while placing this order; retry")]
+    TooManyConflicts,
+    #[error("the event store failed")]
+    Store(#[source] StoreFailure),
+}
+
+fn store_failure(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> PlaceOrderError {
+    PlaceOrderError::Store(StoreFailure::new(error))
+}
+
+/// Places `order` with `metadata` (whose `idempotency_key`, if any, makes retries
+/// safe), deciding on cached placement facts and again on fresh ones when refused.
+pub async fn place_order(
+    events: &EventStore,
+    facts_cache: &PlacementFactsCache,
+    order: PlaceOrder,
+    metadata: &CommandMetadata,
+) -> Result<Placed, PlaceOrderError> {
+    let owner = order.owner;
+    let mut trust_cache = true;
+    for _attempt in 0..4 {
+        let cached = trust_cache.then(|| facts_cache.get(owner)).flatten();
+        let from_cache = cached.is_some();
+        let facts = match cached {
+            Some(facts) => facts,
+            None => {
+                let facts = user_lookup::placement_facts(events.writers(), owner)
+                    .await
+                    .map_err(store_failure)?
+                    .ok_or(PlaceOrderError::OwnerUnknown)?;
+                facts_cache.put(owner, facts);
+                facts
+            }
+        };
+        if facts.deactivated {
+            if from_cache {
+                trust_cache = false;
+                continue;
+            }
+            return Err(PlaceOrderError::OwnerDeactivated);
+        }
+        let order_id = OrderId::new();
+        let command = OrderCommand::Place {
+            order_id,
+            owner,
+            url: order.url.clone(),
+            target: order.target,
+            check_interval_secs: order.check_interval_secs,
+            selector: order.selector.clone(),
+            owner_active_orders: facts.active_orders,
+        };
+        let outcome = events
+            .execute_placement(
+                &order_id.to_string(),
+                command,
+                metadata,
+                PlacementGuard { owner },
+            )
+            .await;
+        match outcome {
+            Ok(receipt) => {
+                if let Some(active_orders) = receipt.owner_active_orders {
+                    let facts = PlacementFacts {
+                        active_orders,
+                        deactivated: false,
+                    };
+                    facts_cache.put(owner, facts);
+                }
+                let position = receipt.position;
+                return Ok(Placed::Created { order_id, position });
+            }
+            Err(AggregateError::UserError(OrderError::TooManyActiveOrders { .. }))
+                if from_cache =>
+            {
+                trust_cache = false;
+            }
+            // The order id is new, so a conflict is the idempotency key's index, or
+            // the owner's guard refusing (the 100th place taken meanwhile, or a
+            // deactivation): judged again on fresh facts.
+            Err(AggregateError::AggregateConflict) => {
+                if let Some(replayed) = replay_if_known(events, &order, metadata).await? {
+                    return Ok(replayed);
+                }
+                facts_cache.forget(owner);
+                trust_cache = false;
+            }
+            // A retry of a request that placed the 100th order must still get its
+            // order back, not the refusal a new placement would get.
+            Err(AggregateError::UserError(refusal)) => {
+                if let OrderError::TooManyActiveOrders { .. } = refusal {
+                    if let Some(replayed) = replay_if_known(events, &order, metadata).await? {
+                        return Ok(replayed);
+                    }
+                }
+                return Err(PlaceOrderError::Refused(refusal));
+            }
+            Err(error) => {
+                return Err(match CommandError::from(error) {
+                    CommandError::Store(failure) => PlaceOrderError::Store(failure),
+                    other => store_failure(other),
+                })
+            }
+        }
+    }
+    Err(PlaceOrderError::TooManyConflicts)
+}
+
+/// The order the metadata's idempotency key already placed for this owner, if it
+/// asked for the same thing (else the key was reused: refused).
+async fn replay_if_known(
+    events: &EventStore,
+    order: &PlaceOrder,
+    metadata: &CommandMetadata,
+) -> Result<Option<Placed>, PlaceOrderError> {
+    let Some(key) = metadata.idempotency_key.as_deref() else {
+        return Ok(None);
+    };
+    let Some((existing, placed)) = events
+        .order_placed_with_idempotency_key(order.owner, key)
+        .await
+        .map_err(store_failure)?
+    else {
+        return Ok(None);
+    };
+    if !same_placement(&placed, order) {
+        return Err(PlaceOrderError::IdempotencyKeyReused);
+    }
+    let position = events
+        .last_position("order", &existing.to_string())
+        .await
+        .map_err(store_failure)?;
+    Ok(Some(Placed::Replayed {
+        order_id: existing,
+        position,
+    }))
+}
+
+/// Whether a stored `OrderPlaced` asked for the same thing as this request.
+fn same_placement(placed: &serde_json::Value, order: &PlaceOrder) -> bool {
+    let stored_target = placed
+        .get("target")
+        .and_then(|target| serde_json::from_value::<Money>(target.clone()).ok());
+    let stored_selector = placed.get("selector").and_then(|s| s.as_str());
+    placed.get("url").and_then(|u| u.as_str()) == Some(order.url.as_str())
+        && stored_target == Some(order.target)
+        && placed.get("check_interval_secs").and_then(|i| i.as_u64())
+            == Some(u64::from(order.check_interval_secs))
+        && stored_selector.map(str::trim).filter(|s| !s.is_empty())
+            == order
+                .selector
+                .as_deref()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+}

@@ -19,6 +19,13 @@
 //! belongs to anyone, so throttling reveals nothing about which addresses exist.
 //! Keys hold a digest of the address, never the address itself: any text a client
 //! sends (a NUL, kilobytes) makes a key of the same short shape.
+//!
+//! **Lock-outs by others.** A client address that signed in to an account in the
+//! last [`KNOWN_CLIENT_DAYS`] days (`login_known_clients`) counts its attempts for
+//! that account on a counter of its own instead of the account's: someone failing
+//! on purpose elsewhere cannot keep the owner out from where they usually sign in,
+//! and that address still gets no more guesses than the limit. Rows that count
+//! nothing any more are deleted by [`purge_expired`].
 
 use std::net::IpAddr;
 

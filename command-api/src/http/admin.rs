@@ -251,12 +251,12 @@ pub async fn list_users(
         role.parse::<Role>()
             .map_err(|error| ApiError::invalid_field("role", error.to_string()))?;
     }
-    let filter = orders_projectors::query::UserFilter {
+    let filter = orders_projectors::query::users::UserFilter {
         email_contains: params.email.clone().filter(|part| !part.is_empty()),
         role: params.role.clone(),
         deactivated: params.deactivated,
     };
-    let rows = orders_projectors::query::users(state.pool(), &filter, after, limit + 1)
+    let rows = orders_projectors::query::users::filtered(state.pool(), &filter, after, limit + 1)
         .await
         .context("reading the users view")?;
     Ok(Json(crate::http::queries::page(
@@ -332,11 +332,11 @@ pub async fn list_orders(
             ));
         }
     }
-    let filter = orders_projectors::query::OrderFilter {
+    let filter = orders_projectors::query::orders::OrderFilter {
         owner,
         status: params.status.clone(),
     };
-    let rows = orders_projectors::query::orders(state.pool(), &filter, after, limit + 1)
+    let rows = orders_projectors::query::orders::filtered(state.pool(), &filter, after, limit + 1)
         .await
         .context("reading the orders view")?;
     Ok(Json(crate::http::queries::page(

@@ -25,8 +25,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use orders_domain::ids::OrderId;
 use orders_projectors::query;
-use orders_projectors::views::orders::OrderRow;
-use orders_projectors::views::price_history::PricePoint;
+use orders_projectors::query::orders::OrderRow;
+use orders_projectors::query::price_history::PricePoint;
 use orders_projectors::View;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -321,7 +321,7 @@ pub async fn list_orders(
     let after = params.cursor::<16>()?.map(Uuid::from_bytes);
     require_active(&state, caller).await?;
     let stale = min_position.wait(&state, &[View::Orders]).await?;
-    let rows = query::orders_of(state.pool(), caller.user_id.as_uuid(), after, limit + 1)
+    let rows = query::orders::of_owner(state.pool(), caller.user_id.as_uuid(), after, limit + 1)
         .await
         .context("reading the orders view")?;
     let page = page(
@@ -345,7 +345,7 @@ pub async fn show_order(
     let order_id = order_id_from_path(&id)?;
     require_active(&state, caller).await?;
     let stale = min_position.wait(&state, &[View::Orders]).await?;
-    let row = query::order_of(state.pool(), caller.user_id.as_uuid(), order_id)
+    let row = query::orders::one_of_owner(state.pool(), caller.user_id.as_uuid(), order_id)
         .await
         .context("reading the orders view")?;
     // A 404 from a view that had not caught up says so too.
@@ -374,14 +374,14 @@ pub async fn price_history(
     let stale = min_position
         .wait(&state, &[View::Orders, View::PriceHistory])
         .await?;
-    if query::order_of(state.pool(), caller.user_id.as_uuid(), order_id)
+    if query::orders::one_of_owner(state.pool(), caller.user_id.as_uuid(), order_id)
         .await
         .context("reading the orders view")?
         .is_none()
     {
         return Ok(answer(ApiError::NotFound("no such order"), stale));
     }
-    let points = query::price_history(state.pool(), order_id, after, limit + 1)
+    let points = query::price_history::of_order(state.pool(), order_id, after, limit + 1)
         .await
         .context("reading the price history view")?;
     let page = page(

@@ -471,6 +471,118 @@ impl<T> Chunked<T> {
     }
 }
 
+/// Checks one event against its link, given the digest of the link before: the
+/// event's digest in the chain, or where and how they part.
+fn check_link(
+    event: StoredEvent,
+    link: ChainLink,
+    position: i64,
+    previous: &[u8; 32],
+    checkpoint: &Option<ChainHead>,
+    checkpoint_digest: &Option<Vec<u8>>,
+) -> Result<[u8; 32], Box<Mismatch>> {
+    if link.chain_position != position {
+        return Err(Box::new(Mismatch::LinkGap { event, position }));
+    }
+    let (digests, sealed) = (event.digests, event.sealed);
+    let same = sealed
+        && event.global_position == link.global_position
+        && digests == link.digests
+        && event.aggregate_type == link.aggregate_type
+        && event.aggregate_id == link.aggregate_id
+        && event.sequence == link.sequence;
+    if !same {
+        return Err(Box::new(Mismatch::Differs {
+            event: Box::new(event),
+            link: Box::new(link),
+            digests,
+            sealed,
+            position,
+            previous: *previous,
+        }));
+    }
+    let digest = seal::chain_digest(
+        previous,
+        &digests,
+        event.seal.as_deref(),
+        LogPlace {
+            global_position: event.global_position,
+            recorded_at: &event.recorded_at,
+        },
+    );
+    if digest != link.digest {
+        let tampering = if event.recorded_at != link.recorded_at {
+            Tampering::RecordedAtChanged {
+                recorded: link.recorded_at.clone(),
+                found: event.recorded_at.clone(),
+            }
+        } else {
+            Tampering::LinkAltered
+        };
+        return Err(Box::new(Mismatch::Found {
+            event: Some(event),
+            position,
+            tampering,
+        }));
+    }
+    if let (Some(head), Some(expected)) = (&checkpoint, &checkpoint_digest) {
+        if head.chain_position == position && digest.as_slice() != expected.as_slice() {
+            return Err(Box::new(Mismatch::Found {
+                event: Some(event),
+                position,
+                tampering: Tampering::CheckpointMismatch {
+                    checkpoint: head.digest.clone(),
+                },
+            }));
+        }
+    }
+    Ok(digest)
+}
+
+/// A stored event as verification reads it: its digests and whether its seal
+/// verifies, computed as it is read.
+fn stored_event_of(row: StoredEventRow, key: &AuditKey, scratch: &mut Vec<u8>) -> StoredEvent {
+    let (
+        aggregate_type,
+        aggregate_id,
+        sequence,
+        event_type,
+        event_version,
+        payload,
+        metadata,
+        seal,
+        global_position,
+        recorded_at,
+    ) = row;
+    let digests = EventContent {
+        aggregate_type: &aggregate_type,
+        aggregate_id: &aggregate_id,
+        sequence,
+        event_type: &event_type,
+        event_version: &event_version,
+        payload: &payload,
+        metadata: &metadata,
+    }
+    .digests_with(scratch);
+    let sealed = key.verifies(&digests, seal.as_deref());
+    let actor = metadata
+        .get("actor")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    StoredEvent {
+        aggregate_type,
+        aggregate_id,
+        sequence,
+        actor,
+        seal,
+        global_position,
+        recorded_at,
+        digests,
+        sealed,
+    }
+}
+
 /// Recomputes every seal and the chain from PostgreSQL and compares them with the
 /// recorded links and the checkpoint; stops at the first place where they part.
 pub async fn verify(
@@ -494,47 +606,7 @@ pub async fn verify(
         pool,
         snapshot.clone(),
         EVENTS_IN_LOG_ORDER,
-        move |row: StoredEventRow| {
-            let (
-                aggregate_type,
-                aggregate_id,
-                sequence,
-                event_type,
-                event_version,
-                payload,
-                metadata,
-                seal,
-                global_position,
-                recorded_at,
-            ) = row;
-            let digests = EventContent {
-                aggregate_type: &aggregate_type,
-                aggregate_id: &aggregate_id,
-                sequence,
-                event_type: &event_type,
-                event_version: &event_version,
-                payload: &payload,
-                metadata: &metadata,
-            }
-            .digests_with(&mut reader_scratch);
-            let sealed = reader_key.verifies(&digests, seal.as_deref());
-            let actor = metadata
-                .get("actor")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned();
-            StoredEvent {
-                aggregate_type,
-                aggregate_id,
-                sequence,
-                actor,
-                seal,
-                global_position,
-                recorded_at,
-                digests,
-                sealed,
-            }
-        },
+        move |row: StoredEventRow| stored_event_of(row, &reader_key, &mut reader_scratch),
     ));
     let mut links = Chunked::new(read_ahead(pool, snapshot, LINKS_IN_ORDER, link_of));
     let mut report = VerifyReport {
@@ -572,71 +644,38 @@ pub async fn verify(
                 report.unrelayed += 1;
             }
             (Some(event), Some(link)) => {
-                if link.chain_position != position {
-                    break Some(Mismatch::LinkGap { event, position });
-                }
-                let (digests, sealed) = (event.digests, event.sealed);
-                let same = sealed
-                    && event.global_position == link.global_position
-                    && digests == link.digests
-                    && event.aggregate_type == link.aggregate_type
-                    && event.aggregate_id == link.aggregate_id
-                    && event.sequence == link.sequence;
-                if !same {
-                    break Some(Mismatch::Differs {
-                        event: Box::new(event),
-                        link: Box::new(link),
-                        digests,
-                        sealed,
-                        position,
-                        previous,
-                    });
-                }
-                let digest = seal::chain_digest(
+                match check_link(
+                    event,
+                    link,
+                    position,
                     &previous,
-                    &digests,
-                    event.seal.as_deref(),
-                    LogPlace {
-                        global_position: event.global_position,
-                        recorded_at: &event.recorded_at,
-                    },
-                );
-                if digest != link.digest {
-                    let tampering = if event.recorded_at != link.recorded_at {
-                        Tampering::RecordedAtChanged {
-                            recorded: link.recorded_at.clone(),
-                            found: event.recorded_at.clone(),
-                        }
-                    } else {
-                        Tampering::LinkAltered
-                    };
-                    break Some(Mismatch::Found {
-                        event: Some(event),
-                        position,
-                        tampering,
-                    });
+                    &checkpoint,
+                    &checkpoint_digest,
+                ) {
+                    Ok(digest) => previous = digest,
+                    Err(mismatch) => break Some(*mismatch),
                 }
-                if let (Some(head), Some(expected)) = (&checkpoint, &checkpoint_digest) {
-                    if head.chain_position == position && digest.as_slice() != expected.as_slice() {
-                        break Some(Mismatch::Found {
-                            event: Some(event),
-                            position,
-                            tampering: Tampering::CheckpointMismatch {
-                                checkpoint: head.digest.clone(),
-                            },
-                        });
-                    }
-                }
-                previous = digest;
                 report.chained += 1;
             }
         }
     };
     drop(exporter);
     let chained = i64::try_from(report.chained).unwrap_or(i64::MAX);
-    report.failure = match mismatch {
+    report.failure = failure_of(pool, mismatch, checkpoint.as_ref(), chained).await?;
+    Ok(report)
+}
+
+/// The first failure, explained: where the comparison stopped, or, when it did not,
+/// whether the links end before the checkpoint (or the checkpoint is missing).
+async fn failure_of(
+    pool: &PgPool,
+    mismatch: Option<Mismatch>,
+    checkpoint: Option<&ChainHead>,
+    chained: i64,
+) -> anyhow::Result<Option<VerifyFailure>> {
+    let mut failure = match mismatch {
         Some(mismatch) => Some(diagnose(pool, mismatch).await?),
-        None => match &checkpoint {
+        None => match checkpoint {
             Some(head) if head.chain_position > chained => Some(VerifyFailure {
                 position: chained + 1,
                 global_position: None,
@@ -656,10 +695,10 @@ pub async fn verify(
             _ => None,
         },
     };
-    if let Some(failure) = &mut report.failure {
+    if let Some(failure) = &mut failure {
         failure.explanation = failure.tampering.explanation();
     }
-    Ok(report)
+    Ok(failure)
 }
 
 /// Where the comparison stopped, before it is explained.

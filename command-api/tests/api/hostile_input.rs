@@ -44,20 +44,23 @@ async fn assert_refused_naming(response: reqwest::Response, field: &str) {
     );
 }
 
+async fn patch_me(app: &TestApp, user: &Session, body: Value) -> reqwest::Response {
+    app.http
+        .patch(app.url("/me"))
+        .bearer_auth(&user.token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_nul_in_a_profile_field_or_a_selector_is_a_422_naming_the_field_and_stores_nothing() {
     let app = spawn_app().await;
     let shopper = app.signed_up_user().await;
     let before = events_stored(&app).await;
 
-    let profile = app
-        .http
-        .patch(app.url("/me"))
-        .bearer_auth(&shopper.token)
-        .json(&json!({"display_name": "Ann\u{0}Smith"}))
-        .send()
-        .await
-        .unwrap();
+    let profile = patch_me(&app, &shopper, json!({"display_name": "Ann\u{0}Smith"})).await;
     assert_refused_naming(profile, "display_name").await;
 
     for selector in ["span.price\u{0}", "span\u{1b}[31m", "div\u{85}"] {
@@ -73,14 +76,7 @@ async fn a_nul_in_a_profile_field_or_a_selector_is_a_422_naming_the_field_and_st
     assert_eq!(events_stored(&app).await, before);
 
     // Line breaks and tabs are text, not controls.
-    let profile = app
-        .http
-        .patch(app.url("/me"))
-        .bearer_auth(&shopper.token)
-        .json(&json!({"display_name": "Ann\tSmith"}))
-        .send()
-        .await
-        .unwrap();
+    let profile = patch_me(&app, &shopper, json!({"display_name": "Ann\tSmith"})).await;
     assert_eq!(profile.status(), StatusCode::NO_CONTENT);
 }
 

@@ -3,11 +3,12 @@
 
 use anyhow::Context as _;
 use clap::Subcommand;
+use orders_application::accounts::{self, RoleChange};
 use orders_store::event_store::{CommandMetadata, EventStore};
 
 use crate::cli_args::{AuditKeyArgs, DatabaseArgs};
 use orders_domain::email::EmailAddress;
-use orders_domain::user::{Role, User, UserCommand};
+use orders_domain::user::Role;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum AdminCommand {
@@ -70,13 +71,13 @@ pub(crate) async fn run(command: AdminCommand) -> anyhow::Result<()> {
         .context("looking the user up")?
         .with_context(|| format!("no user registered as {email}"))?;
     let metadata = CommandMetadata::new_job(operator_actor());
-    let command = if grant {
-        UserCommand::GrantRole { role }
+    let change = if grant {
+        RoleChange::Grant(role)
     } else {
-        UserCommand::RevokeRole { role }
+        RoleChange::Revoke(role)
     };
-    let receipt = EventStore::new(pool.clone(), audit_key)
-        .execute::<User>(&user_id.to_string(), command, &metadata)
+    let events = EventStore::new(pool.clone(), audit_key);
+    let receipt = accounts::change_role(&events, user_id, change, &metadata)
         .await
         .map_err(|error| anyhow::anyhow!("{error}"))?;
     let (verb, already) = if grant {

@@ -8,10 +8,10 @@
 //! before recording leaves the message unacknowledged: it is delivered again, to
 //! this or another instance, and the check is retried, not lost.
 
+use orders_application::price_checks;
 use orders_domain::money::Money;
 use orders_domain::price_check::{
-    CheckFailureReason, FetchFacts, PagePrice, PageReading, PriceCheck, PriceCheckCommand,
-    PriceCheckEvent,
+    CheckFailureReason, FetchFacts, PagePrice, PageReading, PriceCheckCommand, PriceCheckEvent,
 };
 use orders_nats::LogEvent;
 use orders_store::event_store::EventStore;
@@ -43,10 +43,12 @@ impl ScraperWorker {
         let PriceCheckEvent::PriceCheckRequested { url, selector, .. } = requested else {
             return Outcome::Done;
         };
-        match self.events.load::<PriceCheck>(&event.aggregate_id).await {
-            Ok((check, _)) if check.is_completed() => return Outcome::Done,
-            Ok(_) => {}
-            Err(error) => return Outcome::Retry(anyhow::anyhow!("loading the check: {error}")),
+        match price_checks::is_completed(&self.events, &event.aggregate_id).await {
+            Ok(true) => return Outcome::Done,
+            Ok(false) => {}
+            Err(error) => {
+                return Outcome::Retry(anyhow::Error::new(error).context("loading the check"))
+            }
         }
         let command = match self.fetcher.fetch(url.as_url()).await {
             Ok(page) => {
@@ -71,13 +73,16 @@ impl ScraperWorker {
             Err(failure) => command_for_failure(&failure),
         };
         let metadata = caused_by(&event, "system:scraper");
-        match self
-            .events
-            .execute::<PriceCheck>(&event.aggregate_id, command, &metadata)
+        match price_checks::record_result(&self.events, &event.aggregate_id, command, &metadata)
             .await
         {
             Ok(_) => Outcome::Done,
-            Err(error) => Outcome::Retry(anyhow::anyhow!("recording the check's result: {error}")),
+            Err(error) if error.may_pass() => {
+                Outcome::Retry(anyhow::Error::new(error).context("recording the check's result"))
+            }
+            Err(error) => {
+                Outcome::GiveUp(anyhow::Error::new(error).context("recording the check's result"))
+            }
         }
     }
 }

@@ -4,13 +4,11 @@
 //! (a digest of it): a user whose address is no longer that one is not served by it.
 
 use chrono::{DateTime, Utc};
-use orders_domain::ids::UserId;
 use orders_domain::user::{User, UserCommand, UserError};
-use orders_store::event_store::{CommandMetadata, CommandReceipt, EventStore};
-use uuid::Uuid;
+use orders_store::event_store::{CommandReceipt, EventStore};
 
 use crate::signed_tokens::{email_digest, SignedTokens, TokenError, TokenPurpose};
-use crate::CommandError;
+use crate::{CommandError, RequestIds};
 
 /// Why a link did nothing.
 #[derive(Debug, thiserror::Error)]
@@ -25,13 +23,6 @@ pub enum MailLinkError {
     Command(CommandError<UserError>),
 }
 
-/// The request that followed the link: what the events it causes record.
-#[derive(Debug, Clone, Copy)]
-pub struct FollowedBy {
-    pub correlation_id: Uuid,
-    pub request_id: Uuid,
-}
-
 /// Checks `token` for `purpose` and, when it holds, runs `command` on its user as
 /// that user.
 pub async fn follow(
@@ -41,7 +32,7 @@ pub async fn follow(
     token: &str,
     now: DateTime<Utc>,
     command: UserCommand,
-    request: FollowedBy,
+    request: RequestIds,
 ) -> Result<CommandReceipt, MailLinkError> {
     let verified = tokens
         .check(purpose, token, now)
@@ -61,17 +52,11 @@ pub async fn follow(
         return Err(MailLinkError::Invalid);
     }
     events
-        .execute::<User>(&user_id, command, &as_user(verified.user_id, request))
+        .execute::<User>(
+            &user_id,
+            command,
+            &request.metadata(format!("user:{}", verified.user_id)),
+        )
         .await
         .map_err(|error| MailLinkError::Command(error.into()))
-}
-
-fn as_user(user_id: UserId, request: FollowedBy) -> CommandMetadata {
-    CommandMetadata {
-        actor: format!("user:{user_id}"),
-        correlation_id: request.correlation_id,
-        causation_id: request.request_id.to_string(),
-        request_id: request.request_id,
-        idempotency_key: None,
-    }
 }

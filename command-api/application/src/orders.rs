@@ -1,4 +1,5 @@
-//! Placing a tracking order: one statement in the steady state (see
+//! Tracking orders: placing one, and the changes its owner makes (target, pause,
+//! resume, cancel). Placing is one statement in the steady state (see
 //! ARCHITECTURE, "Placing an order: one statement").
 //!
 //! The owner's placement facts (not deactivated, how many orders are active) come
@@ -10,9 +11,11 @@
 
 use cqrs_es::AggregateError;
 use orders_domain::ids::{OrderId, UserId};
-use orders_domain::money::Money;
-use orders_domain::order::{OrderCommand, OrderError, ProductUrl};
-use orders_store::event_store::{CommandMetadata, EventStore, LogPosition, PlacementGuard};
+use orders_domain::money::{Money, MoneyError};
+use orders_domain::order::{Order, OrderCommand, OrderError, ProductUrl};
+use orders_store::event_store::{
+    CommandMetadata, CommandReceipt, EventStore, LogPosition, PlacementGuard,
+};
 use orders_store::user_lookup::{self, PlacementFacts, PlacementFactsCache};
 
 use crate::{CommandError, StoreFailure};
@@ -209,4 +212,68 @@ fn same_placement(placed: &serde_json::Value, order: &PlaceOrder) -> bool {
                 .as_deref()
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
+}
+
+/// A change its owner makes to a tracking order.
+#[derive(Debug, Clone)]
+pub enum OrderChange {
+    /// A new target price, a decimal string in the order's currency.
+    Target(String),
+    Pause,
+    Resume,
+    Cancel,
+}
+
+/// Why an order change stored nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum OrderChangeError {
+    /// The new target is not an amount of the order's currency.
+    #[error(transparent)]
+    Target(MoneyError),
+    /// Refused by the order (paused already, cancelled, ...), not found (also
+    /// another owner's order: it is not theirs to know of), in conflict, or failed.
+    #[error(transparent)]
+    Command(CommandError<OrderError>),
+}
+
+/// The order `order_id` if `owner` owns it; anyone else's, or none, is `NotFound`.
+pub async fn load_own_order(
+    events: &EventStore,
+    owner: UserId,
+    order_id: OrderId,
+) -> Result<Order, CommandError<OrderError>> {
+    let (order, _) = events.load::<Order>(&order_id.to_string()).await?;
+    if order.owner() != Some(owner) {
+        return Err(CommandError::NotFound);
+    }
+    Ok(order)
+}
+
+/// Makes `change` to the owner's order, deciding on the order as it is now.
+pub async fn change_own_order(
+    events: &EventStore,
+    owner: UserId,
+    order_id: OrderId,
+    change: OrderChange,
+    metadata: &CommandMetadata,
+) -> Result<CommandReceipt, OrderChangeError> {
+    let order = load_own_order(events, owner, order_id)
+        .await
+        .map_err(OrderChangeError::Command)?;
+    let command = match change {
+        OrderChange::Target(amount) => {
+            let currency = order
+                .currency()
+                .ok_or(OrderChangeError::Command(CommandError::NotFound))?;
+            let target = Money::parse(&amount, currency).map_err(OrderChangeError::Target)?;
+            OrderCommand::ChangeTarget { target }
+        }
+        OrderChange::Pause => OrderCommand::Pause,
+        OrderChange::Resume => OrderCommand::Resume,
+        OrderChange::Cancel => OrderCommand::Cancel,
+    };
+    events
+        .execute::<Order>(&order_id.to_string(), command, metadata)
+        .await
+        .map_err(|error| OrderChangeError::Command(error.into()))
 }

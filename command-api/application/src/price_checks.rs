@@ -122,3 +122,26 @@ pub async fn record_observation_on_order(
         Err(error) => Err(error.into()),
     }
 }
+
+/// Whether the check has its result already (a redelivered request: nothing to fetch).
+pub async fn is_completed(
+    events: &EventStore,
+    check_id: &str,
+) -> Result<bool, CommandError<PriceCheckError>> {
+    let (check, _) = events.load::<PriceCheck>(check_id).await?;
+    Ok(check.is_completed())
+}
+
+/// Records what the scraper found for a check: a reading or a failure. A second
+/// result for one check records nothing (the first stands); a check never
+/// requested is refused (`NotRequested`): permanent.
+pub async fn record_result(
+    events: &EventStore,
+    check_id: &str,
+    result: PriceCheckCommand,
+    metadata: &CommandMetadata,
+) -> Result<CommandReceipt, CommandError<PriceCheckError>> {
+    Ok(events
+        .execute::<PriceCheck>(check_id, result, metadata)
+        .await?)
+}

@@ -12,14 +12,17 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use cqrs_es::AggregateError;
-use orders_application::mail_links::{self, FollowedBy, MailLinkError};
-use orders_application::signed_tokens::{email_digest, TokenError, TokenPurpose, VerifiedToken};
+use orders_application::accounts::{
+    self, InactiveAccount, Registered, ResetLink, ResetLinkError, VerificationMailError,
+};
+use orders_application::mail_links::{self, MailLinkError};
+use orders_application::signed_tokens::TokenPurpose;
+use orders_application::{CommandError, RequestIds};
 use orders_domain::email::EmailAddress;
 use orders_domain::ids::UserId;
 use orders_domain::password_policy::check_password;
 use orders_domain::user::{User, UserCommand, UserError};
-use orders_store::event_store::{execute_retrying_conflicts, CommandMetadata, CommandReceipt};
+use orders_store::event_store::{CommandMetadata, CommandReceipt};
 use orders_store::user_lookup;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -60,28 +63,45 @@ pub struct RegisterResponse {
     pub user_id: UserId,
 }
 
-/// Maps a user command's failure to its answer.
-pub(crate) fn user_error(error: AggregateError<UserError>) -> ApiError {
-    match error {
-        AggregateError::UserError(error) => match error {
-            UserError::AlreadyRegistered => {
-                ApiError::Conflict("this e-mail address is already registered".to_owned())
-            }
-            UserError::NotRegistered => ApiError::NotFound("no such user"),
-            UserError::Deactivated => ApiError::Unauthorized("the account is deactivated"),
-            UserError::DisplayNameTooLong { .. } => {
-                ApiError::invalid_field("display_name", error.to_string())
-            }
-            UserError::ReasonRequired => ApiError::invalid_field("reason", error.to_string()),
-            UserError::EmailAlreadyVerified => ApiError::Conflict(
-                "the e-mail address is already verified: there is nothing to confirm".to_owned(),
-            ),
-            UserError::PasswordChangedSinceResetRequested => ApiError::Gone(RESET_LINK_USED),
-        },
-        AggregateError::AggregateConflict => ApiError::Conflict(
-            "the account was changed by another request at the same time; retry".to_owned(),
+/// The answer to the user aggregate's refusal.
+pub(crate) fn user_refusal(refusal: UserError) -> ApiError {
+    match refusal {
+        UserError::AlreadyRegistered => {
+            ApiError::Conflict("this e-mail address is already registered".to_owned())
+        }
+        UserError::NotRegistered => ApiError::NotFound("no such user"),
+        UserError::Deactivated => ApiError::Unauthorized("the account is deactivated"),
+        UserError::DisplayNameTooLong { .. } => {
+            ApiError::invalid_field("display_name", refusal.to_string())
+        }
+        UserError::ReasonRequired => ApiError::invalid_field("reason", refusal.to_string()),
+        UserError::EmailAlreadyVerified => ApiError::Conflict(
+            "the e-mail address is already verified: there is nothing to confirm".to_owned(),
         ),
-        other => ApiError::internal(anyhow::Error::new(other).context("running a user command")),
+        UserError::PasswordChangedSinceResetRequested => ApiError::Gone(RESET_LINK_USED),
+    }
+}
+
+/// The one mapping of a user command's failure.
+pub(crate) fn user_command_error(error: CommandError<UserError>, doing: &'static str) -> ApiError {
+    ApiError::from_command(error, "no such user", doing, user_refusal)
+}
+
+/// The answer for an account that may not act.
+pub(crate) fn inactive_account(error: InactiveAccount) -> ApiError {
+    match error {
+        InactiveAccount::Unknown => ApiError::Unauthorized("the account does not exist"),
+        InactiveAccount::Deactivated => ApiError::Unauthorized("the account is deactivated"),
+        InactiveAccount::Store(failure) => {
+            ApiError::Internal(anyhow::Error::new(failure).context("loading the account"))
+        }
+    }
+}
+
+fn request_ids(context: RequestContext) -> RequestIds {
+    RequestIds {
+        correlation_id: context.correlation_id,
+        request_id: context.request_id,
     }
 }
 
@@ -113,30 +133,10 @@ pub async fn register(
         ));
     }
     let password_hash = hash_password(request.password).await?;
-    let user_id = UserId::new();
-    let metadata = CommandMetadata {
-        actor: format!("user:{user_id}"),
-        correlation_id: context.correlation_id,
-        causation_id: context.request_id.to_string(),
-        request_id: context.request_id,
-        idempotency_key: None,
-    };
-    let receipt = state
-        .events
-        .execute_with_password(
-            &user_id.to_string(),
-            UserCommand::Register { user_id, email },
-            &metadata,
-            password_hash,
-        )
-        .await
-        .map_err(|error| match error {
-            // The user id is new, so the only conflict is the e-mail's unique index.
-            AggregateError::AggregateConflict => {
-                ApiError::Conflict("this e-mail address is already registered".to_owned())
-            }
-            other => user_error(other),
-        })?;
+    let Registered { user_id, position } =
+        accounts::register(&state.events, email, password_hash, request_ids(context))
+            .await
+            .map_err(|error| user_command_error(error, "registering a user"))?;
     tracing::info!(%user_id, "user registered");
     let response = (
         StatusCode::CREATED,
@@ -144,7 +144,7 @@ pub async fn register(
         Json(RegisterResponse { user_id }),
     )
         .into_response();
-    Ok(with_position(response, receipt.position))
+    Ok(with_position(response, position))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -166,10 +166,6 @@ async fn follow_mail_link(
     expired: &'static str,
 ) -> Result<CommandReceipt, ApiError> {
     let (purpose, command) = link;
-    let request = FollowedBy {
-        correlation_id: context.correlation_id,
-        request_id: context.request_id,
-    };
     mail_links::follow(
         &state.events,
         &state.signed_tokens,
@@ -177,17 +173,13 @@ async fn follow_mail_link(
         token,
         chrono::Utc::now(),
         command,
-        request,
+        request_ids(context),
     )
     .await
     .map_err(|error| match error {
         MailLinkError::Invalid => ApiError::BadRequest(format!("the {what} token is not valid")),
         MailLinkError::Expired => ApiError::Gone(expired),
-        MailLinkError::Command(error) => {
-            ApiError::from_command(error, "no such user", "following a mail link", |refusal| {
-                user_error(AggregateError::UserError(refusal))
-            })
-        }
+        MailLinkError::Command(error) => user_command_error(error, "following a mail link"),
     })
 }
 
@@ -273,9 +265,7 @@ pub async fn verify_email_link(
     link_page(status, heading, text)
 }
 
-/// At most one verification mail per user per this interval; the registration's
-/// mail counts.
-pub const VERIFICATION_MAIL_INTERVAL: Duration = Duration::from_secs(60);
+pub use accounts::VERIFICATION_MAIL_INTERVAL;
 
 /// Asks for another verification mail, for the caller's own address (the first one
 /// went with the registration and may be lost or expired): 202, and the e-mail
@@ -290,40 +280,18 @@ pub async fn resend_verification_mail(
     caller: CurrentUser,
     context: RequestContext,
 ) -> Result<Response, ApiError> {
-    let aggregate_id = caller.user_id.to_string();
-    let (user, _) = state
-        .events
-        .load::<User>(&aggregate_id)
+    let metadata = caller_metadata(caller, context);
+    let receipt = accounts::request_verification_mail(&state.events, caller.user_id, &metadata)
         .await
-        .map_err(user_error)?;
-    if !user.is_registered() {
-        return Err(ApiError::Unauthorized("the account does not exist"));
-    }
-    if user.is_deactivated() {
-        return Err(ApiError::Unauthorized("the account is deactivated"));
-    }
-    // A verified address answers 409 rather than 429: waiting would not help.
-    user.decide(UserCommand::RequestVerificationMail)
-        .map_err(|error| user_error(AggregateError::UserError(error)))?;
-    if let Some(retry_after_secs) = verification_mail_wait(&state, &aggregate_id).await? {
-        return Err(ApiError::TooManyRequests { retry_after_secs });
-    }
-    let metadata = CommandMetadata {
-        actor: caller.actor(),
-        correlation_id: context.correlation_id,
-        causation_id: context.request_id.to_string(),
-        request_id: context.request_id,
-        idempotency_key: None,
-    };
-    let receipt = state
-        .events
-        .execute::<User>(
-            &aggregate_id,
-            UserCommand::RequestVerificationMail,
-            &metadata,
-        )
-        .await
-        .map_err(user_error)?;
+        .map_err(|error| match error {
+            VerificationMailError::Inactive(inactive) => inactive_account(inactive),
+            VerificationMailError::Command(error) => {
+                user_command_error(error, "asking for a verification mail")
+            }
+            VerificationMailError::TooSoon { retry_after_secs } => {
+                ApiError::TooManyRequests { retry_after_secs }
+            }
+        })?;
     tracing::info!(user_id = %caller.user_id, "verification mail requested");
     Ok(with_position(
         StatusCode::ACCEPTED.into_response(),
@@ -331,28 +299,9 @@ pub async fn resend_verification_mail(
     ))
 }
 
-/// Seconds until the user may ask for another verification mail, if they must wait:
-/// from the user's last mail-causing event (its `recorded_at`, on the database's
-/// clock, so API instances with skewed clocks agree).
-async fn verification_mail_wait(
-    state: &AppState,
-    aggregate_id: &str,
-) -> Result<Option<u64>, ApiError> {
-    let wait_secs: Option<i64> = sqlx::query_scalar(
-        "SELECT ceil(extract(epoch FROM max(recorded_at) + make_interval(secs => $2)
-                                       - statement_timestamp()))::bigint
-           FROM events
-          WHERE aggregate_type = 'user' AND aggregate_id = $1
-            AND event_type IN ('UserRegistered', 'VerificationMailRequested')",
-    )
-    .bind(aggregate_id)
-    .bind(VERIFICATION_MAIL_INTERVAL.as_secs_f64())
-    .fetch_one(state.pool())
-    .await
-    .context("reading when the last verification mail was asked for")?;
-    Ok(wait_secs
-        .filter(|secs| *secs > 0)
-        .map(|secs| u64::try_from(secs).unwrap_or(1)))
+/// The metadata of a command the caller makes on their own behalf.
+pub(crate) fn caller_metadata(caller: CurrentUser, context: RequestContext) -> CommandMetadata {
+    request_ids(context).metadata(caller.actor())
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -437,7 +386,7 @@ pub async fn login(
         .events
         .load::<User>(&user_id_or_none.to_string())
         .await
-        .map_err(user_error)?;
+        .context("loading the account")?;
     let stored_hash = user_lookup::password_hash(state.pool(), user_id_or_none)
         .await
         .context("reading credentials")?;
@@ -624,39 +573,9 @@ pub async fn request_password_reset(
     if let Some(retry_after_secs) = password_reset_throttle(&state, &normalized, client).await? {
         return Err(ApiError::TooManyRequests { retry_after_secs });
     }
-    let user_id = user_lookup::user_by_email(state.pool(), &normalized)
+    accounts::request_password_reset(&state.events, &normalized, request_ids(context))
         .await
-        .context("looking up an e-mail address")?;
-    match user_id {
-        Some(user_id) => {
-            let metadata = CommandMetadata {
-                actor: format!("user:{user_id}"),
-                correlation_id: context.correlation_id,
-                causation_id: context.request_id.to_string(),
-                request_id: context.request_id,
-                idempotency_key: None,
-            };
-            let aggregate_id = user_id.to_string();
-            execute_retrying_conflicts(|| {
-                state.events.execute::<User>(
-                    &aggregate_id,
-                    UserCommand::RequestPasswordReset,
-                    &metadata,
-                )
-            })
-            .await
-            .map_err(user_error)?;
-            tracing::info!(%user_id, "password reset requested");
-        }
-        None => {
-            // The same read a known address costs (its stream, here empty).
-            state
-                .events
-                .load::<User>(&UserId::new().to_string())
-                .await
-                .map_err(user_error)?;
-        }
-    }
+        .map_err(|error| user_command_error(error, "asking for a password reset"))?;
     tokio::time::sleep_until(answer_not_before).await;
     Ok(StatusCode::ACCEPTED.into_response())
 }
@@ -730,84 +649,49 @@ pub async fn confirm_password_reset(
     ClientAddress(client): ClientAddress,
     AppJson(confirmation): AppJson<PasswordResetConfirmation>,
 ) -> Result<Response, ApiError> {
-    let (verified, user) = check_password_reset_token(&state, &confirmation.token).await?;
+    let link = check_password_reset_token(&state, &confirmation.token).await?;
     check_password(&confirmation.password)
         .map_err(|error| ApiError::invalid_field("password", error.to_string()))?;
-    let credentials_version = verified
-        .credentials_version
-        .ok_or_else(|| ApiError::BadRequest(RESET_LINK_INVALID.to_owned()))?;
     let password_hash = hash_password(confirmation.password).await?;
-    let metadata = CommandMetadata {
-        actor: format!("user:{}", verified.user_id),
-        correlation_id: context.correlation_id,
-        causation_id: context.request_id.to_string(),
-        request_id: context.request_id,
-        idempotency_key: None,
-    };
-    let aggregate_id = verified.user_id.to_string();
-    // The user aggregate has the last word: a racing use of the same link either
-    // finds the password changed or conflicts on the stream and is judged again.
-    let receipt = execute_retrying_conflicts(|| {
-        state.events.execute_with_password(
-            &aggregate_id,
-            UserCommand::ResetPassword {
-                credentials_version,
-            },
-            &metadata,
-            password_hash.clone(),
-        )
-    })
-    .await
-    .map_err(|error| match error {
-        AggregateError::UserError(UserError::Deactivated) => ApiError::Gone(RESET_LINK_USED),
-        other => user_error(other),
-    })?;
-    let normalized = user
-        .email()
-        .map(|email| email.normalized())
-        .unwrap_or_default();
+    let receipt =
+        accounts::reset_password(&state.events, &link, password_hash, request_ids(context))
+            .await
+            .map_err(reset_link_error)?;
     state
         .login_throttle
-        .forget_email(&ThrottleKeys::new(&normalized, client))
+        .forget_email(&ThrottleKeys::new(&link.normalized_email, client))
         .await
         .context("clearing the login throttle after a password reset")?;
-    tracing::info!(user_id = %verified.user_id, "password reset");
+    tracing::info!(user_id = %link.user_id, "password reset");
     Ok(with_position(
         StatusCode::NO_CONTENT.into_response(),
         receipt.position,
     ))
 }
 
-/// Checks a password-reset token against the user as they are now: signed by us for
-/// this purpose (else 400), unexpired (else 410), for the address the user has (else
-/// 400), an active account whose password is still the one the link replaces (else
-/// 410).
-async fn check_password_reset_token(
-    state: &AppState,
-    token: &str,
-) -> Result<(VerifiedToken, User), ApiError> {
-    let verified = state
-        .signed_tokens
-        .check(TokenPurpose::PasswordReset, token, chrono::Utc::now())
-        .map_err(|error| match error {
-            TokenError::Forged => ApiError::BadRequest(RESET_LINK_INVALID.to_owned()),
-            TokenError::Expired => ApiError::Gone(RESET_LINK_EXPIRED),
-        })?;
-    let (user, _) = state
-        .events
-        .load::<User>(&verified.user_id.to_string())
-        .await
-        .map_err(user_error)?;
-    let matches_address = user
-        .email()
-        .is_some_and(|email| email_digest(&email.normalized()) == verified.email_digest);
-    if !matches_address {
-        return Err(ApiError::BadRequest(RESET_LINK_INVALID.to_owned()));
+/// Checks a password-reset token against the user as they are now
+/// ([`accounts::check_reset_link`]): a forged token, or one for another address, is
+/// 400; an expired one 410, and a used one (or a deactivated account) 410 too.
+async fn check_password_reset_token(state: &AppState, token: &str) -> Result<ResetLink, ApiError> {
+    accounts::check_reset_link(
+        &state.events,
+        &state.signed_tokens,
+        token,
+        chrono::Utc::now(),
+    )
+    .await
+    .map_err(reset_link_error)
+}
+
+fn reset_link_error(error: ResetLinkError) -> ApiError {
+    match error {
+        ResetLinkError::Invalid => ApiError::BadRequest(RESET_LINK_INVALID.to_owned()),
+        ResetLinkError::Expired => ApiError::Gone(RESET_LINK_EXPIRED),
+        ResetLinkError::Used => ApiError::Gone(RESET_LINK_USED),
+        ResetLinkError::Store(failure) => {
+            ApiError::Internal(anyhow::Error::new(failure).context("resetting a password"))
+        }
     }
-    if user.is_deactivated() || verified.credentials_version != Some(user.credentials_version()) {
-        return Err(ApiError::Gone(RESET_LINK_USED));
-    }
-    Ok((verified, user))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

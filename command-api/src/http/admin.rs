@@ -11,7 +11,7 @@ use axum::extract::{Path, Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use orders_domain::user::{Role, User};
+use orders_domain::user::Role;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -37,17 +37,9 @@ pub async fn require_role(
     caller: CurrentUser,
     roles: &[Role],
 ) -> Result<(), ApiError> {
-    let (user, _) = state
-        .events
-        .load::<User>(&caller.user_id.to_string())
+    let user = orders_application::accounts::active_user(&state.events, caller.user_id)
         .await
-        .map_err(|error| ApiError::Internal(anyhow::anyhow!("loading the caller: {error}")))?;
-    if !user.is_registered() {
-        return Err(ApiError::Unauthorized("the account does not exist"));
-    }
-    if user.is_deactivated() {
-        return Err(ApiError::Unauthorized("the account is deactivated"));
-    }
+        .map_err(crate::http::accounts::inactive_account)?;
     if !roles.iter().any(|role| user.has_role(*role)) {
         return Err(ApiError::Forbidden("this needs the admin or auditor role"));
     }
@@ -374,7 +366,7 @@ pub async fn change_role(
     body: Result<crate::problem::AppJson<RoleChange>, ApiError>,
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse as _;
-    use orders_domain::user::UserCommand;
+    use orders_application::accounts::{self, RoleChange};
 
     require_role(&state, caller, &[Role::Admin]).await?;
     let crate::problem::AppJson(change) = body?;
@@ -384,44 +376,25 @@ pub async fn change_role(
         .map_err(|error: orders_domain::user::UnknownRole| {
             ApiError::invalid_field("role", error.to_string())
         })?;
-    let command = match change.action.as_str() {
-        "grant" => UserCommand::GrantRole { role },
-        "revoke" => UserCommand::RevokeRole { role },
+    let change = match change.action.as_str() {
+        "grant" => RoleChange::Grant(role),
+        "revoke" => RoleChange::Revoke(role),
         _ => return Err(ApiError::invalid_field("action", "must be grant or revoke")),
     };
     let user_id: orders_domain::ids::UserId =
         id.parse().map_err(|_| ApiError::NotFound("no such user"))?;
-    let (user, _) = state
-        .events
-        .load::<User>(&user_id.to_string())
-        .await
-        .map_err(|error| ApiError::Internal(anyhow::anyhow!("loading the user: {error}")))?;
-    if !user.is_registered() {
-        return Err(ApiError::NotFound("no such user"));
-    }
-    let metadata = orders_store::event_store::CommandMetadata {
-        actor: format!("admin:{} for user:{user_id}", caller.user_id),
+    let metadata = orders_application::RequestIds {
         correlation_id: context.correlation_id,
-        causation_id: context.request_id.to_string(),
         request_id: context.request_id,
-        idempotency_key: None,
-    };
-    // Concurrent changes to one user conflict on its stream: each is decided again
-    // on the user as the other left it (a second grant of one role is then a 409).
-    let aggregate_id = user_id.to_string();
-    let receipt = orders_store::event_store::execute_retrying_conflicts(|| {
-        state
-            .events
-            .execute::<User>(&aggregate_id, command.clone(), &metadata)
-    })
-    .await
-    .map_err(|error| match error {
-        cqrs_es::AggregateError::UserError(refusal) => ApiError::Conflict(refusal.to_string()),
-        cqrs_es::AggregateError::AggregateConflict => ApiError::Conflict(
-            "the user was changed by other requests at the same time; retry".to_owned(),
-        ),
-        other => ApiError::Internal(anyhow::anyhow!("changing a role: {other}")),
-    })?;
+    }
+    .metadata(format!("admin:{} for user:{user_id}", caller.user_id));
+    let receipt = accounts::change_role(&state.events, user_id, change, &metadata)
+        .await
+        .map_err(|error| {
+            ApiError::from_command(error, "no such user", "changing a role", |refusal| {
+                ApiError::Conflict(refusal.to_string())
+            })
+        })?;
     Ok(crate::http::with_position(
         axum::http::StatusCode::NO_CONTENT.into_response(),
         receipt.position,

@@ -11,12 +11,9 @@ use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use cqrs_es::AggregateError;
 use orders_domain::ids::OrderId;
 use orders_domain::money::{Currency, Money, MoneyError};
-use orders_domain::order::{
-    Order, OrderCommand, OrderError, ProductUrl, DEFAULT_CHECK_INTERVAL_SECS,
-};
+use orders_domain::order::{OrderError, ProductUrl, DEFAULT_CHECK_INTERVAL_SECS};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -24,7 +21,10 @@ use crate::auth::CurrentUser;
 use crate::http::{queries, with_position, RequestContext};
 use crate::problem::{ApiError, AppJson};
 use crate::AppState;
-use orders_application::orders::{self, PlaceOrder, PlaceOrderError, Placed};
+use orders_application::orders::{
+    self, OrderChange, OrderChangeError, PlaceOrder, PlaceOrderError, Placed,
+};
+use orders_application::CommandError;
 use orders_store::event_store::CommandMetadata;
 use orders_store::user_lookup;
 
@@ -77,34 +77,34 @@ pub struct ChangeTargetRequest {
     pub target_price: String,
 }
 
-pub(crate) fn order_error(error: AggregateError<OrderError>) -> ApiError {
-    match error {
-        AggregateError::UserError(error) => {
-            let message = error.to_string();
-            match error {
-                OrderError::NotFound => ApiError::NotFound("no such order"),
-                OrderError::CheckIntervalTooShort { .. }
-                | OrderError::CheckIntervalTooLong { .. } => {
-                    ApiError::invalid_field("check_interval_secs", message)
-                }
-                OrderError::TargetNotPositive => ApiError::invalid_field("target_price", message),
-                OrderError::SelectorTooLong { .. } => ApiError::invalid_field("selector", message),
-                OrderError::CurrencyChangeNotAllowed | OrderError::ObservationCurrencyMismatch => {
-                    ApiError::invalid_field("currency", message)
-                }
-                OrderError::AlreadyPlaced
-                | OrderError::TooManyActiveOrders { .. }
-                | OrderError::Cancelled
-                | OrderError::AlreadyPaused
-                | OrderError::NotPaused
-                | OrderError::AlreadyCancelled => ApiError::Conflict(message),
-            }
+/// The answer to an order's refusal.
+pub(crate) fn order_refusal(refusal: OrderError) -> ApiError {
+    let message = refusal.to_string();
+    match refusal {
+        OrderError::NotFound => ApiError::NotFound("no such order"),
+        OrderError::CheckIntervalTooShort { .. } | OrderError::CheckIntervalTooLong { .. } => {
+            ApiError::invalid_field("check_interval_secs", message)
         }
-        AggregateError::AggregateConflict => ApiError::Conflict(
-            "the order was changed by another request at the same time; retry".to_owned(),
-        ),
-        other => ApiError::internal(anyhow::Error::new(other).context("running an order command")),
+        OrderError::TargetNotPositive => ApiError::invalid_field("target_price", message),
+        OrderError::SelectorTooLong { .. } => ApiError::invalid_field("selector", message),
+        OrderError::CurrencyChangeNotAllowed | OrderError::ObservationCurrencyMismatch => {
+            ApiError::invalid_field("currency", message)
+        }
+        OrderError::AlreadyPlaced
+        | OrderError::TooManyActiveOrders { .. }
+        | OrderError::Cancelled
+        | OrderError::AlreadyPaused
+        | OrderError::NotPaused
+        | OrderError::AlreadyCancelled => ApiError::Conflict(message),
     }
+}
+
+/// The one mapping of an order command's failure.
+pub(crate) fn order_command_error(
+    error: CommandError<OrderError>,
+    doing: &'static str,
+) -> ApiError {
+    ApiError::from_command(error, "no such order", doing, order_refusal)
 }
 
 /// Refuses a selector the scraper could not use, with the parser the scraper uses:
@@ -207,7 +207,7 @@ pub async fn place_order(
     let placed = orders::place_order(&state.events, &state.placement_facts, order, &metadata)
         .await
         .map_err(|error| match error {
-            PlaceOrderError::Refused(refusal) => order_error(AggregateError::UserError(refusal)),
+            PlaceOrderError::Refused(refusal) => order_refusal(refusal),
             PlaceOrderError::OwnerUnknown => ApiError::Unauthorized("the account does not exist"),
             PlaceOrderError::OwnerDeactivated => {
                 ApiError::Unauthorized("the account is deactivated")
@@ -237,47 +237,32 @@ fn order_id_from_path(id: &str) -> Result<OrderId, ApiError> {
     id.parse().map_err(|_| ApiError::NotFound("no such order"))
 }
 
-/// Loads the caller's order; another user's order is "no such order".
-async fn load_own_order(
-    state: &AppState,
-    caller: CurrentUser,
-    order_id: OrderId,
-) -> Result<Order, ApiError> {
+/// Refuses a caller whose account is gone or deactivated (401).
+async fn require_active_caller(state: &AppState, caller: CurrentUser) -> Result<(), ApiError> {
     let standing = user_lookup::standing(state.pool(), caller.user_id)
         .await
         .context("reading the caller's standing")?;
-    crate::auth::require_active(standing)?;
-    let (order, _) = state
-        .events
-        .load::<Order>(&order_id.to_string())
-        .await
-        .map_err(order_error)?;
-    if order.owner() != Some(caller.user_id) {
-        return Err(ApiError::NotFound("no such order"));
-    }
-    Ok(order)
+    crate::auth::require_active(standing)
 }
 
-/// Runs a command on the caller's own order and answers 204.
-async fn command_own_order(
+/// Makes `change` to the caller's own order and answers 204.
+async fn change_own_order(
     state: &AppState,
     caller: CurrentUser,
     context: RequestContext,
     id: &str,
-    command: impl FnOnce(&Order) -> Result<OrderCommand, ApiError>,
+    change: OrderChange,
 ) -> Result<Response, ApiError> {
     let order_id = order_id_from_path(id)?;
-    let order = load_own_order(state, caller, order_id).await?;
-    let command = command(&order)?;
-    let receipt = state
-        .events
-        .execute::<Order>(
-            &order_id.to_string(),
-            command,
-            &metadata_for(caller, context, None),
-        )
-        .await
-        .map_err(order_error)?;
+    require_active_caller(state, caller).await?;
+    let metadata = metadata_for(caller, context, None);
+    let receipt =
+        orders::change_own_order(&state.events, caller.user_id, order_id, change, &metadata)
+            .await
+            .map_err(|error| match error {
+                OrderChangeError::Target(error) => money_error(error),
+                OrderChangeError::Command(error) => order_command_error(error, "changing an order"),
+            })?;
     Ok(with_position(
         StatusCode::NO_CONTENT.into_response(),
         receipt.position,
@@ -295,14 +280,8 @@ pub async fn change_target(
     Path(id): Path<String>,
     AppJson(request): AppJson<ChangeTargetRequest>,
 ) -> Result<Response, ApiError> {
-    command_own_order(&state, caller, context, &id, |order| {
-        let currency = order
-            .currency()
-            .ok_or(ApiError::NotFound("no such order"))?;
-        let target = Money::parse(&request.target_price, currency).map_err(money_error)?;
-        Ok(OrderCommand::ChangeTarget { target })
-    })
-    .await
+    let change = OrderChange::Target(request.target_price);
+    change_own_order(&state, caller, context, &id, change).await
 }
 
 #[utoipa::path(post, path = "/orders/{id}/pause", tag = "orders", security(("bearer" = [])),
@@ -314,7 +293,7 @@ pub async fn pause_order(
     context: RequestContext,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    command_own_order(&state, caller, context, &id, |_| Ok(OrderCommand::Pause)).await
+    change_own_order(&state, caller, context, &id, OrderChange::Pause).await
 }
 
 #[utoipa::path(post, path = "/orders/{id}/resume", tag = "orders", security(("bearer" = [])),
@@ -326,7 +305,7 @@ pub async fn resume_order(
     context: RequestContext,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    command_own_order(&state, caller, context, &id, |_| Ok(OrderCommand::Resume)).await
+    change_own_order(&state, caller, context, &id, OrderChange::Resume).await
 }
 
 #[utoipa::path(delete, path = "/orders/{id}", tag = "orders", security(("bearer" = [])),
@@ -338,7 +317,7 @@ pub async fn cancel_order(
     context: RequestContext,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    command_own_order(&state, caller, context, &id, |_| Ok(OrderCommand::Cancel)).await
+    change_own_order(&state, caller, context, &id, OrderChange::Cancel).await
 }
 
 /// What `POST /orders/{id}/check` answers (202).
@@ -364,7 +343,10 @@ pub async fn check_order_now(
     use orders_domain::price_check::CheckTrigger;
 
     let order_id = order_id_from_path(id.as_str())?;
-    let order = load_own_order(&state, caller, order_id).await?;
+    require_active_caller(&state, caller).await?;
+    let order = orders::load_own_order(&state.events, caller.user_id, order_id)
+        .await
+        .map_err(|error| order_command_error(error, "loading an order"))?;
     let requested = request_check(
         &state.events,
         &order,

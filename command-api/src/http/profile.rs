@@ -13,17 +13,17 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use orders_domain::ids::UserId;
 use orders_domain::password_policy::check_password;
-use orders_domain::user::{User, UserCommand};
+use orders_domain::user::User;
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
 use crate::auth::{hash_password, verify_password, CurrentUser};
-use crate::http::accounts::{user_error, ClientAddress};
+use crate::http::accounts::{caller_metadata, inactive_account, user_command_error, ClientAddress};
 use crate::http::{with_position, RequestContext};
 use crate::login_throttle::ThrottleKeys;
 use crate::problem::{ApiError, AppJson};
 use crate::AppState;
-use orders_store::event_store::{CommandMetadata, LogPosition};
+use orders_application::accounts;
 use orders_store::user_lookup;
 
 pub fn router() -> Router<Arc<AppState>> {
@@ -52,28 +52,9 @@ pub struct Profile {
 
 /// Loads the caller's account, refusing one that is gone or deactivated.
 async fn load_active_user(state: &AppState, caller: CurrentUser) -> Result<User, ApiError> {
-    let (user, _) = state
-        .events
-        .load::<User>(&caller.user_id.to_string())
+    accounts::active_user(&state.events, caller.user_id)
         .await
-        .map_err(user_error)?;
-    if !user.is_registered() {
-        return Err(ApiError::Unauthorized("the account does not exist"));
-    }
-    if user.is_deactivated() {
-        return Err(ApiError::Unauthorized("the account is deactivated"));
-    }
-    Ok(user)
-}
-
-fn metadata_for(caller: CurrentUser, context: RequestContext) -> CommandMetadata {
-    CommandMetadata {
-        actor: caller.actor(),
-        correlation_id: context.correlation_id,
-        causation_id: context.request_id.to_string(),
-        request_id: context.request_id,
-        idempotency_key: None,
-    }
+        .map_err(inactive_account)
 }
 
 #[utoipa::path(get, path = "/me", tag = "profile", security(("bearer" = [])),
@@ -133,42 +114,16 @@ pub async fn update_profile(
     AppJson(change): AppJson<ProfileChange>,
 ) -> Result<Response, ApiError> {
     load_active_user(&state, caller).await?;
-    let metadata = metadata_for(caller, context);
-    let aggregate_id = caller.user_id.to_string();
-    let mut position: Option<LogPosition> = None;
-    if let Some(display_name) = change.display_name {
-        let receipt = state
-            .events
-            .execute::<User>(
-                &aggregate_id,
-                UserCommand::UpdateProfile { display_name },
-                &metadata,
-            )
-            .await
-            .map_err(user_error)?;
-        position = position.max(receipt.position);
-    }
-    if let Some(preferences) = change.notification_preferences {
-        let receipt = state
-            .events
-            .execute::<User>(
-                &aggregate_id,
-                UserCommand::ChangeNotificationPreferences {
-                    price_alerts: preferences.price_alerts,
-                },
-                &metadata,
-            )
-            .await
-            .map_err(user_error)?;
-        position = position.max(receipt.position);
-    }
-    if position.is_none() {
-        position = state
-            .events
-            .last_position("user", &aggregate_id)
-            .await
-            .context("reading the account's log position")?;
-    }
+    let change = accounts::ProfileChange {
+        display_name: change.display_name,
+        price_alerts: change
+            .notification_preferences
+            .map(|preferences| preferences.price_alerts),
+    };
+    let metadata = caller_metadata(caller, context);
+    let position = accounts::change_profile(&state.events, caller.user_id, change, &metadata)
+        .await
+        .map_err(|error| user_command_error(error, "changing a profile"))?;
     Ok(with_position(
         StatusCode::NO_CONTENT.into_response(),
         position,
@@ -223,16 +178,11 @@ pub async fn change_password(
         .await
         .context("giving a successful password check's place back")?;
     let password_hash = hash_password(change.new_password).await?;
-    let receipt = state
-        .events
-        .execute_with_password(
-            &caller.user_id.to_string(),
-            UserCommand::ChangePassword,
-            &metadata_for(caller, context),
-            password_hash,
-        )
-        .await
-        .map_err(user_error)?;
+    let metadata = caller_metadata(caller, context);
+    let receipt =
+        accounts::change_password(&state.events, caller.user_id, password_hash, &metadata)
+            .await
+            .map_err(|error| user_command_error(error, "changing a password"))?;
     Ok(with_position(
         StatusCode::NO_CONTENT.into_response(),
         receipt.position,

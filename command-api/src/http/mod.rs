@@ -23,6 +23,7 @@ pub mod admin;
 pub mod control_characters;
 pub mod operations;
 pub mod orders;
+pub mod password_reset;
 pub mod profile;
 pub mod queries;
 
@@ -35,6 +36,7 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .merge(accounts::router())
+        .merge(password_reset::router())
         .merge(admin::router())
         .merge(profile::router())
         .merge(orders::router())

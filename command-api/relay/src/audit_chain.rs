@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::{PgPool, Postgres};
 
-use orders_store::seal::{self, AuditKey, EventContent, EventDigests, LogPlace, GENESIS};
+use orders_store::seal::{self, AuditKey, EventDigests, LogPlace, GENESIS};
+use orders_store::stored_event::{StoredEventRow, STORED_EVENT_COLUMNS};
 
 /// One event's link in the chain, as the relay records it.
 #[derive(Debug, Clone)]
@@ -292,19 +293,6 @@ struct StoredEvent {
     sealed: bool,
 }
 
-type StoredEventRow = (
-    String,
-    String,
-    i64,
-    String,
-    String,
-    Value,
-    Value,
-    Option<Vec<u8>>,
-    i64,
-    String,
-);
-
 impl StoredEvent {
     fn id(&self) -> String {
         event_id(&self.aggregate_type, &self.aggregate_id, self.sequence)
@@ -316,12 +304,14 @@ impl StoredEvent {
 }
 
 /// Every event in log order (the relay's order), committed ones only.
-const EVENTS_IN_LOG_ORDER: &str = "
-SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, seal,
-       global_position,
-       to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')
-  FROM events
- ORDER BY tx_id, global_position";
+fn events_in_log_order() -> &'static str {
+    static STATEMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    STATEMENT.get_or_init(|| {
+        format!(
+            "SELECT {STORED_EVENT_COLUMNS} FROM events ORDER BY events.tx_id, events.global_position"
+        )
+    })
+}
 
 const LINKS_IN_ORDER: &str = "
 SELECT chain_position, global_position, aggregate_type, aggregate_id, sequence, actor,
@@ -542,42 +532,19 @@ fn check_link(
 /// A stored event as verification reads it: its digests and whether its seal
 /// verifies, computed as it is read.
 fn stored_event_of(row: StoredEventRow, key: &AuditKey, scratch: &mut Vec<u8>) -> StoredEvent {
-    let (
-        aggregate_type,
-        aggregate_id,
-        sequence,
-        event_type,
-        event_version,
-        payload,
-        metadata,
-        seal,
-        global_position,
-        recorded_at,
-    ) = row;
-    let digests = EventContent {
-        aggregate_type: &aggregate_type,
-        aggregate_id: &aggregate_id,
-        sequence,
-        event_type: &event_type,
-        event_version: &event_version,
-        payload: &payload,
-        metadata: &metadata,
-    }
-    .digests_with(scratch);
-    let sealed = key.verifies(&digests, seal.as_deref());
-    let actor = metadata
-        .get("actor")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
+    // A payload that is not JSON digests as `null`: its seal then fails, and says so.
+    let payload = row.payload_json().unwrap_or(Value::Null);
+    let digests = row.digests(&payload, scratch);
+    let sealed = key.verifies(&digests, row.seal.as_deref());
+    let actor = row.actor().to_owned();
     StoredEvent {
-        aggregate_type,
-        aggregate_id,
-        sequence,
+        aggregate_type: row.aggregate_type,
+        aggregate_id: row.aggregate_id,
+        sequence: row.sequence,
         actor,
-        seal,
-        global_position,
-        recorded_at,
+        seal: row.seal,
+        global_position: row.global_position,
+        recorded_at: row.recorded_at,
         digests,
         sealed,
     }
@@ -605,7 +572,7 @@ pub async fn verify(
     let mut events = Chunked::new(read_ahead(
         pool,
         snapshot.clone(),
-        EVENTS_IN_LOG_ORDER,
+        events_in_log_order(),
         move |row: StoredEventRow| stored_event_of(row, &reader_key, &mut reader_scratch),
     ));
     let mut links = Chunked::new(read_ahead(pool, snapshot, LINKS_IN_ORDER, link_of));

@@ -50,35 +50,26 @@ pub use orders_nats::StreamHead;
 use orders_nats::{LogEvent, LogPosition};
 
 use crate::audit_chain::{ChainHead, ChainLink};
-use orders_store::seal::{self, EventContent, EventDigests, LogPlace, GENESIS};
+use orders_store::seal::{self, EventDigests, LogPlace, GENESIS};
+use orders_store::stored_event::{StoredEventRow, STORED_EVENT_COLUMNS};
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// Events below the horizon after a log position, in log order.
-const EVENTS_AFTER: &str = "
-SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, payload::text, metadata,
-       tx_id::text, global_position,
-       to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), seal
-  FROM events
- WHERE (tx_id, global_position) > ($1::text::xid8, $2)
-   AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
- ORDER BY events.tx_id, events.global_position
- LIMIT $3";
-
-type EventRow = (
-    String,
-    String,
-    i64,
-    String,
-    String,
-    String,
-    serde_json::Value,
-    String,
-    i64,
-    String,
-    Option<Vec<u8>>,
-);
+fn events_after_statement() -> &'static str {
+    static STATEMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    STATEMENT.get_or_init(|| {
+        format!(
+            "SELECT {STORED_EVENT_COLUMNS}
+               FROM events
+              WHERE (tx_id, global_position) > ($1::text::xid8, $2)
+                AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
+              ORDER BY events.tx_id, events.global_position
+              LIMIT $3"
+        )
+    })
+}
 
 /// An event to relay, with what its link in the audit chain needs.
 struct Relayable {
@@ -88,8 +79,13 @@ struct Relayable {
     actor: String,
 }
 
-fn relayable(row: EventRow, scratch: &mut Vec<u8>) -> anyhow::Result<Relayable> {
-    let (
+fn relayable(row: StoredEventRow, scratch: &mut Vec<u8>) -> anyhow::Result<Relayable> {
+    let payload_value = row
+        .payload_json()
+        .context("a stored payload that is not JSON")?;
+    let digests = row.digests(&payload_value, scratch);
+    let actor = row.actor().to_owned();
+    let StoredEventRow {
         aggregate_type,
         aggregate_id,
         sequence,
@@ -101,24 +97,7 @@ fn relayable(row: EventRow, scratch: &mut Vec<u8>) -> anyhow::Result<Relayable> 
         global_position,
         recorded_at,
         seal,
-    ) = row;
-    let payload_value: serde_json::Value =
-        serde_json::from_str(&payload).context("a stored payload that is not JSON")?;
-    let digests = EventContent {
-        aggregate_type: &aggregate_type,
-        aggregate_id: &aggregate_id,
-        sequence,
-        event_type: &event_type,
-        event_version: &event_version,
-        payload: &payload_value,
-        metadata: &metadata,
-    }
-    .digests_with(scratch);
-    let actor = metadata
-        .get("actor")
-        .and_then(serde_json::Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
+    } = row;
     let metadata = match metadata {
         serde_json::Value::Object(map) => map
             .into_iter()
@@ -154,7 +133,7 @@ async fn relayables_after(
     after: LogPosition,
     limit: i64,
 ) -> anyhow::Result<Vec<Relayable>> {
-    let rows: Vec<EventRow> = sqlx::query_as(EVENTS_AFTER)
+    let rows: Vec<StoredEventRow> = sqlx::query_as(events_after_statement())
         .bind(after.tx_id.to_string())
         .bind(after.global_position)
         .bind(limit)

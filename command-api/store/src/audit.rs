@@ -13,6 +13,8 @@ use serde::Serialize;
 use serde_json::Value;
 use sqlx::PgPool;
 
+use crate::stored_event::{StoredEventRow, STORED_EVENT_COLUMNS};
+
 /// One event as the audit trail shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AuditEntry {
@@ -72,27 +74,6 @@ pub enum AuditSubject<'a> {
     Actor(&'a str),
 }
 
-const COLUMNS: &str = "tx_id::text || '.' || global_position, global_position, aggregate_type,
-    aggregate_id, sequence, event_type, event_version, recorded_at, metadata ->> 'actor',
-    metadata ->> 'correlation_id', metadata ->> 'causation_id', metadata ->> 'request_id',
-    payload";
-
-type Row = (
-    String,
-    i64,
-    String,
-    String,
-    i64,
-    String,
-    String,
-    DateTime<Utc>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Value,
-);
-
 /// One page of the trail of `subject`. Each subject's condition is one an index
 /// answers (the primary key; `events_correlation`; `events_actor`), in position
 /// order, so a page costs the same on a log of a million events as on a small one.
@@ -124,16 +105,16 @@ pub async fn page(
         ),
     };
     let statement = format!(
-        "SELECT {COLUMNS} FROM events
+        "SELECT {STORED_EVENT_COLUMNS} FROM events
           WHERE {condition}
             AND global_position > $3
             AND ($4::timestamptz IS NULL OR recorded_at >= $4)
             AND ($5::timestamptz IS NULL OR recorded_at < $5)
             AND (cardinality($6::text[]) = 0 OR event_type = ANY($6))
-          ORDER BY global_position
+          ORDER BY events.global_position
           LIMIT $7"
     );
-    let rows: Vec<Row> = sqlx::query_as(&statement)
+    let rows: Vec<StoredEventRow> = sqlx::query_as(&statement)
         .bind(first)
         .bind(second)
         .bind(filter.after.unwrap_or(0))
@@ -148,7 +129,7 @@ pub async fn page(
         .into_iter()
         .take(usize::try_from(limit).unwrap_or(usize::MAX))
         .map(entry)
-        .collect();
+        .collect::<Result<_, _>>()?;
     let next_after = more
         .then(|| entries.last().map(|entry| entry.global_position))
         .flatten();
@@ -158,38 +139,29 @@ pub async fn page(
     })
 }
 
-fn entry(row: Row) -> AuditEntry {
-    let (
-        position,
-        global_position,
-        aggregate_type,
-        aggregate_id,
-        sequence,
-        event_type,
-        event_version,
+fn entry(row: StoredEventRow) -> sqlx::Result<AuditEntry> {
+    let decoding = |error: Box<dyn std::error::Error + Send + Sync>| sqlx::Error::Decode(error);
+    let payload = row.payload_json().map_err(|error| decoding(error.into()))?;
+    let recorded_at = row
+        .recorded_time()
+        .map_err(|error| decoding(error.into()))?;
+    let text = |key: &str| row.metadata_text(key).map(str::to_owned);
+    Ok(AuditEntry {
+        position: format!("{}.{}", row.tx_id, row.global_position),
+        global_position: row.global_position,
+        event_id: row.event_id(),
+        actor: text("actor"),
+        correlation_id: text("correlation_id"),
+        causation_id: text("causation_id"),
+        request_id: text("request_id"),
         recorded_at,
-        actor,
-        correlation_id,
-        causation_id,
-        request_id,
         payload,
-    ) = row;
-    AuditEntry {
-        position,
-        global_position,
-        event_id: format!("{aggregate_type}/{aggregate_id}/{sequence}"),
-        aggregate_type,
-        aggregate_id,
-        sequence,
-        event_type,
-        event_version,
-        recorded_at,
-        actor,
-        correlation_id,
-        causation_id,
-        request_id,
-        payload,
-    }
+        aggregate_type: row.aggregate_type,
+        aggregate_id: row.aggregate_id,
+        sequence: row.sequence,
+        event_type: row.event_type,
+        event_version: row.event_version,
+    })
 }
 
 /// One line of a causal tree: an event and how deep it sits under its root cause.

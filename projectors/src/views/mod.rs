@@ -1,6 +1,7 @@
 //! The views: each folds log records into its tables, a batch at a time.
 
 pub mod admin_overview;
+pub(crate) mod folded;
 pub mod orders;
 pub mod price_history;
 pub mod users;
@@ -51,8 +52,8 @@ pub(crate) async fn apply(
     records: &[LogRecord],
 ) -> anyhow::Result<()> {
     match view {
-        View::Users => users::apply(connection, generation, records).await,
-        View::Orders => orders::apply(connection, generation, records).await,
+        View::Users => folded::apply::<users::Users>(connection, generation, records).await,
+        View::Orders => folded::apply::<orders::Orders>(connection, generation, records).await,
         View::PriceHistory => price_history::apply(connection, generation, records).await,
         View::AdminOverview => admin_overview::apply(connection, generation, records).await,
     }

@@ -1,16 +1,15 @@
 //! `orders`: one row per order, with its target, status, last price and availability.
 
-use std::collections::{BTreeSet, HashMap};
-
 use chrono::{DateTime, Utc};
 use orders_domain::order::{Availability, OrderEvent, OrderStatus};
 use orders_domain::price_check::PriceCheckEvent;
 use rust_decimal::Decimal;
+use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row as _};
 use uuid::Uuid;
 
-use crate::checkpoint::Generation;
 use crate::record::{Event, LogRecord};
+use crate::views::folded::{column, FoldedView};
 use crate::views::OutOfOrder;
 
 pub(crate) const TABLES: &[&str] = &["view_orders"];
@@ -182,118 +181,84 @@ pub(crate) fn from_row(row: &sqlx::postgres::PgRow) -> sqlx::Result<OrderRow> {
     })
 }
 
-pub(crate) async fn apply(
-    connection: &mut PgConnection,
-    generation: Generation,
-    records: &[LogRecord],
-) -> anyhow::Result<()> {
-    let table = generation.table(TABLES[0]);
-    let ids: Vec<Uuid> = records
-        .iter()
-        .filter_map(order_of)
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    if ids.is_empty() {
-        return Ok(());
+/// The `orders` view: one row per order, folded from the order's events and its
+/// checks' results.
+pub(crate) struct Orders;
+
+impl FoldedView for Orders {
+    type Row = OrderRow;
+    const TABLE: &'static str = TABLES[0];
+    const KEY: &'static str = "order_id";
+    const COLUMNS: &'static str = COLUMNS;
+
+    fn key_of(record: &LogRecord) -> Option<Uuid> {
+        order_of(record)
     }
-    let mut rows: HashMap<Uuid, OrderRow> = HashMap::new();
-    for row in sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM {table} WHERE order_id = ANY($1)"
-    ))
-    .bind(&ids)
-    .fetch_all(&mut *connection)
-    .await?
-    {
-        let row = from_row(&row)?;
-        rows.insert(row.order_id, row);
+
+    fn key(row: &OrderRow) -> Uuid {
+        row.order_id
     }
-    let mut touched = BTreeSet::new();
-    for record in records {
-        let Some(id) = order_of(record) else {
-            continue;
-        };
-        let next = match &record.event {
-            Event::Order(event) => fold(rows.remove(&id), record, event)?,
-            Event::PriceCheck(event) => match rows.remove(&id) {
-                Some(row) => fold_check(row, record, event),
-                // A check follows its order's placement in the log; a row that is
-                // not there was never placed in this view (nothing to show).
-                None => continue,
-            },
-            _ => continue,
-        };
-        rows.insert(id, next);
-        touched.insert(id);
+
+    fn from_row(row: &PgRow) -> sqlx::Result<OrderRow> {
+        from_row(row)
     }
-    let written: Vec<&OrderRow> = touched.iter().filter_map(|id| rows.get(id)).collect();
-    sqlx::query(&format!(
-        "INSERT INTO {table} ({COLUMNS})
-         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::numeric[], $5::text[],
-                              $6::int4[], $7::text[], $8::text[], $9::bool[], $10::numeric[],
-                              $11::text[], $12::timestamptz[], $13::timestamptz[], $14::int8[],
-                              $15::text[], $16::timestamptz[], $17::text[], $18::text[], $19::int4[])
-         ON CONFLICT (order_id) DO UPDATE SET
-                owner_id = EXCLUDED.owner_id, url = EXCLUDED.url,
-                target_price = EXCLUDED.target_price, currency = EXCLUDED.currency,
-                check_interval_secs = EXCLUDED.check_interval_secs, selector = EXCLUDED.selector,
-                status = EXCLUDED.status, armed = EXCLUDED.armed, last_price = EXCLUDED.last_price,
-                availability = EXCLUDED.availability, placed_at = EXCLUDED.placed_at,
-                updated_at = EXCLUDED.updated_at, version = EXCLUDED.version,
-                title = EXCLUDED.title, last_checked_at = EXCLUDED.last_checked_at,
-                last_error = EXCLUDED.last_error, last_error_detail = EXCLUDED.last_error_detail,
-                consecutive_failures = EXCLUDED.consecutive_failures"
-    ))
-    .bind(written.iter().map(|r| r.order_id).collect::<Vec<_>>())
-    .bind(written.iter().map(|r| r.owner_id).collect::<Vec<_>>())
-    .bind(written.iter().map(|r| r.url.clone()).collect::<Vec<_>>())
-    .bind(written.iter().map(|r| r.target_price).collect::<Vec<_>>())
-    .bind(
-        written
-            .iter()
-            .map(|r| r.currency.clone())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        written
-            .iter()
-            .map(|r| r.check_interval_secs)
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        written
-            .iter()
-            .map(|r| r.selector.clone())
-            .collect::<Vec<_>>(),
-    )
-    .bind(written.iter().map(|r| r.status.clone()).collect::<Vec<_>>())
-    .bind(written.iter().map(|r| r.armed).collect::<Vec<_>>())
-    .bind(written.iter().map(|r| r.last_price).collect::<Vec<_>>())
-    .bind(
-        written
-            .iter()
-            .map(|r| r.availability.clone())
-            .collect::<Vec<_>>(),
-    )
-    .bind(written.iter().map(|r| r.placed_at).collect::<Vec<_>>())
-    .bind(written.iter().map(|r| r.updated_at).collect::<Vec<_>>())
-    .bind(written.iter().map(|r| r.version).collect::<Vec<_>>())
-    .bind(written.iter().map(|r| r.title.clone()).collect::<Vec<_>>())
-    .bind(written.iter().map(|r| r.last_checked_at).collect::<Vec<_>>())
-    .bind(written.iter().map(|r| r.last_error.clone()).collect::<Vec<_>>())
-    .bind(
-        written
-            .iter()
-            .map(|r| r.last_error_detail.clone())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        written
-            .iter()
-            .map(|r| r.consecutive_failures)
-            .collect::<Vec<_>>(),
-    )
-    .execute(&mut *connection)
-    .await?;
-    Ok(())
+
+    fn fold(row: Option<OrderRow>, record: &LogRecord) -> Result<Option<OrderRow>, OutOfOrder> {
+        match (&record.event, row) {
+            (Event::Order(event), row) => fold(row, record, event).map(Some),
+            (Event::PriceCheck(event), Some(row)) => Ok(Some(fold_check(row, record, event))),
+            // A check follows its order's placement in the log; a row that is not
+            // there was never placed in this view (nothing to show).
+            (_, row) => Ok(row),
+        }
+    }
+
+    async fn upsert(
+        connection: &mut PgConnection,
+        table: &str,
+        written: &[&OrderRow],
+    ) -> sqlx::Result<()> {
+        sqlx::query(&format!(
+            "INSERT INTO {table} ({COLUMNS})
+             SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::numeric[], $5::text[],
+                                  $6::int4[], $7::text[], $8::text[], $9::bool[], $10::numeric[],
+                                  $11::text[], $12::timestamptz[], $13::timestamptz[], $14::int8[],
+                                  $15::text[], $16::timestamptz[], $17::text[], $18::text[],
+                                  $19::int4[])
+             ON CONFLICT (order_id) DO UPDATE SET
+                    owner_id = EXCLUDED.owner_id, url = EXCLUDED.url,
+                    target_price = EXCLUDED.target_price, currency = EXCLUDED.currency,
+                    check_interval_secs = EXCLUDED.check_interval_secs,
+                    selector = EXCLUDED.selector, status = EXCLUDED.status,
+                    armed = EXCLUDED.armed, last_price = EXCLUDED.last_price,
+                    availability = EXCLUDED.availability, placed_at = EXCLUDED.placed_at,
+                    updated_at = EXCLUDED.updated_at, version = EXCLUDED.version,
+                    title = EXCLUDED.title, last_checked_at = EXCLUDED.last_checked_at,
+                    last_error = EXCLUDED.last_error,
+                    last_error_detail = EXCLUDED.last_error_detail,
+                    consecutive_failures = EXCLUDED.consecutive_failures"
+        ))
+        .bind(column(written, |r| r.order_id))
+        .bind(column(written, |r| r.owner_id))
+        .bind(column(written, |r| r.url.clone()))
+        .bind(column(written, |r| r.target_price))
+        .bind(column(written, |r| r.currency.clone()))
+        .bind(column(written, |r| r.check_interval_secs))
+        .bind(column(written, |r| r.selector.clone()))
+        .bind(column(written, |r| r.status.clone()))
+        .bind(column(written, |r| r.armed))
+        .bind(column(written, |r| r.last_price))
+        .bind(column(written, |r| r.availability.clone()))
+        .bind(column(written, |r| r.placed_at))
+        .bind(column(written, |r| r.updated_at))
+        .bind(column(written, |r| r.version))
+        .bind(column(written, |r| r.title.clone()))
+        .bind(column(written, |r| r.last_checked_at))
+        .bind(column(written, |r| r.last_error.clone()))
+        .bind(column(written, |r| r.last_error_detail.clone()))
+        .bind(column(written, |r| r.consecutive_failures))
+        .execute(connection)
+        .await?;
+        Ok(())
+    }
 }

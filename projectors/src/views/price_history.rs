@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use crate::checkpoint::Generation;
 use crate::record::{Event, LogRecord};
+use crate::views::folded::column;
 
 pub(crate) const TABLES: &[&str] = &["view_price_history"];
 
@@ -71,6 +72,7 @@ pub(crate) async fn apply(
     records: &[LogRecord],
 ) -> anyhow::Result<()> {
     let points: Vec<PricePoint> = records.iter().filter_map(point).collect();
+    let points: Vec<&PricePoint> = points.iter().collect();
     if points.is_empty() {
         return Ok(());
     }
@@ -81,28 +83,13 @@ pub(crate) async fn apply(
                               $5::text[], $6::text[], $7::text[])
          ON CONFLICT (order_id, check_id) DO NOTHING"
     ))
-    .bind(points.iter().map(|p| p.order_id).collect::<Vec<_>>())
-    .bind(points.iter().map(|p| p.check_id).collect::<Vec<_>>())
-    .bind(points.iter().map(|p| p.observed_at).collect::<Vec<_>>())
-    .bind(points.iter().map(|p| p.price).collect::<Vec<_>>())
-    .bind(
-        points
-            .iter()
-            .map(|p| p.currency.clone())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        points
-            .iter()
-            .map(|p| p.availability.clone())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        points
-            .iter()
-            .map(|p| p.extractor.clone())
-            .collect::<Vec<_>>(),
-    )
+    .bind(column(&points, |p| p.order_id))
+    .bind(column(&points, |p| p.check_id))
+    .bind(column(&points, |p| p.observed_at))
+    .bind(column(&points, |p| p.price))
+    .bind(column(&points, |p| p.currency.clone()))
+    .bind(column(&points, |p| p.availability.clone()))
+    .bind(column(&points, |p| p.extractor.clone()))
     .execute(connection)
     .await?;
     Ok(())

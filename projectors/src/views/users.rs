@@ -1,14 +1,13 @@
 //! `users`: one row per user (profile, verification, preferences, roles, status).
 
-use std::collections::{BTreeSet, HashMap};
-
 use chrono::{DateTime, Utc};
 use orders_domain::user::UserEvent;
+use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row as _};
 use uuid::Uuid;
 
-use crate::checkpoint::Generation;
 use crate::record::{Event, LogRecord};
+use crate::views::folded::{column, FoldedView};
 use crate::views::OutOfOrder;
 
 pub(crate) const TABLES: &[&str] = &["view_users"];
@@ -98,77 +97,67 @@ pub(crate) fn from_row(row: &sqlx::postgres::PgRow) -> sqlx::Result<UserRow> {
     })
 }
 
-/// Applies a batch: loads the rows it touches, folds the events over them, and
-/// writes them back with one statement.
-pub(crate) async fn apply(
-    connection: &mut PgConnection,
-    generation: Generation,
-    records: &[LogRecord],
-) -> anyhow::Result<()> {
-    let table = generation.table(TABLES[0]);
-    let ids: Vec<Uuid> = records
-        .iter()
-        .filter(|record| matches!(record.event, Event::User(_)))
-        .map(LogRecord::aggregate_uuid)
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    if ids.is_empty() {
-        return Ok(());
+/// The `users` view: one row per user, folded from the user's events.
+pub(crate) struct Users;
+
+impl FoldedView for Users {
+    type Row = UserRow;
+    const TABLE: &'static str = TABLES[0];
+    const KEY: &'static str = "user_id";
+    const COLUMNS: &'static str = COLUMNS;
+
+    fn key_of(record: &LogRecord) -> Option<Uuid> {
+        matches!(record.event, Event::User(_)).then(|| record.aggregate_uuid())
     }
-    let mut rows: HashMap<Uuid, UserRow> = HashMap::new();
-    for row in sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM {table} WHERE user_id = ANY($1)"
-    ))
-    .bind(&ids)
-    .fetch_all(&mut *connection)
-    .await?
-    {
-        let row = from_row(&row)?;
-        rows.insert(row.user_id, row);
+
+    fn key(row: &UserRow) -> Uuid {
+        row.user_id
     }
-    let mut touched = BTreeSet::new();
-    for record in records {
-        let Event::User(event) = &record.event else {
-            continue;
-        };
-        let id = record.aggregate_uuid();
-        let next = fold(rows.remove(&id), record, event)?;
-        rows.insert(id, next);
-        touched.insert(id);
+
+    fn from_row(row: &PgRow) -> sqlx::Result<UserRow> {
+        from_row(row)
     }
-    let written: Vec<&UserRow> = touched.iter().filter_map(|id| rows.get(id)).collect();
-    sqlx::query(&format!(
-        "INSERT INTO {table} ({COLUMNS})
-         SELECT u.user_id, u.email, u.email_verified, u.display_name, u.price_alerts,
-                string_to_array(u.roles, ','), u.deactivated, u.registered_at, u.updated_at, u.version
-           FROM UNNEST($1::uuid[], $2::text[], $3::bool[], $4::text[], $5::bool[], $6::text[],
-                       $7::bool[], $8::timestamptz[], $9::timestamptz[], $10::int8[])
-                AS u(user_id, email, email_verified, display_name, price_alerts, roles,
-                     deactivated, registered_at, updated_at, version)
-         ON CONFLICT (user_id) DO UPDATE SET
-                email = EXCLUDED.email, email_verified = EXCLUDED.email_verified,
-                display_name = EXCLUDED.display_name, price_alerts = EXCLUDED.price_alerts,
-                roles = EXCLUDED.roles, deactivated = EXCLUDED.deactivated,
-                registered_at = EXCLUDED.registered_at, updated_at = EXCLUDED.updated_at,
-                version = EXCLUDED.version"
-    ))
-    .bind(written.iter().map(|r| r.user_id).collect::<Vec<_>>())
-    .bind(written.iter().map(|r| r.email.clone()).collect::<Vec<_>>())
-    .bind(written.iter().map(|r| r.email_verified).collect::<Vec<_>>())
-    .bind(
-        written
-            .iter()
-            .map(|r| r.display_name.clone())
-            .collect::<Vec<_>>(),
-    )
-    .bind(written.iter().map(|r| r.price_alerts).collect::<Vec<_>>())
-    .bind(written.iter().map(|r| r.roles.join(",")).collect::<Vec<_>>())
-    .bind(written.iter().map(|r| r.deactivated).collect::<Vec<_>>())
-    .bind(written.iter().map(|r| r.registered_at).collect::<Vec<_>>())
-    .bind(written.iter().map(|r| r.updated_at).collect::<Vec<_>>())
-    .bind(written.iter().map(|r| r.version).collect::<Vec<_>>())
-    .execute(&mut *connection)
-    .await?;
-    Ok(())
+
+    fn fold(row: Option<UserRow>, record: &LogRecord) -> Result<Option<UserRow>, OutOfOrder> {
+        match &record.event {
+            Event::User(event) => fold(row, record, event).map(Some),
+            _ => Ok(row),
+        }
+    }
+
+    async fn upsert(
+        connection: &mut PgConnection,
+        table: &str,
+        written: &[&UserRow],
+    ) -> sqlx::Result<()> {
+        sqlx::query(&format!(
+            "INSERT INTO {table} ({COLUMNS})
+             SELECT u.user_id, u.email, u.email_verified, u.display_name, u.price_alerts,
+                    string_to_array(u.roles, ','), u.deactivated, u.registered_at, u.updated_at,
+                    u.version
+               FROM UNNEST($1::uuid[], $2::text[], $3::bool[], $4::text[], $5::bool[], $6::text[],
+                           $7::bool[], $8::timestamptz[], $9::timestamptz[], $10::int8[])
+                    AS u(user_id, email, email_verified, display_name, price_alerts, roles,
+                         deactivated, registered_at, updated_at, version)
+             ON CONFLICT (user_id) DO UPDATE SET
+                    email = EXCLUDED.email, email_verified = EXCLUDED.email_verified,
+                    display_name = EXCLUDED.display_name, price_alerts = EXCLUDED.price_alerts,
+                    roles = EXCLUDED.roles, deactivated = EXCLUDED.deactivated,
+                    registered_at = EXCLUDED.registered_at, updated_at = EXCLUDED.updated_at,
+                    version = EXCLUDED.version"
+        ))
+        .bind(column(written, |r| r.user_id))
+        .bind(column(written, |r| r.email.clone()))
+        .bind(column(written, |r| r.email_verified))
+        .bind(column(written, |r| r.display_name.clone()))
+        .bind(column(written, |r| r.price_alerts))
+        .bind(column(written, |r| r.roles.join(",")))
+        .bind(column(written, |r| r.deactivated))
+        .bind(column(written, |r| r.registered_at))
+        .bind(column(written, |r| r.updated_at))
+        .bind(column(written, |r| r.version))
+        .execute(connection)
+        .await?;
+        Ok(())
+    }
 }

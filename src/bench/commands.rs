@@ -26,6 +26,7 @@ use anyhow::Context as _;
 use clap::Args;
 use orders_command_api::{ApiConfig, AppState};
 use orders_domain::order::MAX_ACTIVE_ORDERS_PER_USER;
+use orders_store::statements::{self, Bound};
 use orders_store::Secret;
 use tokio::net::TcpListener;
 use uuid::Uuid;
@@ -264,47 +265,52 @@ async fn drive_api(
     Ok(total)
 }
 
-/// The statements of one `POST /orders`, with pgbench variables for what differs per
-/// request: the owner (drawn from `first..=last`) and fresh ids.
+/// The statements of one `POST /orders` (the store's own, with the list of what
+/// each binds), with pgbench expressions in place of the parameters: the owner
+/// drawn from `first..=last`, fresh ids, the request's order.
 fn same_sql_script_text(first: u64, last: u64) -> String {
     let owner = BENCH_USER_ID_SQL;
-    // A client reads its user's placement facts once, then places on cached facts
-    // (the insert's guard has the last word); one read per 100 orders, as in the
-    // API run.
-    let facts_read = orders_store::user_lookup::PLACEMENT_FACTS_SQL.replace("$1", owner);
     // A fresh order id per transaction, computed by an immutable expression: a
     // volatile one (gen_random_uuid()) in a WHERE clause would defeat the index.
     let order_id = "(md5((:r)::text)::uuid::text)";
-    let payload = format!(
-        "jsonb_build_object('OrderPlaced', jsonb_build_object('order_id', {order_id}, 'owner', {owner}, \
-         'url', 'https://shop.example.com/product/42', \
-         'target', jsonb_build_object('amount', '3199.00', 'currency', 'UAH'), \
-         'check_interval_secs', 3600, 'selector', null))"
-    );
-    let metadata = format!(
-        "jsonb_build_object('actor', 'user:' || {owner}, 'correlation_id', gen_random_uuid()::text, \
-         'causation_id', gen_random_uuid()::text, 'request_id', gen_random_uuid()::text)"
-    );
-    // The command side's own statement, its parameters filled in by pgbench.
-    let insert = orders_store::event_store::INSERT_GUARDED_PLACEMENT
-        .replace("$1::text[]", "ARRAY['order']")
-        .replace("$2::text[]", &format!("ARRAY[{order_id}]"))
-        .replace("$3::bigint[]", "ARRAY[1::bigint]")
-        .replace("$4::text[]", "ARRAY['OrderPlaced']")
-        .replace("$5::text[]", "ARRAY['2.0']")
-        .replace("$6::jsonb[]", &format!("ARRAY[{payload}]"))
-        .replace("$7::jsonb[]", &format!("ARRAY[{metadata}]"))
+    let value = |bound: Bound| match bound {
+        Bound::AggregateTypes => "ARRAY['order']".to_owned(),
+        Bound::AggregateIds => format!("ARRAY[{order_id}]"),
+        Bound::Sequences => "ARRAY[1::bigint]".to_owned(),
+        Bound::EventTypes => "ARRAY['OrderPlaced']".to_owned(),
+        Bound::EventVersions => "ARRAY['2.0']".to_owned(),
+        Bound::Payloads => format!(
+            "ARRAY[jsonb_build_object('OrderPlaced', jsonb_build_object('order_id', {order_id}, \
+             'owner', {owner}, 'url', 'https://shop.example.com/product/42', \
+             'target', jsonb_build_object('amount', '3199.00', 'currency', 'UAH'), \
+             'check_interval_secs', 3600, 'selector', null))]"
+        ),
+        Bound::Metadata => format!(
+            "ARRAY[jsonb_build_object('actor', 'user:' || {owner}, \
+             'correlation_id', gen_random_uuid()::text, 'causation_id', gen_random_uuid()::text, \
+             'request_id', gen_random_uuid()::text)]"
+        ),
         // A seal of the real length (a version byte and an HMAC-SHA-256): pgbench
         // cannot compute the MAC, but the row stores the same bytes.
-        .replace(
-            "$8::bytea[]",
-            &format!("ARRAY['\\x01{}'::bytea]", "00".repeat(32)),
-        )
-        .replace("$9", owner);
-    assert!(
-        !insert.contains('$'),
-        "the placement statement has a parameter the replay does not fill: {insert}"
-    );
+        Bound::Seals => format!("ARRAY['\\x01{}'::bytea]", "00".repeat(32)),
+        Bound::Owner => owner.to_owned(),
+        Bound::PasswordHash => "NULL".to_owned(),
+    };
+    let [facts_read, insert] = statements::placement().map(|statement| {
+        let mut sql = statement.sql().to_owned();
+        // From the last parameter down, so that `$1` never matches inside `$10`.
+        for (index, bound) in statement.binds().iter().enumerate().rev() {
+            sql = sql.replace(&format!("${}", index + 1), &value(*bound));
+        }
+        assert!(
+            !sql.contains('$'),
+            "a statement has a parameter the replay does not fill: {sql}"
+        );
+        sql
+    });
+    // A client reads its user's placement facts once, then places on cached facts
+    // (the insert's guard has the last word); one read per 100 orders, as in the
+    // API run.
     format!(
         "\\set u random({first}, {last})\n\\set r random(1, 9000000000000000000)\n\\set read random(1, 100)\n\\if :read = 1\n{facts_read};\n\\endif\n{insert};\n"
     )

@@ -46,6 +46,10 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::seal::{AuditKey, EventContent};
+use crate::statements::{
+    Bound, INSERT_EVENTS, INSERT_GUARDED_PLACEMENT, INSERT_ORDER_EVENTS, INSERT_PRICE_CHECK_EVENTS,
+    INSERT_USER_EVENTS,
+};
 use crate::writer_connections::{leaves_connection_usable, WriterConnections};
 
 /// Who caused a command and why: written into the metadata of every event it stores.
@@ -604,96 +608,6 @@ struct OrdersEventRepository {
     key: AuditKey,
 }
 
-/// All of a command's events in one statement; `UNNEST` keeps the statement text the
-/// same for any number of events, so it is prepared once per connection.
-pub const INSERT_EVENTS: &str = "
-INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, seal)
-SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[], $8::bytea[])
-RETURNING tx_id::text, global_position, NULL::bigint";
-
-/// A user's events, keeping in step in the same statement (so the same transaction)
-/// the user's placement guard (registration creates it, deactivation marks it) and
-/// credentials (the password hash `$9` of a registration or a password change).
-pub const INSERT_USER_EVENTS: &str = "
-WITH inserted AS (
-    INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, seal)
-    SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[], $8::bytea[])
-    RETURNING aggregate_id, event_type, tx_id, global_position
-), registered AS (
-    INSERT INTO placement_guards (user_id, active_orders, deactivated)
-    SELECT aggregate_id, 0, false FROM inserted WHERE event_type = 'UserRegistered'
-), deactivated AS (
-    UPDATE placement_guards SET deactivated = true
-     WHERE user_id IN (SELECT aggregate_id FROM inserted WHERE event_type = 'UserDeactivated')
-), credentials AS (
-    INSERT INTO credentials (user_id, password_hash)
-    SELECT aggregate_id, $9::text FROM inserted
-     WHERE event_type IN ('UserRegistered', 'PasswordChanged')
-    ON CONFLICT (user_id) DO UPDATE
-       SET password_hash = excluded.password_hash, changed_at = statement_timestamp()
-)
-SELECT tx_id::text, global_position, NULL::bigint FROM inserted";
-
-/// An order's events other than a guarded placement: a cancellation gives its owner's
-/// place back, in the same statement.
-pub const INSERT_ORDER_EVENTS: &str = "
-WITH inserted AS (
-    INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, seal)
-    SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[], $8::bytea[])
-    RETURNING aggregate_id, event_type, tx_id, global_position
-), cancelled AS (
-    UPDATE placement_guards SET active_orders = active_orders - 1
-     WHERE user_id IN (SELECT placed.payload -> 'OrderPlaced' ->> 'owner'
-                         FROM inserted JOIN events AS placed
-                           ON placed.aggregate_type = 'order'
-                          AND placed.aggregate_id = inserted.aggregate_id
-                          AND placed.sequence = 1
-                        WHERE inserted.event_type = 'OrderCancelled')
-)
-SELECT tx_id::text, global_position, NULL::bigint FROM inserted";
-
-/// A placement by owner `$9`: appended only if the owner's placement guard takes it
-/// (the owner is not deactivated; past 100 active orders its CHECK fails the whole
-/// statement), in the same statement. No row back: the owner is deactivated.
-pub const INSERT_GUARDED_PLACEMENT: &str = "
-WITH guard AS (
-    UPDATE placement_guards SET active_orders = active_orders + 1
-     WHERE user_id = $9 AND NOT deactivated
-    RETURNING active_orders
-), inserted AS (
-    INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, seal)
-    SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[], $8::bytea[])
-     WHERE EXISTS (SELECT 1 FROM guard)
-    RETURNING tx_id, global_position
-)
-SELECT tx_id::text, global_position, (SELECT active_orders::bigint FROM guard) FROM inserted";
-
-/// A price check's events. A `PriceCheckRequested` is stored only together with its
-/// order's claim in `check_claims` (one check in flight per order; a claim older
-/// than [`CHECK_CLAIM_LEASE`] may be taken over); without the claim the statement
-/// stores nothing and returns no row. The check's result gives the claim back.
-pub const INSERT_PRICE_CHECK_EVENTS: &str = "
-WITH claim AS (
-    INSERT INTO check_claims (order_id, check_id)
-    SELECT (new.payload -> 'PriceCheckRequested' ->> 'order_id')::uuid, new.aggregate_id::uuid
-      FROM UNNEST($2::text[], $4::text[], $6::jsonb[]) AS new (aggregate_id, event_type, payload)
-     WHERE new.event_type = 'PriceCheckRequested'
-    ON CONFLICT (order_id) DO UPDATE
-       SET check_id = excluded.check_id, claimed_at = statement_timestamp()
-     WHERE check_claims.claimed_at < statement_timestamp() - interval '30 minutes'
-    RETURNING order_id
-), inserted AS (
-    INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, seal)
-    SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[], $8::bytea[])
-     WHERE NOT ('PriceCheckRequested' = ANY($4::text[])) OR EXISTS (SELECT 1 FROM claim)
-    RETURNING aggregate_id, event_type, tx_id, global_position
-), released AS (
-    DELETE FROM check_claims
-     WHERE check_id IN (SELECT aggregate_id::uuid FROM inserted
-                         WHERE event_type IN ('PriceObserved', 'PriceCheckFailed'))
-)
-SELECT tx_id::text, global_position, NULL::bigint FROM inserted";
-
 /// How long a check may stay in flight before its order may be checked again
 /// anyway (the interval in [`INSERT_PRICE_CHECK_EVENTS`]).
 pub const CHECK_CLAIM_LEASE: std::time::Duration = std::time::Duration::from_secs(30 * 60);
@@ -744,19 +658,21 @@ impl OrdersEventRepository {
             (PriceCheck::TYPE, _) => INSERT_PRICE_CHECK_EVENTS,
             _ => INSERT_EVENTS,
         };
-        let mut query = sqlx::query_as(statement)
-            .bind(&aggregate_types)
-            .bind(&aggregate_ids)
-            .bind(&sequences)
-            .bind(&event_types)
-            .bind(&event_versions)
-            .bind(&payloads)
-            .bind(&metadata)
-            .bind(&seals);
-        if let Some(guard) = &self.guard {
-            query = query.bind(guard.owner.to_string());
-        } else if A::TYPE == User::TYPE {
-            query = query.bind(self.password_hash.as_deref());
+        let owner = self.guard.as_ref().map(|guard| guard.owner.to_string());
+        let mut query = sqlx::query_as(statement.sql());
+        for bound in statement.binds() {
+            query = match bound {
+                Bound::AggregateTypes => query.bind(&aggregate_types),
+                Bound::AggregateIds => query.bind(&aggregate_ids),
+                Bound::Sequences => query.bind(&sequences),
+                Bound::EventTypes => query.bind(&event_types),
+                Bound::EventVersions => query.bind(&event_versions),
+                Bound::Payloads => query.bind(&payloads),
+                Bound::Metadata => query.bind(&metadata),
+                Bound::Seals => query.bind(&seals),
+                Bound::Owner => query.bind(owner.as_deref()),
+                Bound::PasswordHash => query.bind(self.password_hash.as_deref()),
+            };
         }
         let mut connection = self.writers.acquire().await?;
         let inserted: Result<Vec<(String, i64, Option<i64>)>, sqlx::Error> =

@@ -12,6 +12,7 @@ pub mod audit;
 pub mod database;
 pub mod event_store;
 pub mod seal;
+pub mod statements;
 pub mod stored_event;
 pub mod user_lookup;
 pub mod writer_connections;

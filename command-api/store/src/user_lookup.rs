@@ -82,20 +82,17 @@ pub struct PlacementFacts {
     pub deactivated: bool,
 }
 
-/// The facts of one user; no row means no such user.
-pub const PLACEMENT_FACTS_SQL: &str =
-    "SELECT active_orders, deactivated FROM placement_guards WHERE user_id = $1";
-
 /// Reads a user's placement facts (`None`: not registered).
 pub async fn placement_facts(
     writers: &WriterConnections,
     user_id: UserId,
 ) -> Result<Option<PlacementFacts>, sqlx::Error> {
     let mut connection = writers.acquire().await?;
-    let row: Result<Option<(i32, bool)>, sqlx::Error> = sqlx::query_as(PLACEMENT_FACTS_SQL)
-        .bind(user_id.to_string())
-        .fetch_optional(connection.connection())
-        .await;
+    let row: Result<Option<(i32, bool)>, sqlx::Error> =
+        sqlx::query_as(crate::statements::PLACEMENT_FACTS.sql())
+            .bind(user_id.to_string())
+            .fetch_optional(connection.connection())
+            .await;
     match &row {
         Ok(_) => connection.release(),
         Err(error) if leaves_connection_usable(error) => connection.release(),

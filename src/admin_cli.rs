@@ -6,7 +6,7 @@ use clap::Subcommand;
 use orders_application::accounts::{self, RoleChange};
 use orders_store::event_store::{CommandMetadata, EventStore};
 
-use crate::cli_args::{AuditKeyArgs, DatabaseArgs};
+use orders::cli_args::{AuditKeyArgs, DatabaseArgs};
 use orders_domain::email::EmailAddress;
 use orders_domain::user::Role;
 

@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use orders_relay::audit_chain;
 use orders_store::audit::{self, AuditEntry, AuditFilter, AuditPage, AuditSubject};
 
-use crate::cli_args::{AuditKeyArgs, DatabaseArgs, NatsArgs};
+use orders::cli_args::{AuditKeyArgs, DatabaseArgs, NatsArgs};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum AuditCommand {

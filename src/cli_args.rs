@@ -8,15 +8,15 @@ use orders_store::seal::AuditKey;
 
 /// `ORDERS_DATABASE_URL`.
 #[derive(Debug, Clone, Args)]
-pub(crate) struct DatabaseArgs {
+pub struct DatabaseArgs {
     /// PostgreSQL URL, e.g. postgres://orders@127.0.0.1:5432/orders.
     #[arg(long, env = "ORDERS_DATABASE_URL", hide_env_values = true)]
-    pub(crate) database_url: Option<String>,
+    pub database_url: Option<String>,
 }
 
 impl DatabaseArgs {
     /// The URL, or the one line that says it is missing.
-    pub(crate) fn url(&self) -> anyhow::Result<&str> {
+    pub fn url(&self) -> anyhow::Result<&str> {
         self.database_url
             .as_deref()
             .filter(|url| !url.is_empty())
@@ -26,34 +26,34 @@ impl DatabaseArgs {
     }
 
     /// A pool of at most `max_connections` on it.
-    pub(crate) async fn connect(&self, max_connections: u32) -> anyhow::Result<sqlx::PgPool> {
+    pub async fn connect(&self, max_connections: u32) -> anyhow::Result<sqlx::PgPool> {
         orders_store::database::connect(self.url()?, max_connections).await
     }
 }
 
 /// `ORDERS_NATS_URL`.
 #[derive(Debug, Clone, Args)]
-pub(crate) struct NatsArgs {
+pub struct NatsArgs {
     /// NATS with JetStream, e.g. nats://127.0.0.1:4222 (several, comma-separated,
     /// for a cluster; credentials as nats://user:password@host).
     #[arg(long, env = "ORDERS_NATS_URL", hide_env_values = true)]
-    pub(crate) nats_url: Option<String>,
+    pub nats_url: Option<String>,
 }
 
 impl NatsArgs {
     /// The URL when one is given.
-    pub(crate) fn given(&self) -> Option<&str> {
+    pub fn given(&self) -> Option<&str> {
         self.nats_url.as_deref().filter(|url| !url.is_empty())
     }
 
     /// The URL, or the one line that says it is missing.
-    pub(crate) fn url(&self) -> anyhow::Result<&str> {
+    pub fn url(&self) -> anyhow::Result<&str> {
         self.given()
             .context("ORDERS_NATS_URL is not set (e.g. nats://127.0.0.1:4222)")
     }
 
     /// A client connected to it; the error names the URL without its credentials.
-    pub(crate) async fn connect(&self) -> anyhow::Result<async_nats::Client> {
+    pub async fn connect(&self) -> anyhow::Result<async_nats::Client> {
         let url = self.url()?;
         orders_nats::connect(url).await.with_context(|| {
             format!(
@@ -63,37 +63,37 @@ impl NatsArgs {
         })
     }
 
-    pub(crate) async fn jetstream(&self) -> anyhow::Result<async_nats::jetstream::Context> {
+    pub async fn jetstream(&self) -> anyhow::Result<async_nats::jetstream::Context> {
         Ok(async_nats::jetstream::new(self.connect().await?))
     }
 }
 
 /// `ORDERS_NATS_REPLICAS`.
 #[derive(Debug, Clone, Copy, Args)]
-pub(crate) struct NatsReplicasArgs {
+pub struct NatsReplicasArgs {
     /// Replicas of the stream and buckets: 1 on one server, 3 on a cluster.
     #[arg(long, env = "ORDERS_NATS_REPLICAS", default_value_t = 1)]
-    pub(crate) nats_replicas: usize,
+    pub nats_replicas: usize,
 }
 
 /// `ORDERS_AUDIT_KEY`.
 #[derive(Debug, Clone, Args)]
-pub(crate) struct AuditKeyArgs {
+pub struct AuditKeyArgs {
     /// Seals every event written (and verifies them); at least 32 bytes, no default.
     #[arg(long, env = "ORDERS_AUDIT_KEY", hide_env_values = true)]
-    pub(crate) audit_key: Option<String>,
+    pub audit_key: Option<String>,
 }
 
 impl AuditKeyArgs {
     /// The key, or the one line that says what is wrong with it.
-    pub(crate) fn key(&self) -> anyhow::Result<AuditKey> {
+    pub fn key(&self) -> anyhow::Result<AuditKey> {
         AuditKey::from_env_value(self.audit_key.clone())
     }
 }
 
 /// The scraper's `ORDERS_SCRAPER_*` settings (`orders serve` and `orders scrape`).
 #[derive(Debug, Clone, Args)]
-pub(crate) struct ScraperArgs {
+pub struct ScraperArgs {
     /// Networks the scraper may fetch although private (comma-separated CIDRs, e.g.
     /// 127.0.0.0/8 for tests); none by default.
     #[arg(long, env = "ORDERS_SCRAPER_ALLOW_PRIVATE", default_value = "")]
@@ -111,7 +111,7 @@ pub(crate) struct ScraperArgs {
 }
 
 impl ScraperArgs {
-    pub(crate) fn fetch_policy(&self) -> anyhow::Result<orders_workers::fetch::FetchPolicy> {
+    pub fn fetch_policy(&self) -> anyhow::Result<orders_workers::fetch::FetchPolicy> {
         let allow_private =
             orders_workers::fetch::parse_allowed_networks(&self.scraper_allow_private)
                 .map_err(|error| anyhow::anyhow!("ORDERS_SCRAPER_ALLOW_PRIVATE: {error}"))?;
@@ -127,11 +127,11 @@ impl ScraperArgs {
         })
     }
 
-    pub(crate) fn timeout(&self) -> std::time::Duration {
+    pub fn timeout(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.scraper_timeout_ms.max(100))
     }
 
-    pub(crate) fn host_gate(&self) -> orders_workers::host_gate::HostGateConfig {
+    pub fn host_gate(&self) -> orders_workers::host_gate::HostGateConfig {
         orders_workers::host_gate::HostGateConfig {
             spacing: std::time::Duration::from_millis(self.scraper_host_spacing_ms),
             // A scraper that dies holding a host keeps it this long: a little more

@@ -9,13 +9,12 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use cli_args::{DatabaseArgs, NatsArgs, NatsReplicasArgs};
+use orders::cli_args::{DatabaseArgs, NatsArgs, NatsReplicasArgs};
+use orders::serve;
 
 mod admin_cli;
 mod audit_cli;
 mod bench;
-mod cli_args;
-mod serve;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -128,7 +127,7 @@ struct ScrapeArgs {
     #[arg(long)]
     selector: Option<String>,
     #[command(flatten)]
-    scraper: cli_args::ScraperArgs,
+    scraper: orders::cli_args::ScraperArgs,
 }
 
 /// `orders scrape`: prints the brief's JSON object; `Ok(true)` when a price was found.

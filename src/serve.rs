@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cli_args::{AuditKeyArgs, DatabaseArgs, NatsArgs, NatsReplicasArgs, ScraperArgs};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum Service {
+pub enum Service {
     /// The HTTP API.
     Api,
     /// The relay: stored events into the JetStream log stream, in commit order.
@@ -36,7 +36,7 @@ pub(crate) enum Service {
 }
 
 #[derive(Debug, Args)]
-pub(crate) struct ServeArgs {
+pub struct ServeArgs {
     service: Service,
     #[command(flatten)]
     database: DatabaseArgs,
@@ -106,7 +106,7 @@ struct WorkersPlan {
 }
 
 /// The services one `orders serve` runs, with everything each needs, checked.
-pub(crate) struct ServePlan {
+pub struct ServePlan {
     database_url: String,
     database_max_connections: u32,
     /// Required by the relay, the projectors and the workers; the API, when given
@@ -125,7 +125,7 @@ pub(crate) struct ServePlan {
 impl ServePlan {
     /// Checks the arguments for the services asked for, in the order an operator
     /// meets them (the first mistake is the one line printed).
-    pub(crate) fn from_args(args: ServeArgs) -> anyhow::Result<Self> {
+    pub fn from_args(args: ServeArgs) -> anyhow::Result<Self> {
         let runs = |service: Service| args.service == service || args.service == Service::All;
         let public_url = args
             .public_url
@@ -181,7 +181,13 @@ impl ServePlan {
 
     /// Runs every planned service until `shutdown` is cancelled or one of them
     /// stops; answers the first error.
-    pub(crate) async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        self.start(shutdown).await?.wait().await
+    }
+
+    /// Connects, migrates and starts every planned service as a task of one set;
+    /// [`Running::wait`] then waits for them.
+    pub async fn start(self, shutdown: CancellationToken) -> anyhow::Result<Running> {
         let pool =
             orders_store::database::connect(&self.database_url, self.database_max_connections)
                 .await?;
@@ -192,6 +198,7 @@ impl ServePlan {
             self.start_the_log_services(client, &mut services, &shutdown)
                 .await?;
         }
+        let mut api_addr = None;
         if let Some(api) = &self.api {
             let audit_key = self.audit_key.clone().context("the API seals its events")?;
             let mut config =
@@ -201,21 +208,16 @@ impl ServePlan {
             let listener = TcpListener::bind(api.http_addr)
                 .await
                 .with_context(|| format!("listening on {} (ORDERS_HTTP_ADDR)", api.http_addr))?;
-            tracing::info!(addr = %listener.local_addr()?, public_url = %self.public_url, "serving the HTTP API");
+            let addr = listener.local_addr()?;
+            tracing::info!(%addr, public_url = %self.public_url, "serving the HTTP API");
             services.spawn(orders_command_api::run(state, listener, shutdown.clone()));
+            api_addr = Some(addr);
         }
-        // The first service to stop, for whatever reason, stops the others.
-        let mut outcome = Ok(());
-        while let Some(finished) = services.join_next().await {
-            shutdown.cancel();
-            let result = finished.unwrap_or_else(|join_error| {
-                Err(anyhow::anyhow!("a service panicked: {join_error}"))
-            });
-            if let (Ok(()), Err(error)) = (&outcome, result) {
-                outcome = Err(error);
-            }
-        }
-        outcome
+        Ok(Running {
+            services,
+            shutdown,
+            api_addr,
+        })
     }
 
     /// The relay, the projectors and the workers cannot start without NATS; the API
@@ -320,6 +322,38 @@ impl ServePlan {
     }
 }
 
+/// The services of a started plan.
+pub struct Running {
+    services: JoinSet<anyhow::Result<()>>,
+    shutdown: CancellationToken,
+    api_addr: Option<SocketAddr>,
+}
+
+impl Running {
+    /// Where the HTTP API listens, if the plan has it (the port the system chose
+    /// for `:0`).
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        self.api_addr
+    }
+
+    /// Waits until the services have stopped: all of them, once the shutdown token
+    /// is cancelled or the first of them stops for any reason (which cancels it);
+    /// answers the first error.
+    pub async fn wait(mut self) -> anyhow::Result<()> {
+        let mut outcome = Ok(());
+        while let Some(finished) = self.services.join_next().await {
+            self.shutdown.cancel();
+            let result = finished.unwrap_or_else(|join_error| {
+                Err(anyhow::anyhow!("a service panicked: {join_error}"))
+            });
+            if let (Ok(()), Err(error)) = (&outcome, result) {
+                outcome = Err(error);
+            }
+        }
+        outcome
+    }
+}
+
 impl WorkersPlan {
     fn from_args(args: &ServeArgs, public_url: &str) -> anyhow::Result<Self> {
         let jwt_secret = Secret::from_env_value("ORDERS_JWT_SECRET", args.jwt_secret.clone())?;
@@ -351,7 +385,7 @@ impl WorkersPlan {
 }
 
 /// Cancels `shutdown` on SIGINT or SIGTERM.
-pub(crate) fn stop_on_signal(shutdown: CancellationToken) {
+pub fn stop_on_signal(shutdown: CancellationToken) {
     tokio::spawn(async move {
         let interrupt = async {
             let _ = tokio::signal::ctrl_c().await;
@@ -391,7 +425,7 @@ fn instance_name() -> String {
 /// a cluster may still be electing its leader, and instances starting together
 /// creating the same replicated stream can time each other out, so attempts are
 /// short and spaced at random.
-pub(crate) async fn ensure_topology_patiently(
+pub async fn ensure_topology_patiently(
     jetstream: &async_nats::jetstream::Context,
     replicas: usize,
 ) -> anyhow::Result<()> {

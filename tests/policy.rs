@@ -14,6 +14,7 @@ use orders_nats::work::PRICE_POLICY;
 use orders_nats::LogEvent;
 use orders_store::event_store::EventStore;
 use orders_test_support::nats_server::NatsServer;
+use orders_test_support::wait::eventually;
 use orders_workers::consumer::{consume, Outcome};
 use orders_workers::dead_letters::list;
 use orders_workers::policy::{record_observation, POLICY_ACTOR};
@@ -156,22 +157,11 @@ async fn the_policy_worker_dead_letters_a_refused_observation_at_its_first_deliv
         .await
         .unwrap();
 
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let letter = loop {
-        if let Some(letter) = list(&jetstream, Some(PRICE_POLICY.name))
-            .await
-            .unwrap()
-            .into_iter()
-            .next()
-        {
-            break letter;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no dead letter within 10 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let letter = eventually(Duration::from_secs(10), "a dead letter", || async {
+        let letters = list(&jetstream, Some(PRICE_POLICY.name)).await.unwrap();
+        letters.into_iter().next()
+    })
+    .await;
     assert_eq!(letter.event_id, refused.event_id());
     assert_eq!(letter.deliveries, Some(1), "given up at the first delivery");
     assert!(

@@ -21,7 +21,7 @@ use super::setup::{relay_all, store_log};
 #[derive(Debug, Args)]
 pub(crate) struct AuditVerifyBenchArgs {
     #[command(flatten)]
-    database: crate::cli_args::DatabaseArgs,
+    database: orders::cli_args::DatabaseArgs,
     /// Events in the log (rounded down to whole users of 20 events).
     #[arg(long, default_value_t = 1_000_000)]
     events: u64,

@@ -18,6 +18,7 @@ use orders_domain::money::{Currency, Money};
 use orders_domain::order::{Availability, Order, OrderCommand, ProductUrl};
 use orders_domain::price_check::{FetchFacts, PriceCheckEvent};
 use orders_store::event_store::{CommandMetadata, EventStore};
+use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::setup::BenchDatabase;
@@ -25,7 +26,7 @@ use super::setup::BenchDatabase;
 #[derive(Debug, Args)]
 pub(crate) struct OrderLatencyArgs {
     #[command(flatten)]
-    database: crate::cli_args::DatabaseArgs,
+    database: orders::cli_args::DatabaseArgs,
     /// Checks in the long order's past.
     #[arg(long, default_value_t = 10_000)]
     past_checks: u32,
@@ -194,7 +195,7 @@ async fn run(args: &OrderLatencyArgs, url: &str) -> anyhow::Result<()> {
 #[derive(Debug, Args)]
 pub(crate) struct ChecksBenchArgs {
     #[command(flatten)]
-    database: crate::cli_args::DatabaseArgs,
+    database: orders::cli_args::DatabaseArgs,
     /// Shops, each a local HTTP server of its own (its own host:port).
     #[arg(long, default_value_t = 50)]
     hosts: u32,
@@ -267,8 +268,6 @@ pub(crate) async fn checks(args: ChecksBenchArgs) -> anyhow::Result<()> {
 }
 
 async fn run_checks(args: &ChecksBenchArgs, url: &str) -> anyhow::Result<()> {
-    use orders_application::price_checks::{load_order, request_check};
-    use orders_domain::price_check::CheckTrigger;
     use orders_test_support::fixture_shop::FixtureServer;
 
     let pool = orders_store::database::connect(url, 8).await?;
@@ -279,10 +278,60 @@ async fn run_checks(args: &ChecksBenchArgs, url: &str) -> anyhow::Result<()> {
         shops.push(FixtureServer::start().await.context("starting a shop")?);
     }
     let events = EventStore::new(pool.clone(), super::setup::bench_audit_key());
+    let orders = place_one_order_per_page(&events, &shops, args.orders).await?;
+    let worker_env = checks_worker_env(args);
+    let _relay = spawn_service("relay", url, nats.url(), &worker_env)?;
+    let mut scrapers = Vec::new();
+    for _ in 0..args.scrapers.max(1) {
+        scrapers.push(spawn_service("workers", url, nats.url(), &worker_env)?);
+    }
+
+    let warm_up =
+        std::time::Duration::from_secs(3) + std::time::Duration::from_millis(args.spacing_ms * 2);
+    let measured = std::time::Duration::from_secs(args.duration_secs);
+    let (window, requested) =
+        keep_checks_in_flight(&pool, &events, &orders, warm_up, measured).await?;
+    let (from, to) = window;
+    let observed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events
+          WHERE event_type = 'PriceObserved' AND recorded_at >= $1 AND recorded_at < $2",
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_one(&pool)
+    .await?;
+    let failed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'PriceCheckFailed'")
+            .fetch_one(&pool)
+            .await?;
+    let seconds = (to - from).num_milliseconds() as f64 / 1_000.0;
+    let rate = observed as f64 / seconds;
+    let ceiling = f64::from(args.hosts) * 1_000.0 / args.spacing_ms as f64;
+    drop(scrapers);
+    println!(
+        "checks through the pipeline: {observed} observed in {seconds:.1} s = {rate:.1} checks/s; \
+         ceiling hosts / spacing = {} / {} ms = {ceiling:.1} checks/s; {:.1}% of it \
+         ({requested} requested, {failed} failed checks in all, {} scraper process(es))",
+        args.hosts,
+        args.spacing_ms,
+        100.0 * rate / ceiling,
+        args.scrapers.max(1),
+    );
+    report_spacing(&shops, args.spacing_ms);
+    events.close().await;
+    Ok(())
+}
+
+/// One order per product page, the pages spread over the shops in turn.
+async fn place_one_order_per_page(
+    events: &EventStore,
+    shops: &[orders_test_support::fixture_shop::FixtureServer],
+    count: u32,
+) -> anyhow::Result<Vec<OrderId>> {
     let owner = UserId::new();
-    let mut orders = Vec::with_capacity(args.orders as usize);
-    for index in 0..args.orders {
-        let shop = &shops[(index % args.hosts) as usize];
+    let mut orders = Vec::with_capacity(count as usize);
+    for index in 0..count {
+        let shop = &shops[index as usize % shops.len()];
         let path = format!("/p/{index}");
         shop.set_html(&path, product_page("3500.00"));
         let order_id = OrderId::new();
@@ -304,7 +353,12 @@ async fn run_checks(args: &ChecksBenchArgs, url: &str) -> anyhow::Result<()> {
             .map_err(|error| anyhow::anyhow!("placing an order: {error}"))?;
         orders.push(order_id);
     }
-    let worker_env = [
+    Ok(orders)
+}
+
+/// The environment of the relay and worker processes of the checks benchmark.
+fn checks_worker_env(args: &ChecksBenchArgs) -> [(&'static str, String); 8] {
+    [
         (
             "ORDERS_AUDIT_KEY",
             super::setup::bench_audit_key_text().to_owned(),
@@ -323,20 +377,26 @@ async fn run_checks(args: &ChecksBenchArgs, url: &str) -> anyhow::Result<()> {
         ),
         ("ORDERS_SCRAPER_CONCURRENCY", args.orders.to_string()),
         ("ORDERS_RELAY_POLL_MS", "20".to_owned()),
-    ];
-    let _relay = spawn_service("relay", url, nats.url(), &worker_env)?;
-    let mut scrapers = Vec::new();
-    for _ in 0..args.scrapers.max(1) {
-        scrapers.push(spawn_service("workers", url, nats.url(), &worker_env)?);
-    }
+    ]
+}
 
-    // Keeps every order's check in flight: an order without a claim gets a new one.
+type Window = (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>);
+
+/// Keeps every order's check in flight (an order without a claim gets a new one)
+/// through the warm-up and the measured time; answers the measured window and how
+/// many checks were requested.
+async fn keep_checks_in_flight(
+    pool: &PgPool,
+    events: &EventStore,
+    orders: &[OrderId],
+    warm_up: std::time::Duration,
+    measured: std::time::Duration,
+) -> anyhow::Result<(Window, u64)> {
+    use orders_application::price_checks::{load_order, request_check};
+    use orders_domain::price_check::CheckTrigger;
+
     let ids: Vec<Uuid> = orders.iter().map(|id| id.as_uuid()).collect();
-    let warm_up =
-        std::time::Duration::from_secs(3) + std::time::Duration::from_millis(args.spacing_ms * 2);
-    let measured = std::time::Duration::from_secs(args.duration_secs);
     let started = Instant::now();
-    let mut window: Option<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> = None;
     let mut window_start = None;
     let mut requested = 0_u64;
     while started.elapsed() < warm_up + measured {
@@ -348,46 +408,30 @@ async fn run_checks(args: &ChecksBenchArgs, url: &str) -> anyhow::Result<()> {
               WHERE NOT EXISTS (SELECT 1 FROM check_claims WHERE order_id = id)",
         )
         .bind(&ids)
-        .fetch_all(&pool)
+        .fetch_all(pool)
         .await?;
         for id in idle {
-            let order = load_order(&events, OrderId::from_uuid(id))
+            let order = load_order(events, OrderId::from_uuid(id))
                 .await
                 .map_err(|error| anyhow::anyhow!("{error}"))?;
-            request_check(&events, &order, CheckTrigger::Manual, &scraper())
+            request_check(events, &order, CheckTrigger::Manual, &scraper())
                 .await
                 .map_err(|error| anyhow::anyhow!("{error}"))?;
             requested += 1;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    if let Some(start) = window_start {
-        window = Some((start, chrono::Utc::now()));
-    }
-    let (from, to) = window.context("the measured window never started")?;
-    let observed: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM events
-          WHERE event_type = 'PriceObserved' AND recorded_at >= $1 AND recorded_at < $2",
-    )
-    .bind(from)
-    .bind(to)
-    .fetch_one(&pool)
-    .await?;
-    let failed: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'PriceCheckFailed'")
-            .fetch_one(&pool)
-            .await?;
-    let seconds = (to - from).num_milliseconds() as f64 / 1_000.0;
-    let rate = observed as f64 / seconds;
-    let ceiling = f64::from(args.hosts) * 1_000.0 / args.spacing_ms as f64;
-    drop(scrapers);
+    let start = window_start.context("the measured window never started")?;
+    Ok(((start, chrono::Utc::now()), requested))
+}
 
-    // The spacing, as the shops saw it: from the end of one request to the start of
-    // the next, per shop (robots.txt included).
-    let spacing = std::time::Duration::from_millis(args.spacing_ms);
+/// The spacing, as the shops saw it: from the end of one request to the start of
+/// the next, per shop (robots.txt included).
+fn report_spacing(shops: &[orders_test_support::fixture_shop::FixtureServer], spacing_ms: u64) {
+    let spacing = std::time::Duration::from_millis(spacing_ms);
     let mut gaps = Vec::new();
     let mut overlaps = 0;
-    for shop in &shops {
+    for shop in shops {
         let mut requests = shop.requests();
         requests.sort_by_key(|request| request.started_at);
         for pair in requests.windows(2) {
@@ -404,30 +448,18 @@ async fn run_checks(args: &ChecksBenchArgs, url: &str) -> anyhow::Result<()> {
     let gap_ms =
         |gap: Option<&std::time::Duration>| gap.map_or(f64::NAN, |gap| gap.as_secs_f64() * 1_000.0);
     println!(
-        "checks through the pipeline: {observed} observed in {seconds:.1} s = {rate:.1} checks/s; \
-         ceiling hosts / spacing = {} / {} ms = {ceiling:.1} checks/s; {:.1}% of it \
-         ({requested} requested, {failed} failed checks in all, {} scraper process(es))",
-        args.hosts,
-        args.spacing_ms,
-        100.0 * rate / ceiling,
-        args.scrapers.max(1),
-    );
-    println!(
-        "spacing held: {} gaps between requests to one shop, {below} shorter than {} ms, {overlaps} overlapping; \
-         shortest {:.1} ms, median {:.1} ms",
+        "spacing held: {} gaps between requests to one shop, {below} shorter than {spacing_ms} ms, \
+         {overlaps} overlapping; shortest {:.1} ms, median {:.1} ms",
         gaps.len(),
-        args.spacing_ms,
         gap_ms(gaps.first()),
         gap_ms(gaps.get(gaps.len() / 2)),
     );
-    events.close().await;
-    Ok(())
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct IdleMemoryArgs {
     #[command(flatten)]
-    database: crate::cli_args::DatabaseArgs,
+    database: orders::cli_args::DatabaseArgs,
     /// Seconds each service idles before its memory is read.
     #[arg(long, default_value_t = 10)]
     idle_secs: u64,

@@ -24,22 +24,19 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Args;
-use orders_command_api::{ApiConfig, AppState};
+use orders_command_api::AppState;
 use orders_domain::order::MAX_ACTIVE_ORDERS_PER_USER;
 use orders_store::statements::{self, Bound};
-use orders_store::Secret;
-use tokio::net::TcpListener;
-use uuid::Uuid;
 
 use super::setup::{
-    bench_audit_key, bench_user_id, create_bench_users, median, place_order_request, tempdir,
+    bench_user_id, create_bench_users, median, place_order_request, tempdir, BenchApi,
     BenchDatabase, KeepAliveConnection, BENCH_USERS, BENCH_USER_ID_SQL,
 };
 
 #[derive(Debug, Args)]
 pub(crate) struct CommandsBenchArgs {
     #[command(flatten)]
-    database: crate::cli_args::DatabaseArgs,
+    database: orders::cli_args::DatabaseArgs,
     /// Concurrent clients, one measurement each.
     #[arg(long, value_delimiter = ',', default_values_t = vec![8, 32])]
     clients: Vec<u32>,
@@ -116,30 +113,13 @@ async fn run_in_database(
     .await
     .context("creating the one-row table")?;
 
-    let secret = Secret::from_env_value(
-        "benchmark secret",
-        Some(format!(
-            "{}{}",
-            Uuid::new_v4().simple(),
-            Uuid::new_v4().simple()
-        )),
-    )?;
     let log = if args.with_log {
         Some(super::setup::BenchLog::start(bench_url, true).await?)
     } else {
         None
     };
-    let mut config = ApiConfig::new(secret, bench_audit_key(), "http://127.0.0.1".to_owned());
-    config.relay_waker = log.as_ref().map(super::setup::BenchLog::relay_waker);
-    let state = AppState::new(config, pool.clone()).await?;
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let stop = tokio_util::sync::CancellationToken::new();
-    let server = tokio::spawn(orders_command_api::run(
-        state.clone(),
-        listener,
-        stop.clone(),
-    ));
+    let relay_waker = log.as_ref().map(super::setup::BenchLog::relay_waker);
+    let api = BenchApi::start(&pool, relay_waker).await?;
 
     let scripts = tempdir()?;
     let same_sql_script = scripts.join("same-sql.pgbench");
@@ -157,7 +137,8 @@ async fn run_in_database(
                 "{clients} clients, round {round}/{}: POST /orders for {} s (+{} s warm-up)",
                 args.rounds, args.duration_secs, args.warmup_secs
             );
-            let api_orders = drive_api(&state, addr, clients, args, next_user.clone()).await?;
+            let api_orders =
+                drive_api(&api.state, api.addr, clients, args, next_user.clone()).await?;
             let api_per_sec = api_orders as f64 / args.duration_secs as f64;
 
             // pgbench's owners: fresh users, enough that none nears the limit of 100.
@@ -201,8 +182,7 @@ async fn run_in_database(
             one_row_per_sec: median(rounds.iter().map(|r| r.2).collect()),
         });
     }
-    stop.cancel();
-    server.await??;
+    api.stop().await?;
     if let Some(log) = log {
         log.stop().await;
     }

@@ -19,30 +19,27 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
-use tokio_util::sync::CancellationToken;
 
 use anyhow::Context as _;
 use async_nats::jetstream::{self, message::PublishMessage, stream};
 use clap::Args;
 use futures::StreamExt as _;
-use orders_command_api::{ApiConfig, AppState};
+use orders_command_api::AppState;
 use orders_domain::order::MAX_ACTIVE_ORDERS_PER_USER;
 use orders_nats::{ensure_topology, LogEvent, LOG_STREAM};
-use orders_store::Secret;
 use orders_test_support::nats_server::NatsServer;
 use sqlx::PgPool;
-use tokio::net::TcpListener;
-use uuid::Uuid;
 
 use super::setup::{
     bench_user_id, create_bench_users, median, memory_mib, percentile, place_order_request,
-    relay_all, sorted, store_log, BenchDatabase, BenchLog, KeepAliveConnection, BENCH_USERS,
+    relay_all, sorted, store_log, BenchApi, BenchDatabase, BenchLog, KeepAliveConnection,
+    BENCH_USERS,
 };
 
 #[derive(Debug, Args)]
 pub(crate) struct RelayBenchArgs {
     #[command(flatten)]
-    database: crate::cli_args::DatabaseArgs,
+    database: orders::cli_args::DatabaseArgs,
     /// Events in the backlog.
     #[arg(long, default_value_t = 100_000)]
     events: u64,
@@ -154,7 +151,7 @@ pub(crate) async fn relay(args: RelayBenchArgs) -> anyhow::Result<()> {
 #[derive(Debug, Args)]
 pub(crate) struct PipelineBenchArgs {
     #[command(flatten)]
-    database: crate::cli_args::DatabaseArgs,
+    database: orders::cli_args::DatabaseArgs,
     /// Commands (`POST /orders`, one event each) per second.
     #[arg(long, default_value_t = 1000)]
     rate: u32,
@@ -226,124 +223,45 @@ async fn run_pipeline(args: &PipelineBenchArgs, url: &str) -> anyhow::Result<Pip
     let log = BenchLog::start(url, true).await?;
     eprintln!("waiting for the views to take in the benchmark's users");
     log.wait_until_caught_up(&pool).await?;
-    let secret = Secret::from_env_value(
-        "benchmark secret",
-        Some(format!(
-            "{}{}",
-            Uuid::new_v4().simple(),
-            Uuid::new_v4().simple()
-        )),
-    )?;
-    let mut config = ApiConfig::new(
-        secret,
-        super::setup::bench_audit_key(),
-        "http://127.0.0.1".to_owned(),
-    );
-    config.relay_waker = Some(log.relay_waker());
-    let state = AppState::new(config, pool.clone()).await?;
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let stop_api = CancellationToken::new();
-    let api = tokio::spawn(orders_command_api::run(
-        state.clone(),
-        listener,
-        stop_api.clone(),
-    ));
+    let api = BenchApi::start(&pool, Some(log.relay_waker())).await?;
 
     let started = Instant::now();
     let measure_from = started + Duration::from_secs(args.warmup_secs);
     let measure_until = measure_from + Duration::from_secs(args.duration_secs);
     let window_start = SystemTime::now() + Duration::from_secs(args.warmup_secs);
-    let window_end = window_start + Duration::from_secs(args.duration_secs);
+    let window = window_start..window_start + Duration::from_secs(args.duration_secs);
 
-    // Store -> stream: every order event as it reaches its subject.
-    let client = log.client.clone();
-    let mut events = client.subscribe("orders.events.order.>").await?;
-    let lags = Arc::new(Mutex::new(Vec::new()));
-    let collecting = {
-        let lags = lags.clone();
-        tokio::spawn(async move {
-            while let Some(message) = events.next().await {
-                let received = SystemTime::now();
-                let Some(recorded_at) = message
-                    .headers
-                    .as_ref()
-                    .and_then(|headers| headers.get("Orders-Recorded-At"))
-                    .map(|value| value.as_str().to_owned())
-                else {
-                    continue;
-                };
-                if received >= window_start && received < window_end {
-                    if let Some(lag) = lag_ms(&recorded_at, received) {
-                        lags.lock().expect("not poisoned").push(lag);
-                    }
-                }
-            }
-        })
-    };
-    // Its floor: a core NATS message at the same rate, through the same server.
-    let mut pings = client.subscribe("bench.ping").await?;
-    let floor = Arc::new(Mutex::new(Vec::new()));
-    let pinging = {
-        let floor = floor.clone();
-        tokio::spawn(async move {
-            while let Some(message) = pings.next().await {
-                let received = SystemTime::now();
-                let sent: i64 = std::str::from_utf8(&message.payload)
-                    .ok()
-                    .and_then(|text| text.parse().ok())
-                    .unwrap_or_default();
-                if received >= window_start && received < window_end {
-                    floor
-                        .lock()
-                        .expect("not poisoned")
-                        .push((micros_since_epoch(received) - sent) as f64 / 1000.0);
-                }
-            }
-        })
-    };
-    let pinger = {
-        let client = client.clone();
-        let period = Duration::from_secs_f64(1.0 / f64::from(args.rate.max(1)));
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(period);
-            while Instant::now() < measure_until {
-                ticks.tick().await;
-                let now = micros_since_epoch(SystemTime::now()).to_string();
-                let _ = client.publish("bench.ping", now.into()).await;
-            }
-        })
-    };
+    let lags = Samples::default();
+    let collecting =
+        collect_store_to_stream_lags(&log.client, window.clone(), lags.clone()).await?;
+    let floor = Samples::default();
+    let (pinging, pinger) =
+        measure_publish_floor(&log.client, args.rate, window, measure_until, floor.clone()).await?;
 
     // The clients: each its share of the rate, on its own connection.
     let next_user = Arc::new(AtomicU64::new(1));
     let completed = Arc::new(AtomicU64::new(0));
     let stale = Arc::new(AtomicU64::new(0));
-    let visible = Arc::new(Mutex::new(Vec::new()));
+    let visible = Samples::default();
     let mut clients = Vec::new();
     let connections = args.connections.max(1);
     let period = Duration::from_secs_f64(f64::from(connections) / f64::from(args.rate.max(1)));
     for client_index in 0..connections {
-        let state = state.clone();
-        let next_user = next_user.clone();
-        let completed = completed.clone();
-        let stale = stale.clone();
-        let visible = visible.clone();
+        let run = ClientRun {
+            addr: api.addr,
+            state: api.state.clone(),
+            next_user: next_user.clone(),
+            completed: completed.clone(),
+            stale: stale.clone(),
+            visible: visible.clone(),
+            period,
+            measure_from,
+            measure_until,
+        };
         clients.push(tokio::spawn(async move {
             // Spread the clients' ticks over one period.
             tokio::time::sleep(period * client_index / connections).await;
-            drive_client(ClientRun {
-                addr,
-                state,
-                next_user,
-                completed,
-                stale,
-                visible,
-                period,
-                measure_from,
-                measure_until,
-            })
-            .await
+            drive_client(run).await
         }));
     }
     for client in clients {
@@ -354,14 +272,87 @@ async fn run_pipeline(args: &PipelineBenchArgs, url: &str) -> anyhow::Result<Pip
     collecting.abort();
     pinging.abort();
     pinger.abort();
-    stop_api.cancel();
-    api.await??;
+    api.stop().await?;
     log.stop().await;
     pool.close().await;
-    let lags = std::mem::take(&mut *lags.lock().expect("not poisoned"));
-    let floor = std::mem::take(&mut *floor.lock().expect("not poisoned"));
-    let visible = std::mem::take(&mut *visible.lock().expect("not poisoned"));
-    Ok((achieved, lags, floor, visible, stale.load(Ordering::SeqCst)))
+    let take = |samples: &Samples| std::mem::take(&mut *samples.lock().expect("not poisoned"));
+    Ok((
+        achieved,
+        take(&lags),
+        take(&floor),
+        take(&visible),
+        stale.load(Ordering::SeqCst),
+    ))
+}
+
+/// Measurements in milliseconds, gathered by several tasks.
+type Samples = Arc<Mutex<Vec<f64>>>;
+
+/// Store -> stream: the lag of every order event as it reaches its subject, within
+/// `window`.
+async fn collect_store_to_stream_lags(
+    client: &async_nats::Client,
+    window: std::ops::Range<SystemTime>,
+    lags: Samples,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let mut events = client.subscribe("orders.events.order.>").await?;
+    Ok(tokio::spawn(async move {
+        while let Some(message) = events.next().await {
+            let received = SystemTime::now();
+            let Some(recorded_at) = message
+                .headers
+                .as_ref()
+                .and_then(|headers| headers.get("Orders-Recorded-At"))
+                .map(|value| value.as_str().to_owned())
+            else {
+                continue;
+            };
+            if window.contains(&received) {
+                if let Some(lag) = lag_ms(&recorded_at, received) {
+                    lags.lock().expect("not poisoned").push(lag);
+                }
+            }
+        }
+    }))
+}
+
+/// The floor of store -> stream: a core NATS message at the same rate, through the
+/// same server, from publish to subscriber. Answers the receiving and the sending
+/// task.
+async fn measure_publish_floor(
+    client: &async_nats::Client,
+    rate: u32,
+    window: std::ops::Range<SystemTime>,
+    until: Instant,
+    floor: Samples,
+) -> anyhow::Result<(tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>)> {
+    let mut pings = client.subscribe("bench.ping").await?;
+    let receiving = tokio::spawn(async move {
+        while let Some(message) = pings.next().await {
+            let received = SystemTime::now();
+            let sent: i64 = std::str::from_utf8(&message.payload)
+                .ok()
+                .and_then(|text| text.parse().ok())
+                .unwrap_or_default();
+            if window.contains(&received) {
+                floor
+                    .lock()
+                    .expect("not poisoned")
+                    .push((micros_since_epoch(received) - sent) as f64 / 1000.0);
+            }
+        }
+    });
+    let client = client.clone();
+    let period = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
+    let sending = tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(period);
+        while Instant::now() < until {
+            ticks.tick().await;
+            let now = micros_since_epoch(SystemTime::now()).to_string();
+            let _ = client.publish("bench.ping", now.into()).await;
+        }
+    });
+    Ok((receiving, sending))
 }
 
 struct ClientRun {
@@ -431,7 +422,7 @@ async fn drive_client(run: ClientRun) -> anyhow::Result<()> {
 #[derive(Debug, Args)]
 pub(crate) struct ReplayBenchArgs {
     #[command(flatten)]
-    database: crate::cli_args::DatabaseArgs,
+    database: orders::cli_args::DatabaseArgs,
     /// Events in the log.
     #[arg(long, default_value_t = 1_000_000)]
     events: u64,

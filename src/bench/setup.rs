@@ -6,10 +6,12 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use async_nats::jetstream::{self};
+use orders_command_api::{ApiConfig, AppState};
 use orders_domain::email::EmailAddress;
 use orders_domain::ids::{OrderId, UserId};
 use orders_domain::money::{Currency, Money};
@@ -18,11 +20,12 @@ use orders_domain::user::UserEvent;
 use orders_nats::{ensure_topology, LEADER_BUCKET, LEADER_LEASE};
 use orders_relay::{listen_for_wake_ups, Relay};
 use orders_store::event_store::RelayWaker;
+use orders_store::Secret;
 use orders_test_support::nats_server::NatsServer;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions as _, PgPool};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -512,3 +515,49 @@ pub(crate) fn memory_mib(pid: u32) -> Option<(f64, f64)> {
 /// The same ids, computed by PostgreSQL (for pgbench).
 pub(crate) const BENCH_USER_ID_SQL: &str =
     "('00000000-0000-7000-8000-' || lpad(to_hex((:u)::bigint), 12, '0'))";
+
+/// The API, in this process, on a port of its own.
+pub(crate) struct BenchApi {
+    pub(crate) state: Arc<AppState>,
+    pub(crate) addr: SocketAddr,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl BenchApi {
+    pub(crate) async fn start(
+        pool: &PgPool,
+        relay_waker: Option<RelayWaker>,
+    ) -> anyhow::Result<Self> {
+        let secret = Secret::from_env_value(
+            "benchmark secret",
+            Some(format!(
+                "{}{}",
+                Uuid::new_v4().simple(),
+                Uuid::new_v4().simple()
+            )),
+        )?;
+        let mut config = ApiConfig::new(secret, bench_audit_key(), "http://127.0.0.1".to_owned());
+        config.relay_waker = relay_waker;
+        let state = AppState::new(config, pool.clone()).await?;
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(orders_command_api::run(
+            state.clone(),
+            listener,
+            stop.clone(),
+        ));
+        Ok(Self {
+            state,
+            addr,
+            stop,
+            task,
+        })
+    }
+
+    pub(crate) async fn stop(self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        self.task.await?
+    }
+}

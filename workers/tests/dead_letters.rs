@@ -15,9 +15,9 @@ use orders_nats::work::{
 };
 use orders_nats::LogEvent;
 use orders_test_support::nats_server::NatsServer;
+use orders_test_support::wait::eventually;
 use orders_workers::consumer::{consume, Outcome};
 use orders_workers::dead_letters::{list, retry, DeadLetter, RetrySelection};
-use tokio::time::Instant;
 
 const DELIVERIES_HEADER: &str = "Orders-Dead-Letter-Deliveries";
 
@@ -230,24 +230,17 @@ async fn dead_letters_are_listed_filtered_and_put_back_for_their_worker() {
     assert_eq!(list(&jetstream, None).await.unwrap(), []);
 }
 
-/// Waits (up to 5 s) until `worker` has a dead letter, looking every 20 ms.
+/// Waits (up to 5 s) until `worker` has a dead letter.
 async fn first_dead_letter(jetstream: &jetstream::Context, worker: &str) -> DeadLetter {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        if let Some(letter) = list(jetstream, Some(worker))
+    let what = format!("a dead letter of {worker}");
+    eventually(Duration::from_secs(5), &what, || async {
+        list(jetstream, Some(worker))
             .await
             .unwrap()
             .into_iter()
             .next()
-        {
-            return letter;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no dead letter of {worker} within 5 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
 }
 
 #[tokio::test]

@@ -59,29 +59,20 @@ const EVENT_COLUMNS: [Bound; 8] = [
     Bound::Seals,
 ];
 
-const USER_EVENTS_BINDS: [Bound; 9] = [
-    Bound::AggregateTypes,
-    Bound::AggregateIds,
-    Bound::Sequences,
-    Bound::EventTypes,
-    Bound::EventVersions,
-    Bound::Payloads,
-    Bound::Metadata,
-    Bound::Seals,
-    Bound::PasswordHash,
-];
+/// The event columns, then `extra` as `$9`.
+const fn events_then(extra: Bound) -> [Bound; 9] {
+    let mut binds = [extra; 9];
+    let mut index = 0;
+    while index < EVENT_COLUMNS.len() {
+        binds[index] = EVENT_COLUMNS[index];
+        index += 1;
+    }
+    binds
+}
 
-const GUARDED_PLACEMENT_BINDS: [Bound; 9] = [
-    Bound::AggregateTypes,
-    Bound::AggregateIds,
-    Bound::Sequences,
-    Bound::EventTypes,
-    Bound::EventVersions,
-    Bound::Payloads,
-    Bound::Metadata,
-    Bound::Seals,
-    Bound::Owner,
-];
+const USER_EVENTS_BINDS: [Bound; 9] = events_then(Bound::PasswordHash);
+
+const GUARDED_PLACEMENT_BINDS: [Bound; 9] = events_then(Bound::Owner);
 
 /// All of a command's events in one statement; `UNNEST` keeps the statement text the
 /// same for any number of events, so it is prepared once per connection.

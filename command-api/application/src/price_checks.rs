@@ -3,7 +3,7 @@
 //!
 //! The order is loaded for what the check needs (its URL, selector, currency and
 //! status); the price-check aggregate judges whether it may be checked; the event is
-//! stored only with its order's claim (see `INSERT_PRICE_CHECK_EVENTS`), so an order
+//! stored only with its order's claim (see `orders_store::statements`), so an order
 //! never has two checks in flight, however many schedulers or owners ask at once.
 
 use cqrs_es::AggregateError;

@@ -609,7 +609,7 @@ struct OrdersEventRepository {
 }
 
 /// How long a check may stay in flight before its order may be checked again
-/// anyway (the interval in [`INSERT_PRICE_CHECK_EVENTS`]).
+/// anyway (the interval in the statement that claims a check, `statements.rs`).
 pub const CHECK_CLAIM_LEASE: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 
 impl OrdersEventRepository {

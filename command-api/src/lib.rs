@@ -47,6 +47,8 @@ pub struct ApiConfig {
     pub login_failures_purge_interval: Duration,
     /// Wakes the relay after each command (when the API has a NATS connection).
     pub relay_waker: Option<event_store::RelayWaker>,
+    /// Feeds `GET /live` (when the API has a NATS connection; else it answers 503).
+    pub live: Option<Arc<orders_projectors::live::LiveHub>>,
 }
 
 impl ApiConfig {
@@ -61,6 +63,7 @@ impl ApiConfig {
             read_your_writes_timeout: Duration::from_secs(2),
             login_failures_purge_interval: Duration::from_secs(5 * 60),
             relay_waker: None,
+            live: None,
         }
     }
 }

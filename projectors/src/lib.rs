@@ -10,6 +10,7 @@
 
 pub mod checkpoint;
 pub mod lag;
+pub mod live;
 pub mod projector;
 pub mod query;
 pub mod record;

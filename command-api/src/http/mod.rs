@@ -21,6 +21,7 @@ use orders_store::event_store::LogPosition;
 pub mod accounts;
 pub mod admin;
 pub mod control_characters;
+pub mod live;
 pub mod operations;
 pub mod orders;
 pub mod password_reset;
@@ -37,6 +38,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .merge(accounts::router())
         .merge(password_reset::router())
+        .merge(live::router())
         .merge(admin::router())
         .merge(profile::router())
         .merge(orders::router())

@@ -95,6 +95,7 @@ impl Modify for BearerAuth {
         crate::http::password_reset::confirm_password_reset,
         crate::http::password_reset::password_reset_page,
         crate::http::accounts::unsubscribe_link,
+        crate::http::live::live,
         crate::http::profile::show_profile,
         crate::http::profile::update_profile,
         crate::http::profile::change_password,

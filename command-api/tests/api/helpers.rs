@@ -40,7 +40,9 @@ pub(crate) struct TestApp {
 pub(crate) struct Log {
     pub(crate) client: async_nats::Client,
     pub(crate) jetstream: async_nats::jetstream::Context,
-    /// Stops the relay and the projectors when the log is dropped.
+    /// Cancelled when the log is dropped: stops the relay, the projectors and the
+    /// live feed.
+    pub(crate) stop: CancellationToken,
     _stop: DropGuard,
     _server: NatsServer,
 }
@@ -76,6 +78,7 @@ pub(crate) async fn start_log_with(pool: &PgPool, projectors: bool) -> Log {
     Log {
         client,
         jetstream,
+        stop: stop.clone(),
         _stop: stop.drop_guard(),
         _server: server,
     }
@@ -90,8 +93,14 @@ pub(crate) async fn spawn_app_with_log_and(configure: impl FnOnce(&mut ApiConfig
     let pool = fresh_database().await;
     let log = start_log(&pool).await;
     let waker = RelayWaker::new(log.client.clone());
+    let live = orders_projectors::live::LiveHub::start(
+        log.jetstream.clone(),
+        pool.clone(),
+        log.stop.clone(),
+    );
     let mut app = spawn_instance(pool, |config| {
         config.relay_waker = Some(waker);
+        config.live = Some(live);
         configure(config);
     })
     .await;

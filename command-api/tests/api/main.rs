@@ -5,6 +5,7 @@ mod accounts;
 mod admin;
 mod helpers;
 mod hostile_input;
+mod live;
 mod operations;
 mod orders;
 mod relay;

@@ -16,6 +16,7 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 
 pub mod auth;
+pub mod console;
 pub mod http;
 pub mod login_throttle;
 pub mod metrics;

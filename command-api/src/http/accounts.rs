@@ -112,26 +112,8 @@ pub async fn register(
     context: RequestContext,
     AppJson(request): AppJson<RegisterRequest>,
 ) -> Result<Response, ApiError> {
-    let email = EmailAddress::parse(&request.email)
-        .map_err(|error| ApiError::invalid_field("email", error.to_string()))?;
-    check_password(&request.password)
-        .map_err(|error| ApiError::invalid_field("password", error.to_string()))?;
-    let normalized = email.normalized();
-    // Saves an argon2 hash on the common case; the unique index decides races.
-    if user_lookup::user_by_email(state.pool(), &normalized)
-        .await
-        .context("looking up an e-mail address")?
-        .is_some()
-    {
-        return Err(ApiError::Conflict(
-            "this e-mail address is already registered".to_owned(),
-        ));
-    }
-    let password_hash = hash_password(request.password).await?;
     let Registered { user_id, position } =
-        accounts::register(&state.events, email, password_hash, request_ids(context))
-            .await
-            .map_err(|error| user_command_error(error, "registering a user"))?;
+        register_user(&state, &request.email, request.password, context).await?;
     tracing::info!(%user_id, "user registered");
     let response = (
         StatusCode::CREATED,
@@ -140,6 +122,34 @@ pub async fn register(
     )
         .into_response();
     Ok(with_position(response, position))
+}
+
+/// Registers `email` with `password`, as `POST /auth/register` and the console's
+/// sign-up form do: the address and the password policy checked (422 naming the
+/// field), a known address refused before the hash is computed (409), the unique
+/// index deciding races.
+pub(crate) async fn register_user(
+    state: &AppState,
+    email: &str,
+    password: String,
+    context: RequestContext,
+) -> Result<Registered, ApiError> {
+    let email = EmailAddress::parse(email)
+        .map_err(|error| ApiError::invalid_field("email", error.to_string()))?;
+    check_password(&password)
+        .map_err(|error| ApiError::invalid_field("password", error.to_string()))?;
+    // Saves an argon2 hash on the common case; the unique index decides races.
+    if user_lookup::user_by_email(state.pool(), &email.normalized())
+        .await
+        .context("looking up an e-mail address")?
+        .is_some()
+    {
+        return Err(user_refusal(UserError::AlreadyRegistered));
+    }
+    let password_hash = hash_password(password).await?;
+    accounts::register(&state.events, email, password_hash, request_ids(context))
+        .await
+        .map_err(|error| user_command_error(error, "registering a user"))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -359,16 +369,36 @@ pub async fn login(
             return Err(refused);
         }
     };
+    let user_id = authenticate(&state, &request.email, request.password, client).await?;
+    let access_token = state.access_tokens.issue(user_id)?;
+    Ok(Json(LoginResponse {
+        access_token,
+        token_type: "Bearer".to_owned(),
+        expires_in: state.access_tokens.lifetime().as_secs(),
+    })
+    .into_response())
+}
+
+/// Checks an e-mail address and password as every login does (the JSON API's and
+/// the console's): counted by the throttle's gate before the password is checked
+/// (429 when locked), an unknown address checked against a dummy hash (401 like a
+/// wrong password), a right password giving its place back. Answers the user.
+pub(crate) async fn authenticate(
+    state: &AppState,
+    email_text: &str,
+    password: String,
+    client: IpAddr,
+) -> Result<UserId, ApiError> {
     // Registration's own parse: an address it refuses (the Kelvin sign for a `k`,
     // say) belongs to nobody, whatever it lowercases to.
-    let email = EmailAddress::parse(&request.email).ok();
+    let email = EmailAddress::parse(email_text).ok();
     let keys = match &email {
         Some(email) => ThrottleKeys::new(&email.normalized(), client),
-        None => ThrottleKeys::new(&request.email, client),
+        None => ThrottleKeys::new(email_text, client),
     };
-    let attempt = admit_login(&state, &keys).await?;
+    let attempt = admit_login(state, &keys).await?;
     let Some(email) = email else {
-        count_login(&state, "failure");
+        count_login(state, "failure");
         return Err(ApiError::Unauthorized(LOGIN_REFUSED));
     };
     let normalized = email.normalized();
@@ -389,12 +419,12 @@ pub async fn login(
         (Some(_), Some(hash)) => hash,
         _ => state.dummy_password_hash.clone(),
     };
-    let password_matches = verify_password(request.password, stored_hash).await?;
+    let password_matches = verify_password(password, stored_hash).await?;
     state.metrics.password_verifications.inc();
     let user_id = match user_id {
         Some(user_id) if password_matches && !user.is_deactivated() => user_id,
         _ => {
-            count_login(&state, "failure");
+            count_login(state, "failure");
             return Err(ApiError::Unauthorized(LOGIN_REFUSED));
         }
     };
@@ -403,14 +433,8 @@ pub async fn login(
         .succeeded(&attempt, chrono::Utc::now())
         .await
         .context("giving a successful login's place back")?;
-    count_login(&state, "success");
-    let access_token = state.access_tokens.issue(user_id)?;
-    Ok(Json(LoginResponse {
-        access_token,
-        token_type: "Bearer".to_owned(),
-        expires_in: state.access_tokens.lifetime().as_secs(),
-    })
-    .into_response())
+    count_login(state, "success");
+    Ok(user_id)
 }
 
 /// Counts a password check before it is made (the login throttle's gate): 429 with

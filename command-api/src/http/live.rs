@@ -1,5 +1,6 @@
 //! `GET /live`: the caller's events as they reach the log, as server-sent events
-//! (`orders_projectors::live` does the reading and the exactness).
+//! (`orders_projectors::live` does the reading and the exactness), for a bearer
+//! token or a console session.
 //!
 //! Each message: `id:` the event's log position (the `Orders-Position` token),
 //! `event:` its type, `data:` JSON (event id, aggregate type and id, sequence,
@@ -56,10 +57,14 @@ pub struct LiveParams {
               (status = 503, body = crate::problem::Problem)))]
 pub async fn live(
     State(state): State<Arc<AppState>>,
-    caller: CurrentUser,
+    bearer: Result<CurrentUser, ApiError>,
     headers: HeaderMap,
     Query(params): Query<LiveParams>,
 ) -> Result<Response, ApiError> {
+    let caller = match bearer {
+        Ok(caller) => caller,
+        Err(no_token) => console_caller(&state, &headers).await?.ok_or(no_token)?,
+    };
     let after = resume_point(&state, &headers, params.after.as_deref()).await?;
     let audience = audience_of(&state, caller).await?;
     let hub = state.config.live.as_ref().ok_or_else(|| {
@@ -89,6 +94,28 @@ fn sse_event(event: &LiveEvent) -> Event {
         .id(event.position.to_string())
         .event(&event.event_type)
         .data(&event.data)
+}
+
+/// The caller of a console page's `EventSource`: its session cookie's user. (A
+/// read: no CSRF token is needed, and without CORS headers no other site's page
+/// can read the stream.)
+async fn console_caller(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<CurrentUser>, ApiError> {
+    let Some(token) =
+        crate::console::session::cookie(headers, crate::console::session::SESSION_COOKIE)
+    else {
+        return Ok(None);
+    };
+    let session = crate::console::session::find(state.pool(), token)
+        .await
+        .map_err(|error| {
+            ApiError::internal(anyhow::Error::new(error).context("reading a session"))
+        })?;
+    Ok(session.map(|session| CurrentUser {
+        user_id: session.user_id,
+    }))
 }
 
 /// The position to resume after: `Last-Event-ID`, else `after`. One that is not a

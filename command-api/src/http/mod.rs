@@ -39,6 +39,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(accounts::router())
         .merge(password_reset::router())
         .merge(live::router())
+        .merge(crate::console::router())
         .merge(admin::router())
         .merge(profile::router())
         .merge(orders::router())

@@ -169,6 +169,46 @@ fn created(order_id: OrderId) -> Response {
         .into_response()
 }
 
+/// What a placement asks for, checked as the API checks it (the console's form too):
+/// currency, target, URL, selector syntax; the interval defaults to an hour.
+pub(crate) fn place_order_request(
+    caller: CurrentUser,
+    request: PlaceOrderRequest,
+) -> Result<PlaceOrder, ApiError> {
+    let currency = Currency::from_code(&request.currency).map_err(money_error)?;
+    let target = Money::parse(&request.target_price, currency).map_err(money_error)?;
+    let url = ProductUrl::parse(&request.url)
+        .map_err(|error| ApiError::invalid_field("url", error.to_string()))?;
+    if let Some(selector) = &request.selector {
+        check_selector_syntax(selector)?;
+    }
+    Ok(PlaceOrder {
+        owner: caller.user_id,
+        url,
+        target,
+        check_interval_secs: request
+            .check_interval_secs
+            .unwrap_or(DEFAULT_CHECK_INTERVAL_SECS),
+        selector: request.selector,
+    })
+}
+
+/// The one mapping of a placement's failure.
+pub(crate) fn place_order_error(error: PlaceOrderError) -> ApiError {
+    match error {
+        PlaceOrderError::Refused(refusal) => order_refusal(refusal),
+        PlaceOrderError::OwnerUnknown => ApiError::Unauthorized("the account does not exist"),
+        PlaceOrderError::OwnerDeactivated => ApiError::Unauthorized("the account is deactivated"),
+        PlaceOrderError::IdempotencyKeyReused => {
+            ApiError::invalid_field("Idempotency-Key", error.to_string())
+        }
+        PlaceOrderError::TooManyConflicts => ApiError::Conflict(error.to_string()),
+        PlaceOrderError::Store(failure) => {
+            ApiError::internal(anyhow::Error::new(failure).context("placing an order"))
+        }
+    }
+}
+
 /// Places a tracking order. With `Idempotency-Key`, a retry of the same request
 /// answers with the order the first one created, and stores nothing.
 #[utoipa::path(post, path = "/orders", tag = "orders", security(("bearer" = [])),
@@ -185,41 +225,11 @@ pub async fn place_order(
     AppJson(request): AppJson<PlaceOrderRequest>,
 ) -> Result<Response, ApiError> {
     let idempotency_key = idempotency_key(&headers)?;
-    let currency = Currency::from_code(&request.currency).map_err(money_error)?;
-    let target = Money::parse(&request.target_price, currency).map_err(money_error)?;
-    let url = ProductUrl::parse(&request.url)
-        .map_err(|error| ApiError::invalid_field("url", error.to_string()))?;
-    if let Some(selector) = &request.selector {
-        check_selector_syntax(selector)?;
-    }
-    let check_interval_secs = request
-        .check_interval_secs
-        .unwrap_or(DEFAULT_CHECK_INTERVAL_SECS);
-
+    let order = place_order_request(caller, request)?;
     let metadata = metadata_for(caller, context, idempotency_key);
-    let order = PlaceOrder {
-        owner: caller.user_id,
-        url,
-        target,
-        check_interval_secs,
-        selector: request.selector,
-    };
     let placed = orders::place_order(&state.events, &state.placement_facts, order, &metadata)
         .await
-        .map_err(|error| match error {
-            PlaceOrderError::Refused(refusal) => order_refusal(refusal),
-            PlaceOrderError::OwnerUnknown => ApiError::Unauthorized("the account does not exist"),
-            PlaceOrderError::OwnerDeactivated => {
-                ApiError::Unauthorized("the account is deactivated")
-            }
-            PlaceOrderError::IdempotencyKeyReused => {
-                ApiError::invalid_field("Idempotency-Key", error.to_string())
-            }
-            PlaceOrderError::TooManyConflicts => ApiError::Conflict(error.to_string()),
-            PlaceOrderError::Store(failure) => {
-                ApiError::internal(anyhow::Error::new(failure).context("placing an order"))
-            }
-        })?;
+        .map_err(place_order_error)?;
     Ok(match placed {
         Placed::Created { order_id, position } => with_position(created(order_id), position),
         Placed::Replayed { order_id, position } => {

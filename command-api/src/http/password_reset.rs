@@ -168,6 +168,9 @@ pub async fn confirm_password_reset(
         accounts::reset_password(&state.events, &link, password_hash, request_ids(context))
             .await
             .map_err(reset_link_error)?;
+    crate::console::session::end_all_of(state.pool(), link.user_id)
+        .await
+        .context("ending the user's sessions")?;
     state
         .login_throttle
         .forget_email(&ThrottleKeys::new(&link.normalized_email, client))

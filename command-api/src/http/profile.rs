@@ -183,6 +183,10 @@ pub async fn change_password(
         accounts::change_password(&state.events, caller.user_id, password_hash, &metadata)
             .await
             .map_err(|error| user_command_error(error, "changing a password"))?;
+    // Every console session of the user ends with the old password.
+    crate::console::session::end_all_of(state.pool(), caller.user_id)
+        .await
+        .context("ending the user's sessions")?;
     Ok(with_position(
         StatusCode::NO_CONTENT.into_response(),
         receipt.position,

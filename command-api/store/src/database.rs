@@ -48,6 +48,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "login known clients",
         include_str!("../migrations/0007_login_known_clients.sql"),
     ),
+    (
+        8,
+        "console sessions",
+        include_str!("../migrations/0008_console_sessions.sql"),
+    ),
 ];
 
 pub fn migrator() -> Migrator {

@@ -3,6 +3,7 @@
 
 mod accounts;
 mod admin;
+mod console;
 mod helpers;
 mod hostile_input;
 mod live;

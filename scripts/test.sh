@@ -36,6 +36,7 @@ claim_run test
 
 ensure_packages
 ensure_venv
+ensure_browser
 
 # shellcheck disable=SC2317 # called through the EXIT trap
 cleanup() {
@@ -65,7 +66,10 @@ export ORDERS_TEST_SMTP_URL="smtp://127.0.0.1:$SMTP_PORT"
 export ORDERS_TEST_MAILDIR="$MAILDIR"
 export ORDERS_TEST_PG_BINDIR="$PG_BINDIR"
 export NATS_SERVER_BIN
-test_vars=(ORDERS_TEST_DATABASE_URL ORDERS_TEST_NATS_URL ORDERS_TEST_SMTP_URL ORDERS_TEST_MAILDIR ORDERS_TEST_PG_BINDIR NATS_SERVER_BIN)
+# The browser tests: the venv's Python (with Playwright and axe-core) and Chromium.
+export ORDERS_TEST_PYTHON="$PYTHON"
+export ORDERS_TEST_CHROMIUM="$CHROMIUM_BIN"
+test_vars=(ORDERS_TEST_DATABASE_URL ORDERS_TEST_NATS_URL ORDERS_TEST_SMTP_URL ORDERS_TEST_MAILDIR ORDERS_TEST_PG_BINDIR NATS_SERVER_BIN ORDERS_TEST_PYTHON ORDERS_TEST_CHROMIUM)
 
 {
     echo "# written by scripts/test.sh for the running test servers; valid while they run"

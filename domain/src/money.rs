@@ -328,6 +328,36 @@ impl Money {
     }
 
     /// The amount as it is written in JSON: `"3199.00"`.
+    /// The amount as people read it: thousands grouped by spaces, exactly the
+    /// currency's decimal places, then the ISO code — `3 199.00 UAH`, `12 000 JPY`.
+    /// Plain ASCII, so it reads the same in a mail's raw headers and in a log.
+    pub fn readable(&self) -> String {
+        // `amount()` always has exactly the currency's decimal places.
+        let amount = self.amount().to_string();
+        let (sign, amount) = match amount.strip_prefix('-') {
+            Some(rest) => ("-", rest),
+            None => ("", amount.as_str()),
+        };
+        let (integer_digits, fraction_digits) = match amount.split_once('.') {
+            Some((integer_digits, fraction_digits)) => (integer_digits, Some(fraction_digits)),
+            None => (amount, None),
+        };
+        let mut grouped = String::with_capacity(amount.len() + amount.len() / 3 + 8);
+        grouped.push_str(sign);
+        for (index, digit) in integer_digits.chars().enumerate() {
+            let digits_left = integer_digits.len() - index;
+            if index > 0 && digits_left % 3 == 0 {
+                grouped.push(' ');
+            }
+            grouped.push(digit);
+        }
+        if let Some(fraction_digits) = fraction_digits {
+            grouped.push('.');
+            grouped.push_str(fraction_digits);
+        }
+        format!("{grouped} {}", self.currency().code())
+    }
+
     pub fn amount_string(&self) -> String {
         self.amount.to_string()
     }

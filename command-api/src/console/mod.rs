@@ -20,6 +20,8 @@ use axum::{Form, Router};
 use orders_application::orders::{self as order_commands, OrderChange, OrderChangeError};
 use orders_domain::ids::OrderId;
 use orders_projectors::query;
+use orders_projectors::View;
+use orders_store::event_store::LogPosition;
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -104,6 +106,7 @@ async fn chrome_of(
         )),
         csrf: session.0.csrf_token.clone(),
         live: true,
+        live_after: shown_up_to(state).await?,
     };
     Ok((chrome, user))
 }
@@ -117,6 +120,77 @@ fn caller(session: &SignedIn) -> CurrentUser {
 /// A 303 to `location`, the answer to a form that worked.
 fn see_other(location: &str) -> Response {
     Redirect::to(location).into_response()
+}
+
+/// Where in the log the views a page reads stand now (the lowest of their
+/// checkpoints): the page shows everything up to there, so its script follows
+/// `GET /live` from there and misses nothing that comes after. Empty before any.
+async fn shown_up_to(state: &AppState) -> Result<String, ErrorPage> {
+    let mut lowest: Option<LogPosition> = None;
+    for view in [View::Orders, View::PriceHistory] {
+        let checkpoint = orders_projectors::checkpoint::read(
+            state.pool(),
+            view,
+            orders_projectors::checkpoint::Generation::Live,
+        )
+        .await
+        .context("reading a view's checkpoint")?;
+        // A view that has applied nothing yet: the page is drawn from nothing.
+        let Some(checkpoint) = checkpoint.filter(|checkpoint| checkpoint.stream_sequence > 0)
+        else {
+            return Ok(String::new());
+        };
+        lowest = Some(lowest.map_or(checkpoint.position, |lowest| {
+            lowest.min(checkpoint.position)
+        }));
+    }
+    Ok(lowest
+        .map(|position| position.to_string())
+        .unwrap_or_default())
+}
+
+/// A 303 to the page that shows what a command did: it carries the command's log
+/// position as `?at=`, and the page waits for its views to get there first
+/// (read-your-writes, as `Orders-Min-Position` does for the JSON API).
+fn see_result(path: &str, position: Option<LogPosition>) -> Response {
+    match position {
+        Some(position) => see_other(&format!("{path}?at={position}")),
+        None => see_other(path),
+    }
+}
+
+/// Waits (at most the read-your-writes bound) until `views` have applied `at`, when
+/// it names a stored event; a page is then shown as it is, even if still behind.
+async fn wait_for_views(
+    state: &AppState,
+    at: Option<&str>,
+    views: &[View],
+) -> Result<(), ErrorPage> {
+    let Some(position) = at.and_then(|at| at.parse::<LogPosition>().ok()) else {
+        return Ok(());
+    };
+    let deadline = tokio::time::Instant::now() + state.config.read_your_writes_timeout;
+    for view in views {
+        if query::wait_for(state.pool(), *view, position, std::time::Duration::ZERO)
+            .await
+            .context("reading a view's checkpoint")?
+        {
+            continue;
+        }
+        if !state
+            .events
+            .names_stored_event(position)
+            .await
+            .context("looking a position up")?
+        {
+            return Ok(());
+        }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        query::wait_for(state.pool(), *view, position, left)
+            .await
+            .context("waiting for a view")?;
+    }
+    Ok(())
 }
 
 /// Where a sign-in may send the browser back to: a console page of ours, never
@@ -346,6 +420,12 @@ async fn logout(
 #[derive(Debug, Deserialize)]
 struct ListParams {
     cursor: Option<String>,
+    at: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct AtParam {
+    at: Option<String>,
 }
 
 /// The fields of the placement form, with what was typed.
@@ -414,6 +494,7 @@ async fn orders_page(
     session: SignedIn,
     Query(params): Query<ListParams>,
 ) -> Result<Response, ErrorPage> {
+    wait_for_views(&state, params.at.as_deref(), &[View::Orders]).await?;
     let template = orders_template(
         &state,
         &session,
@@ -518,9 +599,9 @@ async fn place_order(
     };
     match placed {
         Ok(
-            order_commands::Placed::Created { order_id, .. }
-            | order_commands::Placed::Replayed { order_id, .. },
-        ) => Ok(see_other(&format!("/app/orders/{order_id}"))),
+            order_commands::Placed::Created { order_id, position }
+            | order_commands::Placed::Replayed { order_id, position },
+        ) => Ok(see_result(&format!("/app/orders/{order_id}"), position)),
         Err(ApiError::Internal(error)) => Err(ErrorPage::internal(error)),
         Err(error) => {
             let (field, message) = match error {
@@ -547,7 +628,14 @@ async fn order_page(
     State(state): State<Arc<AppState>>,
     session: SignedIn,
     Path(id): Path<String>,
+    Query(params): Query<AtParam>,
 ) -> Result<Response, ErrorPage> {
+    wait_for_views(
+        &state,
+        params.at.as_deref(),
+        &[View::Orders, View::PriceHistory],
+    )
+    .await?;
     let template = order_template(&state, &session, &id, OrderPageState::default()).await?;
     Ok(page(StatusCode::OK, &template))
 }
@@ -606,14 +694,20 @@ async fn change_order(
     let order_id: OrderId = id.parse().map_err(|_| ErrorPage::not_found())?;
     let metadata = caller_metadata(caller(&session), context);
     let owner = session.0.user_id;
-    let outcome: Result<(), ApiError> = match action.as_str() {
+    let outcome: Result<Option<LogPosition>, ApiError> = match action.as_str() {
         "check" => {
             use orders_application::price_checks::request_check;
             use orders_domain::price_check::CheckTrigger;
             match order_commands::load_own_order(&state.events, owner, order_id).await {
                 Ok(order) => request_check(&state.events, &order, CheckTrigger::Manual, &metadata)
                     .await
-                    .map(|_| ())
+                    .map(|requested| match requested {
+                        orders_application::price_checks::CheckRequested::Requested {
+                            position,
+                            ..
+                        } => position,
+                        orders_application::price_checks::CheckRequested::AlreadyInFlight => None,
+                    })
                     .map_err(|error| {
                         ApiError::from_command(
                             error,
@@ -634,7 +728,7 @@ async fn change_order(
             };
             order_commands::change_own_order(&state.events, owner, order_id, change, &metadata)
                 .await
-                .map(|_| ())
+                .map(|receipt| receipt.position)
                 .map_err(|error| match error {
                     OrderChangeError::Target(error) => {
                         ApiError::invalid_field("target_price", error.to_string())
@@ -647,7 +741,7 @@ async fn change_order(
         _ => return Err(ErrorPage::not_found()),
     };
     match outcome {
-        Ok(()) => Ok(see_other(&format!("/app/orders/{order_id}"))),
+        Ok(position) => Ok(see_result(&format!("/app/orders/{order_id}"), position)),
         Err(ApiError::NotFound(_)) => Err(ErrorPage::not_found()),
         Err(ApiError::Internal(error)) => Err(ErrorPage::internal(error)),
         Err(error) => {

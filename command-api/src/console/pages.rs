@@ -15,6 +15,9 @@ pub struct Chrome {
     pub signed_in: Option<String>,
     pub csrf: String,
     pub live: bool,
+    /// The log position the page shows everything up to (its views' checkpoint),
+    /// which its script follows `GET /live` from; empty if none.
+    pub live_after: String,
 }
 
 /// Renders a template as a page with `status`; a template that fails to render is
@@ -223,6 +226,13 @@ pub fn readable_time(time: chrono::DateTime<chrono::Utc>) -> String {
     time.format("%Y-%m-%d %H:%M UTC").to_string()
 }
 
+/// An amount of a currency as people read it: `3 199.00 UAH` (the mails' form).
+pub fn readable_amount(amount: rust_decimal::Decimal, currency: &str) -> String {
+    orders_domain::money::Currency::from_code(currency)
+        .and_then(|currency| orders_domain::money::Money::new(amount, currency))
+        .map_or_else(|_| format!("{amount} {currency}"), |money| money.readable())
+}
+
 /// An availability as people read it: `InStock` → `in stock`.
 pub fn readable_availability(availability: &str) -> String {
     let mut words = String::new();
@@ -250,9 +260,9 @@ impl From<&OrderRow> for OrderLine {
             title: row.title.clone().unwrap_or_else(|| row.url.clone()),
             last_price: row.last_price.map_or_else(
                 || "not seen yet".to_owned(),
-                |price| format!("{price} {}", row.currency),
+                |price| readable_amount(price, &row.currency),
             ),
-            target: format!("{} {}", row.target_price, row.currency),
+            target: readable_amount(row.target_price, &row.currency),
             status: row.status.clone(),
             availability: readable_availability(&row.availability),
         }
@@ -291,7 +301,7 @@ impl From<&PricePoint> for PriceLine {
     fn from(point: &PricePoint) -> Self {
         Self {
             when: readable_time(point.observed_at),
-            price: format!("{} {}", point.price, point.currency),
+            price: readable_amount(point.price, &point.currency),
             availability: readable_availability(&point.availability),
         }
     }

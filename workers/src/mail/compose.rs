@@ -257,25 +257,7 @@ impl OutgoingMail {
 /// Plain ASCII on purpose: a subject with only ASCII stays readable in raw headers
 /// and logs; the HTML body keeps the amount on one line with `white-space:nowrap`.
 pub fn format_money(money: &Money) -> String {
-    // `amount()` always has exactly the currency's decimal places, never a sign.
-    let amount = money.amount().to_string();
-    let (integer_digits, fraction_digits) = match amount.split_once('.') {
-        Some((integer_digits, fraction_digits)) => (integer_digits, Some(fraction_digits)),
-        None => (amount.as_str(), None),
-    };
-    let mut grouped = String::with_capacity(amount.len() + amount.len() / 3 + 4);
-    for (index, digit) in integer_digits.chars().enumerate() {
-        let digits_left = integer_digits.len() - index;
-        if index > 0 && digits_left % 3 == 0 {
-            grouped.push(' ');
-        }
-        grouped.push(digit);
-    }
-    if let Some(fraction_digits) = fraction_digits {
-        grouped.push('.');
-        grouped.push_str(fraction_digits);
-    }
-    format!("{grouped} {}", money.currency().code())
+    money.readable()
 }
 
 /// The product's name as the mail shows it: the scraped title cleaned up and cut to

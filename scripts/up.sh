@@ -124,7 +124,8 @@ log "orders migrate"
 cat <<EOF
 
   Orders is starting (Ctrl-C stops it and the servers below):
-    API           $public_url  (listening on $http_addr)
+    Console       ${public_url%/}/app/   <- open this in a browser
+    API           $public_url  (listening on $http_addr; contract at /openapi.json)
     PostgreSQL    ${managed[ORDERS_DATABASE_URL]}
                   psql: $PG_BINDIR/psql ${managed[ORDERS_DATABASE_URL]}
     NATS          ${managed[ORDERS_NATS_URL]}  (monitoring http://127.0.0.1:$NATS_MON_PORT)

@@ -542,12 +542,36 @@ async fn apply_unsubscribe_token(
     .map(|_| ())
 }
 
-/// The small page a link in a mail opens: what happened, in a heading and a line.
-/// `heading` and `text` are this module's own constant strings, never user input.
+/// The small page a link in a mail opens: what happened, in a heading and its lines
+/// (a template, HTML-escaped), and for a password-reset link its form and script.
+#[derive(askama::Template)]
+#[template(path = "pages/mail_link.html")]
+pub(crate) struct MailLinkPage<'a> {
+    pub(crate) heading: &'a str,
+    pub(crate) lines: Vec<String>,
+    pub(crate) reset_token: Option<String>,
+    pub(crate) script: &'static str,
+}
+
+impl MailLinkPage<'_> {
+    pub(crate) fn into_response(self, status: StatusCode) -> Response {
+        match askama::Template::render(&self) {
+            Ok(page) => (status, Html(page)).into_response(),
+            Err(error) => {
+                tracing::error!(%error, "rendering a mail link's page failed");
+                StatusCode::INTERNAL_SERVER_ERROR.into_response()
+            }
+        }
+    }
+}
+
+/// The page of a link that did what it says (or not): a heading and a line.
 fn link_page(status: StatusCode, heading: &str, text: &str) -> Response {
-    let page = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{heading} · Orders</title></head>\
-         <body><h1>{heading}</h1><p>{text}</p></body></html>"
-    );
-    (status, Html(page)).into_response()
+    MailLinkPage {
+        heading,
+        lines: vec![text.to_owned()],
+        reset_token: None,
+        script: "",
+    }
+    .into_response(status)
 }

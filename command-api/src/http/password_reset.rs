@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use orders_application::accounts::{self, ResetLink, ResetLinkError};
@@ -19,7 +19,7 @@ use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::hash_password;
-use crate::http::accounts::{request_ids, user_command_error, ClientAddress};
+use crate::http::accounts::{request_ids, user_command_error, ClientAddress, MailLinkPage};
 use crate::http::{with_position, RequestContext};
 use crate::login_throttle::ThrottleKeys;
 use crate::problem::{ApiError, AppJson};
@@ -272,57 +272,40 @@ pub async fn password_reset_page(
         None => Err(ApiError::BadRequest("the link has no token".to_owned())),
         Some(token) => check_password_reset_token(&state, token).await,
     };
-    let (status, heading, body) = match (outcome, link.token) {
-        (Ok(_), Some(token)) => (
-            StatusCode::OK,
-            "Choose a new password",
-            format!(
-                "<form id=\"reset\">\
-                 <input type=\"hidden\" name=\"token\" value=\"{token}\">\
-                 <p><label>New password (12 to 128 characters)<br>\
-                 <input type=\"password\" name=\"password\" autocomplete=\"new-password\" \
-                 minlength=\"12\" maxlength=\"128\" required autofocus></label></p>\
-                 <p><label>The same again<br>\
-                 <input type=\"password\" name=\"repeat\" autocomplete=\"new-password\" \
-                 minlength=\"12\" maxlength=\"128\" required></label></p>\
-                 <p><button type=\"submit\">Change my password</button></p></form>\
-                 <p id=\"message\" role=\"status\"></p>\
-                 <noscript><p>This page needs JavaScript to send your new password.</p></noscript>\
-                 <script>{PASSWORD_RESET_SCRIPT}</script>",
-                token = escape_html(&token),
-            ),
-        ),
+    let (status, heading, lines, reset_token) = match (outcome, link.token) {
+        (Ok(_), Some(token)) => (StatusCode::OK, "Choose a new password", vec![], Some(token)),
         (Err(ApiError::Gone(detail)), _) => (
             StatusCode::GONE,
             "This link no longer works",
-            format!(
-                "<p>{}.</p><p>Password-reset links are valid for an hour, and once.</p>",
-                capitalised(detail)
-            ),
+            vec![
+                format!("{}.", capitalised(detail)),
+                "Password-reset links are valid for an hour, and once.".to_owned(),
+            ],
+            None,
         ),
         (Err(ApiError::Internal(error)), _) => {
             tracing::error!(error = format!("{error:#}"), "opening a password-reset link failed");
             (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Something went wrong",
-                "<p>We could not open your password-reset link just now. Please try it again later.</p>"
-                    .to_owned(),
+                vec!["We could not open your password-reset link just now. Please try it again later.".to_owned()],
+                None,
             )
         }
         _ => (
             StatusCode::BAD_REQUEST,
             "This link is not valid",
-            "<p>The link may have been cut off by your mail program. Copy the whole link into your browser.</p>"
-                .to_owned(),
+            vec!["The link may have been cut off by your mail program. Copy the whole link into your browser.".to_owned()],
+            None,
         ),
     };
-    let page = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{heading} · Orders</title></head>\
-         <body><h1>{heading}</h1>{body}</body></html>"
-    );
-    let mut response = (status, Html(page)).into_response();
+    let mut response = MailLinkPage {
+        heading,
+        lines,
+        reset_token,
+        script: PASSWORD_RESET_SCRIPT,
+    }
+    .into_response(status);
     let headers = response.headers_mut();
     // The token is in the URL: keep it out of caches and of any Referer.
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -353,19 +336,4 @@ fn capitalised(text: &str) -> String {
         .next()
         .map(|first| first.to_uppercase().chain(chars).collect())
         .unwrap_or_default()
-}
-
-fn escape_html(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for character in text.chars() {
-        match character {
-            '&' => escaped.push_str("&amp;"),
-            '<' => escaped.push_str("&lt;"),
-            '>' => escaped.push_str("&gt;"),
-            '"' => escaped.push_str("&quot;"),
-            '\'' => escaped.push_str("&#39;"),
-            other => escaped.push(other),
-        }
-    }
-    escaped
 }

@@ -60,8 +60,16 @@ pub struct ConsoleSession {
     token: String,
 }
 
-/// Starts a session for `user_id`; answers the cookie's token.
+/// Starts a session for `user_id`; answers the cookie's token. The user's expired
+/// sessions are deleted on the way, so the table holds no more than the live ones
+/// and one sign-in's worth per user.
 pub async fn start(pool: &PgPool, user_id: UserId) -> sqlx::Result<String> {
+    sqlx::query(
+        "DELETE FROM console_sessions WHERE user_id = $1 AND expires_at <= statement_timestamp()",
+    )
+    .bind(user_id.as_uuid())
+    .execute(pool)
+    .await?;
     let token = random_token();
     sqlx::query(
         "INSERT INTO console_sessions (token_digest, user_id, csrf_token, expires_at)

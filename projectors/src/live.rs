@@ -150,10 +150,12 @@ impl LiveHub {
         let mut messages = self.ordered_consumer(deliver_policy).await?;
         while let Some(message) = messages.next().await {
             let message = message.context("reading the log stream")?;
-            let event = self.live_event(&message).await?;
-            *next = Some(event.stream_sequence + 1);
-            // No receiver is not an error: nobody is listening just now.
-            let _ = self.sender.send(Arc::new(event));
+            let (sequence, event) = self.live_event(&message).await?;
+            *next = Some(sequence + 1);
+            if let Some(event) = event {
+                // No receiver is not an error: nobody is listening just now.
+                let _ = self.sender.send(Arc::new(event));
+            }
         }
         anyhow::bail!("the log stream's consumer ended")
     }
@@ -178,19 +180,35 @@ impl LiveHub {
         consumer.messages().await.context("reading the log stream")
     }
 
-    async fn live_event(&self, message: &jetstream::Message) -> anyhow::Result<LiveEvent> {
+    /// A message's stream sequence, and the event it carries; `None` for a message
+    /// that is not an Orders event (logged and skipped: only the relay publishes to
+    /// the log, so this is never expected, and it must not stop the feed). An error
+    /// is a failure to look the owner up, which may pass.
+    async fn live_event(
+        &self,
+        message: &jetstream::Message,
+    ) -> anyhow::Result<(u64, Option<LiveEvent>)> {
         let stream_sequence = message
             .info()
             .map_err(|error| anyhow::anyhow!("a log message without info: {error}"))?
             .stream_sequence;
         let no_headers = async_nats::HeaderMap::new();
-        let event = LogEvent::decode(
+        let decoded = LogEvent::decode(
             message.headers.as_ref().unwrap_or(&no_headers),
             &message.payload,
         )
-        .context("a log message that is not an Orders event")?;
-        let payload: Value =
-            serde_json::from_slice(&event.payload).context("a log payload that is not JSON")?;
+        .map_err(anyhow::Error::new)
+        .and_then(|event| {
+            let payload: Value = serde_json::from_slice(&event.payload)?;
+            Ok((event, payload))
+        });
+        let (event, payload) = match decoded {
+            Ok(decoded) => decoded,
+            Err(error) => {
+                tracing::warn!(stream_sequence, %error, "the live feed skips a log message that is not an Orders event");
+                return Ok((stream_sequence, None));
+            }
+        };
         let owner = self.owners.of(&event, &payload).await?;
         let data = json!({
             "event_id": event.event_id(),
@@ -205,13 +223,14 @@ impl LiveHub {
             "payload": payload,
         })
         .to_string();
-        Ok(LiveEvent {
+        let live = LiveEvent {
             stream_sequence,
             position: event.position(),
             event_type: event.event_type,
             owner,
             data,
-        })
+        };
+        Ok((stream_sequence, Some(live)))
     }
 
     /// The events `audience` may see after `after` (from now on without one), in
@@ -301,8 +320,11 @@ impl LiveHub {
                 .map_err(|error| {
                     Dropped::Log(anyhow::anyhow!("reading the log stream: {error}"))
                 })?;
-            let event = self.live_event(&message).await.map_err(Dropped::Log)?;
-            last = event.stream_sequence;
+            let (sequence, event) = self.live_event(&message).await.map_err(Dropped::Log)?;
+            last = sequence;
+            let Some(event) = event else {
+                continue;
+            };
             if audience.sees(&event) {
                 // The catch-up waits for a slow client (it is its own reader);
                 // only the broadcast must not.

@@ -79,6 +79,21 @@ fn bench_pipeline_completes() {
 }
 
 #[test]
+fn bench_live_completes() {
+    reports_a_target(&bench(&[
+        "live",
+        "--clients",
+        "5",
+        "--rate",
+        "20",
+        "--duration-secs",
+        "1",
+        "--warmup-secs",
+        "0",
+    ]));
+}
+
+#[test]
 fn bench_replay_completes() {
     reports_a_target(&bench(&["replay", "--events", "500"]));
 }
@@ -123,7 +138,7 @@ fn bench_audit_verify_completes() {
 }
 
 /// The benchmarks this file runs, by subcommand name.
-const SMOKE_RUN: [&str; 8] = [
+const SMOKE_RUN: [&str; 9] = [
     "commands",
     "relay",
     "pipeline",
@@ -132,6 +147,7 @@ const SMOKE_RUN: [&str; 8] = [
     "checks",
     "idle-memory",
     "audit-verify",
+    "live",
 ];
 
 #[test]

@@ -118,8 +118,7 @@ async fn run_in_database(
     } else {
         None
     };
-    let relay_waker = log.as_ref().map(super::setup::BenchLog::relay_waker);
-    let api = BenchApi::start(&pool, relay_waker).await?;
+    let api = BenchApi::start(&pool, log.as_ref()).await?;
 
     let scripts = tempdir()?;
     let same_sql_script = scripts.join("same-sql.pgbench");

@@ -31,9 +31,9 @@ use orders_test_support::nats_server::NatsServer;
 use sqlx::PgPool;
 
 use super::setup::{
-    bench_user_id, create_bench_users, median, memory_mib, percentile, place_order_request,
-    relay_all, sorted, store_log, BenchApi, BenchDatabase, BenchLog, KeepAliveConnection,
-    BENCH_USERS,
+    bench_user_id, create_bench_users, lag_ms, measure_publish_floor, median, memory_mib,
+    percentile, place_order_request, relay_all, sorted, store_log, BenchApi, BenchDatabase,
+    BenchLog, KeepAliveConnection, Samples, BENCH_USERS,
 };
 
 #[derive(Debug, Args)]
@@ -167,18 +167,6 @@ pub(crate) struct PipelineBenchArgs {
     keep_database: bool,
 }
 
-fn micros_since_epoch(time: SystemTime) -> i64 {
-    time.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_micros() as i64)
-        .unwrap_or_default()
-}
-
-/// Milliseconds from an `Orders-Recorded-At` header to `received`.
-fn lag_ms(recorded_at: &str, received: SystemTime) -> Option<f64> {
-    let recorded = chrono::DateTime::parse_from_rfc3339(recorded_at).ok()?;
-    Some((micros_since_epoch(received) - recorded.timestamp_micros()) as f64 / 1000.0)
-}
-
 pub(crate) async fn pipeline(args: PipelineBenchArgs) -> anyhow::Result<()> {
     let database = BenchDatabase::create(args.database.database_url.as_deref()).await?;
     let outcome = run_pipeline(&args, &database.url).await;
@@ -223,7 +211,7 @@ async fn run_pipeline(args: &PipelineBenchArgs, url: &str) -> anyhow::Result<Pip
     let log = BenchLog::start(url, true).await?;
     eprintln!("waiting for the views to take in the benchmark's users");
     log.wait_until_caught_up(&pool).await?;
-    let api = BenchApi::start(&pool, Some(log.relay_waker())).await?;
+    let api = BenchApi::start(&pool, Some(&log)).await?;
 
     let started = Instant::now();
     let measure_from = started + Duration::from_secs(args.warmup_secs);
@@ -285,9 +273,6 @@ async fn run_pipeline(args: &PipelineBenchArgs, url: &str) -> anyhow::Result<Pip
     ))
 }
 
-/// Measurements in milliseconds, gathered by several tasks.
-type Samples = Arc<Mutex<Vec<f64>>>;
-
 /// Store -> stream: the lag of every order event as it reaches its subject, within
 /// `window`.
 async fn collect_store_to_stream_lags(
@@ -314,45 +299,6 @@ async fn collect_store_to_stream_lags(
             }
         }
     }))
-}
-
-/// The floor of store -> stream: a core NATS message at the same rate, through the
-/// same server, from publish to subscriber. Answers the receiving and the sending
-/// task.
-async fn measure_publish_floor(
-    client: &async_nats::Client,
-    rate: u32,
-    window: std::ops::Range<SystemTime>,
-    until: Instant,
-    floor: Samples,
-) -> anyhow::Result<(tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>)> {
-    let mut pings = client.subscribe("bench.ping").await?;
-    let receiving = tokio::spawn(async move {
-        while let Some(message) = pings.next().await {
-            let received = SystemTime::now();
-            let sent: i64 = std::str::from_utf8(&message.payload)
-                .ok()
-                .and_then(|text| text.parse().ok())
-                .unwrap_or_default();
-            if window.contains(&received) {
-                floor
-                    .lock()
-                    .expect("not poisoned")
-                    .push((micros_since_epoch(received) - sent) as f64 / 1000.0);
-            }
-        }
-    });
-    let client = client.clone();
-    let period = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
-    let sending = tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(period);
-        while Instant::now() < until {
-            ticks.tick().await;
-            let now = micros_since_epoch(SystemTime::now()).to_string();
-            let _ = client.publish("bench.ping", now.into()).await;
-        }
-    });
-    Ok((receiving, sending))
 }
 
 struct ClientRun {

@@ -8,6 +8,7 @@ use clap::Subcommand;
 mod audit;
 mod checks;
 mod commands;
+mod live;
 mod log;
 mod setup;
 
@@ -29,6 +30,8 @@ pub(crate) enum BenchCommand {
     IdleMemory(checks::IdleMemoryArgs),
     /// `orders audit verify` over a million events beside `COPY | sha256sum`.
     AuditVerify(audit::AuditVerifyBenchArgs),
+    /// `GET /live`: many clients, commit → client latency beside the NATS floor.
+    Live(live::LiveBenchArgs),
 }
 
 pub(crate) async fn run(command: BenchCommand) -> anyhow::Result<()> {
@@ -41,5 +44,6 @@ pub(crate) async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Checks(args) => checks::checks(args).await,
         BenchCommand::IdleMemory(args) => checks::idle_memory(args).await,
         BenchCommand::AuditVerify(args) => audit::audit_verify(args).await,
+        BenchCommand::Live(args) => live::live(args).await,
     }
 }

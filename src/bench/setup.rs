@@ -6,11 +6,12 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
 use async_nats::jetstream::{self};
+use futures::StreamExt as _;
 use orders_command_api::{ApiConfig, AppState};
 use orders_domain::email::EmailAddress;
 use orders_domain::ids::{OrderId, UserId};
@@ -525,10 +526,9 @@ pub(crate) struct BenchApi {
 }
 
 impl BenchApi {
-    pub(crate) async fn start(
-        pool: &PgPool,
-        relay_waker: Option<RelayWaker>,
-    ) -> anyhow::Result<Self> {
+    /// With `log`, the API wakes its relay and serves `GET /live` from its stream,
+    /// as `serve all` does.
+    pub(crate) async fn start(pool: &PgPool, log: Option<&BenchLog>) -> anyhow::Result<Self> {
         let secret = Secret::from_env_value(
             "benchmark secret",
             Some(format!(
@@ -538,7 +538,14 @@ impl BenchApi {
             )),
         )?;
         let mut config = ApiConfig::new(secret, bench_audit_key(), "http://127.0.0.1".to_owned());
-        config.relay_waker = relay_waker;
+        if let Some(log) = log {
+            config.relay_waker = Some(log.relay_waker());
+            config.live = Some(orders_projectors::live::LiveHub::start(
+                jetstream::new(log.client.clone()),
+                pool.clone(),
+                log.stop.child_token(),
+            ));
+        }
         let state = AppState::new(config, pool.clone()).await?;
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -560,4 +567,59 @@ impl BenchApi {
         self.stop.cancel();
         self.task.await?
     }
+}
+
+/// Microseconds since the Unix epoch.
+pub(crate) fn micros_since_epoch(time: SystemTime) -> i64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_micros() as i64)
+        .unwrap_or_default()
+}
+
+/// Milliseconds from an `Orders-Recorded-At` header to `received`.
+pub(crate) fn lag_ms(recorded_at: &str, received: SystemTime) -> Option<f64> {
+    let recorded = chrono::DateTime::parse_from_rfc3339(recorded_at).ok()?;
+    Some((micros_since_epoch(received) - recorded.timestamp_micros()) as f64 / 1000.0)
+}
+
+/// Measurements in milliseconds, gathered by several tasks.
+pub(crate) type Samples = Arc<Mutex<Vec<f64>>>;
+
+/// The floor of store -> stream: a core NATS message at the same rate, through the
+/// same server, from publish to subscriber. Answers the receiving and the sending
+/// task.
+pub(crate) async fn measure_publish_floor(
+    client: &async_nats::Client,
+    rate: u32,
+    window: std::ops::Range<SystemTime>,
+    until: Instant,
+    floor: Samples,
+) -> anyhow::Result<(tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>)> {
+    let mut pings = client.subscribe("bench.ping").await?;
+    let receiving = tokio::spawn(async move {
+        while let Some(message) = pings.next().await {
+            let received = SystemTime::now();
+            let sent: i64 = std::str::from_utf8(&message.payload)
+                .ok()
+                .and_then(|text| text.parse().ok())
+                .unwrap_or_default();
+            if window.contains(&received) {
+                floor
+                    .lock()
+                    .expect("not poisoned")
+                    .push((micros_since_epoch(received) - sent) as f64 / 1000.0);
+            }
+        }
+    });
+    let client = client.clone();
+    let period = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
+    let sending = tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(period);
+        while Instant::now() < until {
+            ticks.tick().await;
+            let now = micros_since_epoch(SystemTime::now()).to_string();
+            let _ = client.publish("bench.ping", now.into()).await;
+        }
+    });
+    Ok((receiving, sending))
 }

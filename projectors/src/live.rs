@@ -88,6 +88,11 @@ pub enum Dropped {
 /// The instance's one reader of the log for live clients.
 pub struct LiveHub {
     sender: broadcast::Sender<Arc<LiveEvent>>,
+    /// The stream sequence the broadcast starts after, once the hub has read it:
+    /// every event after it is broadcast, so a follower waits for it before it
+    /// catches up (else an event between its catch-up and the broadcast's start
+    /// could be missed).
+    start: tokio::sync::watch::Sender<Option<u64>>,
     jetstream: jetstream::Context,
     owners: Owners,
     stopped: CancellationToken,
@@ -111,6 +116,7 @@ impl LiveHub {
         let (sender, _) = broadcast::channel(BROADCAST_CAPACITY);
         let hub = Arc::new(Self {
             sender,
+            start: tokio::sync::watch::Sender::new(None),
             jetstream,
             owners: Owners::new(pool),
             stopped: shutdown,
@@ -143,11 +149,26 @@ impl LiveHub {
     }
 
     async fn broadcast_from(&self, next: &mut Option<u64>) -> anyhow::Result<()> {
-        let deliver_policy = match *next {
-            None => consumer::DeliverPolicy::New,
-            Some(start_sequence) => consumer::DeliverPolicy::ByStartSequence { start_sequence },
+        let start_sequence = match *next {
+            Some(start_sequence) => start_sequence,
+            // The first time: right after the stream's end as it is now, said to
+            // the followers once known.
+            None => {
+                let mut stream = self
+                    .jetstream
+                    .get_stream(LOG_STREAM)
+                    .await
+                    .context("opening the log stream (run `orders nats setup`)")?;
+                let info = stream.info().await.context("reading the log stream")?;
+                let after = info.state.last_sequence;
+                *next = Some(after + 1);
+                self.start.send_replace(Some(after));
+                after + 1
+            }
         };
-        let mut messages = self.ordered_consumer(deliver_policy).await?;
+        let mut messages = self
+            .ordered_consumer(consumer::DeliverPolicy::ByStartSequence { start_sequence })
+            .await?;
         while let Some(message) = messages.next().await {
             let message = message.context("reading the log stream")?;
             let (sequence, event) = self.live_event(&message).await?;
@@ -262,6 +283,15 @@ impl LiveHub {
         mut live: broadcast::Receiver<Arc<LiveEvent>>,
         sender: &mpsc::Sender<Result<Arc<LiveEvent>, Dropped>>,
     ) -> Result<(), Dropped> {
+        // The broadcast's starting point first: a catch-up then reads at least to it.
+        let mut started = self.start.subscribe();
+        tokio::select! {
+            ready = started.wait_for(Option::is_some) => {
+                ready.map_err(|_| Dropped::Stopped)?;
+            }
+            () = sender.closed() => return Ok(()),
+            () = self.stopped.cancelled() => return Err(Dropped::Stopped),
+        }
         let mut delivered: u64 = 0;
         if let Some(after) = after {
             delivered = self.catch_up(audience, after, sender).await?;

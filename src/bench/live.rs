@@ -60,13 +60,16 @@ async fn run_live(args: &LiveBenchArgs, url: &str) -> anyhow::Result<()> {
     orders_store::database::migrate(&pool).await?;
     create_bench_users(&pool).await?;
     let log = BenchLog::start(url, false).await?;
+    // The users' registrations reach the log first: measured from a caught-up log.
+    eprintln!("waiting for the relay to publish the benchmark's users");
+    log.wait_until_relayed(&pool).await?;
     let api = BenchApi::start(&pool, Some(&log)).await?;
     let memory_before = memory_mib(std::process::id());
 
-    let window_start = SystemTime::now() + Duration::from_secs(args.warmup_secs);
-    let window = window_start..window_start + Duration::from_secs(args.duration_secs);
-    let until = Instant::now() + Duration::from_secs(args.warmup_secs + args.duration_secs);
     let lags = Samples::default();
+    let window_of_lags = Arc::new(std::sync::Mutex::new(
+        SystemTime::UNIX_EPOCH..SystemTime::UNIX_EPOCH,
+    ));
     let received = Arc::new(AtomicU64::new(0));
     let connected = Arc::new(AtomicU64::new(0));
     let mut clients = tokio::task::JoinSet::new();
@@ -75,7 +78,7 @@ async fn run_live(args: &LiveBenchArgs, url: &str) -> anyhow::Result<()> {
         let follower = Follower {
             addr: api.addr,
             token,
-            window: window.clone(),
+            window: window_of_lags.clone(),
             lags: lags.clone(),
             received: received.clone(),
             connected: connected.clone(),
@@ -91,6 +94,12 @@ async fn run_live(args: &LiveBenchArgs, url: &str) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let memory_connected = memory_mib(std::process::id());
+
+    // The warm-up and the measured window start once every client is connected.
+    let window_start = SystemTime::now() + Duration::from_secs(args.warmup_secs);
+    let window = window_start..window_start + Duration::from_secs(args.duration_secs);
+    let until = Instant::now() + Duration::from_secs(args.warmup_secs + args.duration_secs);
+    *window_of_lags.lock().expect("not poisoned") = window.clone();
 
     let floor = Samples::default();
     let (pinging, pinger) =
@@ -187,7 +196,8 @@ async fn place_orders_steadily(
 struct Follower {
     addr: SocketAddr,
     token: String,
-    window: std::ops::Range<SystemTime>,
+    /// Set once every client is connected; arrivals outside it are not timed.
+    window: Arc<std::sync::Mutex<std::ops::Range<SystemTime>>>,
     lags: Samples,
     received: Arc<AtomicU64>,
     connected: Arc<AtomicU64>,
@@ -239,7 +249,7 @@ impl Follower {
                         .ok()
                         .and_then(|data| data["recorded_at"].as_str().map(str::to_owned));
                     if let Some(lag) = recorded_at.and_then(|at| lag_ms(&at, arrived)) {
-                        if self.window.contains(&arrived) {
+                        if self.window.lock().expect("not poisoned").contains(&arrived) {
                             self.lags.lock().expect("not poisoned").push(lag);
                         }
                     }

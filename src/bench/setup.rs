@@ -298,6 +298,20 @@ impl BenchLog {
         }
     }
 
+    /// Waits until the relay has published every stored event (the views not
+    /// considered: for a run without projectors).
+    pub(crate) async fn wait_until_relayed(&self, pool: &PgPool) -> anyhow::Result<()> {
+        let jetstream = jetstream::new(self.client.clone());
+        while orders_projectors::lag::measure(pool, &jetstream)
+            .await?
+            .relay_behind
+            > 0
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+
     pub(crate) fn relay_waker(&self) -> RelayWaker {
         RelayWaker::new(self.client.clone())
     }

@@ -154,13 +154,7 @@ impl LiveHub {
             // The first time: right after the stream's end as it is now, said to
             // the followers once known.
             None => {
-                let mut stream = self
-                    .jetstream
-                    .get_stream(LOG_STREAM)
-                    .await
-                    .context("opening the log stream (run `orders nats setup`)")?;
-                let info = stream.info().await.context("reading the log stream")?;
-                let after = info.state.last_sequence;
+                let (_, (_, after)) = self.log_stream().await?;
                 *next = Some(after + 1);
                 self.start.send_replace(Some(after));
                 after + 1
@@ -367,17 +361,23 @@ impl LiveHub {
         Ok(last)
     }
 
-    /// The first stream sequence whose event comes after `after` in the log, and
-    /// the stream's last sequence now. The stream is in log order, so this is a
-    /// binary search over direct reads of single messages.
-    async fn first_sequence_after(&self, after: LogPosition) -> anyhow::Result<(u64, u64)> {
+    /// The log stream, and its first and last sequence now.
+    async fn log_stream(&self) -> anyhow::Result<(jetstream::stream::Stream, (u64, u64))> {
         let mut stream = self
             .jetstream
             .get_stream(LOG_STREAM)
             .await
             .context("opening the log stream (run `orders nats setup`)")?;
-        let info = stream.info().await.context("reading the log stream")?;
-        let (first, last) = (info.state.first_sequence.max(1), info.state.last_sequence);
+        let state = &stream.info().await.context("reading the log stream")?.state;
+        let bounds = (state.first_sequence.max(1), state.last_sequence);
+        Ok((stream, bounds))
+    }
+
+    /// The first stream sequence whose event comes after `after` in the log, and
+    /// the stream's last sequence now. The stream is in log order, so this is a
+    /// binary search over direct reads of single messages.
+    async fn first_sequence_after(&self, after: LogPosition) -> anyhow::Result<(u64, u64)> {
+        let (stream, (first, last)) = self.log_stream().await?;
         let (mut low, mut high) = (first, last + 1);
         while low < high {
             let middle = low + (high - low) / 2;

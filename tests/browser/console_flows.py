@@ -195,6 +195,17 @@ def main():
         accessible(page, "the orders page")
         shot(page, "phone-orders")
 
+        step("settings: a display name saved")
+        page.get_by_role("link", name="Settings").click()
+        page.wait_for_url(f"{BASE}/app/settings")
+        accessible(page, "the settings page")
+        page.fill("#display_name", "Ann")
+        page.get_by_role("button", name="Save").click()
+        expect(page.locator(".notice")).to_have_text("Saved.")
+        expect(page.locator("#display_name")).to_have_value("Ann")
+        shot(page, "phone-settings")
+        page.goto(f"{BASE}/app/")
+
         step("a form without its token changes nothing")
         status = page.evaluate(
             """() => fetch('/app/orders', {method: 'POST',

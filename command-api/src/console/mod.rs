@@ -7,7 +7,7 @@
 //! `http::accounts::register_user`), so the console can do nothing the API cannot,
 //! and the two cannot disagree.
 //!
-//! Sessions and CSRF: `session`.
+//! Sessions and CSRF: `session`. The settings page: `settings`.
 
 use std::sync::Arc;
 
@@ -38,6 +38,7 @@ use crate::AppState;
 pub mod chart;
 pub mod pages;
 pub mod session;
+mod settings;
 
 use pages::{
     page, Chrome, ErrorPage, Field, Form as PageForm, LoginPage, OrderPage, OrdersPage, SignupPage,
@@ -62,6 +63,9 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/app/orders", post(place_order))
         .route("/app/orders/{id}", get(order_page))
         .route("/app/orders/{id}/{action}", post(change_order))
+        .route("/app/settings", get(settings::show))
+        .route("/app/settings/profile", post(settings::save_profile))
+        .route("/app/settings/password", post(settings::change_password))
         .route("/app/{*rest}", get(|| async { ErrorPage::not_found() }))
 }
 

@@ -151,22 +151,50 @@ pub async fn change_password(
     ClientAddress(client): ClientAddress,
     AppJson(change): AppJson<PasswordChange>,
 ) -> Result<Response, ApiError> {
-    let user = load_active_user(&state, caller).await?;
+    let receipt = change_password_checked(
+        &state,
+        caller,
+        context,
+        client,
+        change.current_password,
+        change.new_password,
+    )
+    .await?;
+    Ok(with_position(
+        StatusCode::NO_CONTENT.into_response(),
+        receipt.position,
+    ))
+}
+
+/// Changes the caller's password after checking the current one, as
+/// `POST /me/password` and the console's settings page do: the new password checked
+/// against the policy (422 `new_password`), the check of the current one counted by
+/// the login throttle (429 when locked; 422 `current_password` when wrong), and every
+/// console session of the user ended.
+pub(crate) async fn change_password_checked(
+    state: &AppState,
+    caller: CurrentUser,
+    context: RequestContext,
+    client: std::net::IpAddr,
+    current_password: String,
+    new_password: String,
+) -> Result<orders_store::event_store::CommandReceipt, ApiError> {
+    let user = load_active_user(state, caller).await?;
     let email = user
         .email()
         .map(|email| email.normalized())
         .unwrap_or_default();
-    check_password(&change.new_password)
+    check_password(&new_password)
         .map_err(|error| ApiError::invalid_field("new_password", error.to_string()))?;
     // Counted like a login before the password is verified: a stolen token must not
     // become an unthrottled way to guess the password.
     let keys = ThrottleKeys::new(&email, client);
-    let attempt = crate::http::accounts::admit_password_check(&state, &keys).await?;
+    let attempt = crate::http::accounts::admit_password_check(state, &keys).await?;
     let stored = user_lookup::password_hash(state.pool(), caller.user_id)
         .await
         .context("reading credentials")?
         .context("a registered user without credentials")?;
-    if !verify_password(change.current_password, stored).await? {
+    if !verify_password(current_password, stored).await? {
         return Err(ApiError::invalid_field(
             "current_password",
             "the current password is not correct",
@@ -177,7 +205,7 @@ pub async fn change_password(
         .succeeded(&attempt, chrono::Utc::now())
         .await
         .context("giving a successful password check's place back")?;
-    let password_hash = hash_password(change.new_password).await?;
+    let password_hash = hash_password(new_password).await?;
     let metadata = caller_metadata(caller, context);
     let receipt =
         accounts::change_password(&state.events, caller.user_id, password_hash, &metadata)
@@ -187,8 +215,5 @@ pub async fn change_password(
     crate::console::session::end_all_of(state.pool(), caller.user_id)
         .await
         .context("ending the user's sessions")?;
-    Ok(with_position(
-        StatusCode::NO_CONTENT.into_response(),
-        receipt.position,
-    ))
+    Ok(receipt)
 }

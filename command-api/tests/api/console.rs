@@ -388,3 +388,111 @@ async fn another_users_order_is_a_404_page() {
     assert_eq!(cancel.status(), StatusCode::NOT_FOUND);
     assert_eq!(app.count_events("OrderCancelled").await, 0);
 }
+
+#[tokio::test]
+async fn settings_change_the_profile_alerts_and_password_with_errors_beside_their_fields() {
+    let app = spawn_app().await;
+    let (mut browser, email) = signed_up(&app).await;
+    let settings = browser.get_page("/app/settings").await;
+    assert!(
+        settings.contains(r#"id="price_alerts" name="price_alerts" value="on" checked"#),
+        "{settings}"
+    );
+    let csrf = csrf_of(&settings);
+
+    // Unticked: the browser sends no price_alerts at all.
+    let saved = browser
+        .post(
+            "/app/settings/profile",
+            &[("_csrf", &csrf), ("display_name", "Ann")],
+            None,
+        )
+        .await;
+    assert_eq!(saved.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&saved), "/app/settings?saved=1");
+    let shown = browser.get_page("/app/settings?saved=1").await;
+    assert!(shown.contains("Saved.") && shown.contains(r#"value="Ann""#));
+    assert!(!shown.contains("checked"), "alerts off");
+    let token = app
+        .login(&email, PASSWORD)
+        .await
+        .json::<serde_json::Value>()
+        .await
+        .unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let me: serde_json::Value = app
+        .http
+        .get(app.url("/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["display_name"], "Ann");
+    assert_eq!(me["notification_preferences"]["price_alerts"], false);
+
+    let too_long = "x".repeat(200);
+    let refused = browser
+        .post(
+            "/app/settings/profile",
+            &[
+                ("_csrf", &csrf),
+                ("display_name", &too_long),
+                ("price_alerts", "on"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(refused
+        .text()
+        .await
+        .unwrap()
+        .contains(r#"id="display_name-error""#));
+
+    let wrong = browser
+        .post(
+            "/app/settings/password",
+            &[
+                ("_csrf", &csrf),
+                ("current_password", "not the password at all"),
+                ("new_password", "another long enough password"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(wrong.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(wrong
+        .text()
+        .await
+        .unwrap()
+        .contains(r#"id="current_password-error""#));
+    let changed = browser
+        .post(
+            "/app/settings/password",
+            &[
+                ("_csrf", &csrf),
+                ("current_password", PASSWORD),
+                ("new_password", "another long enough password"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(changed.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&changed), "/app/login");
+    assert_eq!(
+        browser.get("/app/settings").await.status(),
+        StatusCode::SEE_OTHER,
+        "signed out"
+    );
+    assert_eq!(
+        app.login(&email, "another long enough password")
+            .await
+            .status(),
+        StatusCode::OK
+    );
+}

@@ -381,8 +381,9 @@ pub async fn login(
 
 /// Checks an e-mail address and password as every login does (the JSON API's and
 /// the console's): counted by the throttle's gate before the password is checked
-/// (429 when locked), an unknown address checked against a dummy hash (401 like a
-/// wrong password), a right password giving its place back. Answers the user.
+/// (429 when locked); an unknown address is checked against the hash of a random
+/// password made at start, so it costs the time a known one does, and answers 401
+/// like a wrong password; a right password gives its place back. Answers the user.
 pub(crate) async fn authenticate(
     state: &AppState,
     email_text: &str,

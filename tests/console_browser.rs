@@ -34,6 +34,17 @@ fn free_port() -> u16 {
 
 #[tokio::test]
 async fn a_shopper_uses_the_console_in_chromium() {
+    run_browser_flows(
+        "console_flows.py",
+        &["phone-signup", "phone-login", "phone-order", "phone-orders"],
+    )
+    .await;
+}
+
+/// Starts the whole system on free ports and runs one Playwright script of
+/// `tests/browser/` against it; the script's phone-sized screenshots named in
+/// `screenshots_expected` must exist afterwards.
+async fn run_browser_flows(script: &str, screenshots_expected: &[&str]) {
     let (database_url, _pool) = common::fresh_database().await;
     let nats = NatsServer::start();
     let port = free_port();
@@ -74,8 +85,9 @@ async fn a_shopper_uses_the_console_in_chromium() {
 
     let screenshots =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/console-screenshots");
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/console_flows.py");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/browser")
+        .join(script);
     let run = tokio::process::Command::new(env("ORDERS_TEST_PYTHON"))
         .arg(&script)
         .env("BASE_URL", &base)
@@ -92,10 +104,10 @@ async fn a_shopper_uses_the_console_in_chromium() {
     eprintln!("{}", String::from_utf8_lossy(&output.stderr));
     assert!(
         output.status.success(),
-        "the browser flows failed: {}",
+        "the browser flows of {script} failed: {}",
         output.status
     );
-    for page in ["phone-signup", "phone-login", "phone-order", "phone-orders"] {
+    for page in screenshots_expected {
         assert!(
             screenshots.join(format!("{page}.png")).exists(),
             "{page}.png"

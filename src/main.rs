@@ -342,7 +342,7 @@ fn main() -> ExitCode {
 
 /// `orders dlq list|retry`.
 async fn dlq(command: DlqCommand) -> anyhow::Result<()> {
-    use orders_workers::dead_letters::{self, RetrySelection};
+    use orders_nats::dead_letters::{self, RetrySelection};
     match command {
         DlqCommand::List(args) => {
             let jetstream = args.nats.jetstream().await?;

@@ -204,6 +204,7 @@ impl ServePlan {
             let mut config =
                 ApiConfig::new(api.jwt_secret.clone(), audit_key, self.public_url.clone());
             config.relay_waker = nats.clone().map(orders_store::event_store::RelayWaker::new);
+            config.jetstream = nats.clone().map(async_nats::jetstream::new);
             config.live = nats.clone().map(|client| {
                 orders_projectors::live::LiveHub::start(
                     async_nats::jetstream::new(client),

@@ -10,13 +10,13 @@ use orders_domain::ids::{CheckId, OrderId, UserId};
 use orders_domain::money::{Currency, Money};
 use orders_domain::order::Availability;
 use orders_domain::price_check::{FetchFacts, PriceCheckEvent};
+use orders_nats::dead_letters::list;
 use orders_nats::work::PRICE_POLICY;
 use orders_nats::LogEvent;
 use orders_store::event_store::EventStore;
 use orders_test_support::nats_server::NatsServer;
 use orders_test_support::wait::eventually;
 use orders_workers::consumer::{consume, Outcome};
-use orders_workers::dead_letters::list;
 use orders_workers::policy::{record_observation, POLICY_ACTOR};
 use sqlx::PgPool;
 

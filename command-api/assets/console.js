@@ -35,8 +35,13 @@
   source.onmessage = refresh;
   source.addEventListener("open", () => { document.body.dataset.live = "open"; });
   source.addEventListener("error", () => { document.body.dataset.live = "reconnecting"; });
-  const known = ["OrderPlaced", "PriceChanged", "TargetReached", "Rearmed", "TargetChanged",
+  // Every event type (an SSE message with a type reaches only its own listeners):
+  // an administrator's pages follow all of them.
+  const known = ["UserRegistered", "EmailVerified", "VerificationMailRequested",
+    "PasswordResetRequested", "PasswordChanged", "ProfileUpdated", "NotificationPreferencesChanged",
+    "RoleGranted", "RoleRevoked", "UserDeactivated",
+    "OrderPlaced", "PriceChanged", "TargetReached", "Rearmed", "TargetChanged",
     "OrderPaused", "OrderResumed", "OrderCancelled", "BecameAvailable", "BecameUnavailable",
-    "PriceCheckRequested", "PriceObserved", "PriceCheckFailed", "EmailVerified", "RoleGranted", "RoleRevoked"];
+    "PriceCheckRequested", "PriceObserved", "PriceCheckFailed"];
   for (const type of known) source.addEventListener(type, refresh);
 })();

@@ -50,6 +50,9 @@ pub struct ApiConfig {
     pub relay_waker: Option<event_store::RelayWaker>,
     /// Feeds `GET /live` (when the API has a NATS connection; else it answers 503).
     pub live: Option<Arc<orders_projectors::live::LiveHub>>,
+    /// The log's JetStream (when the API has a NATS connection): the dashboard's
+    /// lag, the dead letters and `audit verify`'s chain heads are read from it.
+    pub jetstream: Option<async_nats::jetstream::Context>,
 }
 
 impl ApiConfig {
@@ -65,6 +68,7 @@ impl ApiConfig {
             login_failures_purge_interval: Duration::from_secs(5 * 60),
             relay_waker: None,
             live: None,
+            jetstream: None,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! this crate owns those names so that the relay, the projectors, the workers and
 //! integrators cannot disagree about them.
 
+pub mod dead_letters;
 mod envelope;
 mod head;
 pub mod leader;

@@ -4,7 +4,6 @@
 //! a redelivered event can only ever produce the same mail.
 
 pub mod consumer;
-pub mod dead_letters;
 pub mod email_worker;
 pub mod extract;
 pub mod fetch;

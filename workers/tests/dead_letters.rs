@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer};
 use futures::StreamExt as _;
+use orders_nats::dead_letters::{list, retry, DeadLetter, RetrySelection};
 use orders_nats::work::{
     Worker, DEAD_LETTER_REASON_HEADER, DEAD_LETTER_STREAM, DEAD_LETTER_WORKER_HEADER, EMAIL,
     SCRAPER,
@@ -17,7 +18,6 @@ use orders_nats::LogEvent;
 use orders_test_support::nats_server::NatsServer;
 use orders_test_support::wait::eventually;
 use orders_workers::consumer::{consume, Outcome};
-use orders_workers::dead_letters::{list, retry, DeadLetter, RetrySelection};
 
 const DELIVERIES_HEADER: &str = "Orders-Dead-Letter-Deliveries";
 

@@ -7,7 +7,8 @@
 //! `http::accounts::register_user`), so the console can do nothing the API cannot,
 //! and the two cannot disagree.
 //!
-//! Sessions and CSRF: `session`. The settings page: `settings`.
+//! Sessions and CSRF: `session`. The settings page: `settings`. The forgotten
+//! password and another verification mail: `accounts`.
 
 use std::sync::Arc;
 
@@ -19,6 +20,7 @@ use axum::routing::{get, post};
 use axum::{Form, Router};
 use orders_application::orders::{self as order_commands, OrderChange, OrderChangeError};
 use orders_domain::ids::OrderId;
+use orders_domain::user::Role;
 use orders_projectors::query;
 use orders_projectors::View;
 use orders_store::event_store::LogPosition;
@@ -35,6 +37,8 @@ use crate::http::RequestContext;
 use crate::problem::ApiError;
 use crate::AppState;
 
+mod accounts;
+mod admin;
 pub mod chart;
 pub mod pages;
 pub mod session;
@@ -66,7 +70,9 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/app/settings", get(settings::show))
         .route("/app/settings/profile", post(settings::save_profile))
         .route("/app/settings/password", post(settings::change_password))
+        .merge(admin::router())
         .route("/app/{*rest}", get(|| async { ErrorPage::not_found() }))
+        .merge(accounts::router())
 }
 
 async fn stylesheet() -> Response {
@@ -110,7 +116,8 @@ async fn chrome_of(
         )),
         csrf: session.0.csrf_token.clone(),
         live: true,
-        live_after: shown_up_to(state).await?,
+        live_after: shown_up_to(state, &[View::Orders, View::PriceHistory]).await?,
+        admin: user.has_role(Role::Admin) || user.has_role(Role::Auditor),
     };
     Ok((chrome, user))
 }
@@ -129,12 +136,12 @@ fn see_other(location: &str) -> Response {
 /// Where in the log the views a page reads stand now (the lowest of their
 /// checkpoints): the page shows everything up to there, so its script follows
 /// `GET /live` from there and misses nothing that comes after. Empty before any.
-async fn shown_up_to(state: &AppState) -> Result<String, ErrorPage> {
+async fn shown_up_to(state: &AppState, views: &[View]) -> Result<String, ErrorPage> {
     let mut lowest: Option<LogPosition> = None;
-    for view in [View::Orders, View::PriceHistory] {
+    for view in views {
         let checkpoint = orders_projectors::checkpoint::read(
             state.pool(),
-            view,
+            *view,
             orders_projectors::checkpoint::Generation::Live,
         )
         .await
@@ -210,6 +217,7 @@ fn safe_next(next: &str) -> &str {
 #[derive(Debug, Deserialize)]
 struct NextParam {
     next: Option<String>,
+    notice: Option<String>,
 }
 
 /// The pre-session CSRF token of the sign-in and sign-up forms: the browser's
@@ -249,6 +257,7 @@ async fn login_page(
         next: safe_next(params.next.as_deref().unwrap_or("/app/")).to_owned(),
         email: String::new(),
         form_error: None,
+        notice: accounts::notice(params.notice.as_deref()),
     };
     pre_session_page(&state, StatusCode::OK, &template, &csrf, new_cookie)
 }
@@ -298,6 +307,7 @@ async fn login(
             next: next.clone(),
             email: form.email.clone(),
             form_error: Some(message),
+            notice: None,
         };
         page(status, &template)
     };
@@ -425,6 +435,7 @@ async fn logout(
 struct ListParams {
     cursor: Option<String>,
     at: Option<String>,
+    notice: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -499,13 +510,14 @@ async fn orders_page(
     Query(params): Query<ListParams>,
 ) -> Result<Response, ErrorPage> {
     wait_for_views(&state, params.at.as_deref(), &[View::Orders]).await?;
-    let template = orders_template(
+    let mut template = orders_template(
         &state,
         &session,
         params.cursor.as_deref(),
         placement_form(None),
     )
     .await?;
+    template.notice = accounts::notice(params.notice.as_deref()).map(str::to_owned);
     Ok(page(StatusCode::OK, &template))
 }
 
@@ -541,6 +553,7 @@ async fn orders_template(
             "Confirm your e-mail address with the link we sent you: price alerts go there."
                 .to_owned()
         },
+        notice: None,
         orders: rows.iter().map(Into::into).collect(),
         next_cursor: next_cursor.flatten(),
         form,

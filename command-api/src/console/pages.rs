@@ -18,6 +18,8 @@ pub struct Chrome {
     /// The log position the page shows everything up to (its views' checkpoint),
     /// which its script follows `GET /live` from; empty if none.
     pub live_after: String,
+    /// The caller is an administrator or auditor: the admin pages are in the menu.
+    pub admin: bool,
 }
 
 /// Renders a template as a page with `status`; a template that fails to render is
@@ -110,6 +112,8 @@ pub struct LoginPage {
     pub next: String,
     pub email: String,
     pub form_error: Option<String>,
+    /// What brought the browser here (`console::accounts::notice`), if anything.
+    pub notice: Option<&'static str>,
 }
 
 #[derive(Template)]
@@ -169,6 +173,8 @@ pub struct OrderLine {
 pub struct OrdersPage {
     pub chrome: Chrome,
     pub unverified_notice: String,
+    /// What a form just did, or why it did not (`console::accounts`).
+    pub notice: Option<String>,
     pub orders: Vec<OrderLine>,
     pub next_cursor: Option<String>,
     pub form: Form,

@@ -366,10 +366,29 @@ pub async fn change_role(
     body: Result<crate::problem::AppJson<RoleChange>, ApiError>,
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse as _;
-    use orders_application::accounts::{self, RoleChange};
 
     require_role(&state, caller, &[Role::Admin]).await?;
     let crate::problem::AppJson(change) = body?;
+    let position = change_role_of(&state, caller, context, &id, &change).await?;
+    Ok(crate::http::with_position(
+        axum::http::StatusCode::NO_CONTENT.into_response(),
+        position,
+    ))
+}
+
+/// Grants or revokes a role as `caller` (who must be an administrator now: checked
+/// here too), for the JSON route and the console's users page alike; answers the
+/// change's log position.
+pub async fn change_role_of(
+    state: &AppState,
+    caller: CurrentUser,
+    context: crate::http::RequestContext,
+    id: &str,
+    change: &RoleChange,
+) -> Result<Option<orders_store::event_store::LogPosition>, ApiError> {
+    use orders_application::accounts::{self, RoleChange as Change};
+
+    require_role(state, caller, &[Role::Admin]).await?;
     let role: Role = change
         .role
         .parse()
@@ -377,8 +396,8 @@ pub async fn change_role(
             ApiError::invalid_field("role", error.to_string())
         })?;
     let change = match change.action.as_str() {
-        "grant" => RoleChange::Grant(role),
-        "revoke" => RoleChange::Revoke(role),
+        "grant" => Change::Grant(role),
+        "revoke" => Change::Revoke(role),
         _ => return Err(ApiError::invalid_field("action", "must be grant or revoke")),
     };
     let user_id: orders_domain::ids::UserId =
@@ -395,8 +414,5 @@ pub async fn change_role(
                 ApiError::Conflict(refusal.to_string())
             })
         })?;
-    Ok(crate::http::with_position(
-        axum::http::StatusCode::NO_CONTENT.into_response(),
-        receipt.position,
-    ))
+    Ok(receipt.position)
 }

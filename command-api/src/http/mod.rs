@@ -20,6 +20,7 @@ use orders_store::event_store::LogPosition;
 
 pub mod accounts;
 pub mod admin;
+pub mod admin_operations;
 pub mod control_characters;
 pub mod live;
 pub mod operations;
@@ -41,6 +42,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(live::router())
         .merge(crate::console::router())
         .merge(admin::router())
+        .merge(admin_operations::router())
         .merge(profile::router())
         .merge(orders::router())
         .merge(queries::router())

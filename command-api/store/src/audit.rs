@@ -139,6 +139,73 @@ pub async fn page(
     })
 }
 
+/// What the event log viewer narrows the log to: each filter that is set must hold.
+#[derive(Debug, Clone, Default)]
+pub struct LogFilter {
+    /// Any of these event types (none: every type).
+    pub event_types: Vec<String>,
+    pub aggregate_type: Option<String>,
+    pub aggregate_id: Option<String>,
+    pub actor: Option<String>,
+    pub correlation_id: Option<String>,
+}
+
+/// The newest events of the whole log that pass `filter`, newest first in the log's
+/// order (transaction, then global position: the relay's order), starting before
+/// `before` when given (the `global_position` of the last event of the previous
+/// page). At most `limit` (1 to 1000), with the next page's `before`.
+pub async fn recent(
+    pool: &PgPool,
+    filter: &LogFilter,
+    before: Option<i64>,
+    limit: i64,
+) -> sqlx::Result<(Vec<AuditEntry>, Option<i64>)> {
+    let limit = limit.clamp(1, 1_000);
+    let statement = format!(
+        "SELECT {STORED_EVENT_COLUMNS} FROM events
+          WHERE (cardinality($1::text[]) = 0 OR event_type = ANY($1))
+            AND ($2::text IS NULL OR aggregate_type = $2)
+            AND ($3::text IS NULL OR aggregate_id = $3)
+            AND ($4::text IS NULL OR metadata ->> 'actor' = $4)
+            AND ($5::text IS NULL OR metadata ->> 'correlation_id' = $5)
+            AND ($6::int8 IS NULL OR (events.tx_id, global_position) <
+                 (SELECT tx_id, global_position FROM events WHERE global_position = $6))
+          ORDER BY events.tx_id DESC, global_position DESC
+          LIMIT $7"
+    );
+    let rows: Vec<StoredEventRow> = sqlx::query_as(&statement)
+        .bind(&filter.event_types)
+        .bind(&filter.aggregate_type)
+        .bind(&filter.aggregate_id)
+        .bind(&filter.actor)
+        .bind(&filter.correlation_id)
+        .bind(before)
+        .bind(limit + 1)
+        .fetch_all(pool)
+        .await?;
+    let more = rows.len() as i64 > limit;
+    let entries: Vec<AuditEntry> = rows
+        .into_iter()
+        .take(usize::try_from(limit).unwrap_or(usize::MAX))
+        .map(entry)
+        .collect::<Result<_, _>>()?;
+    let next_before = more
+        .then(|| entries.last().map(|entry| entry.global_position))
+        .flatten();
+    Ok((entries, next_before))
+}
+
+/// The event at `global_position`, if there is one.
+pub async fn at(pool: &PgPool, global_position: i64) -> sqlx::Result<Option<AuditEntry>> {
+    let row: Option<StoredEventRow> = sqlx::query_as(&format!(
+        "SELECT {STORED_EVENT_COLUMNS} FROM events WHERE global_position = $1"
+    ))
+    .bind(global_position)
+    .fetch_optional(pool)
+    .await?;
+    row.map(entry).transpose()
+}
+
 fn entry(row: StoredEventRow) -> sqlx::Result<AuditEntry> {
     let decoding = |error: Box<dyn std::error::Error + Send + Sync>| sqlx::Error::Decode(error);
     let payload = row.payload_json().map_err(|error| decoding(error.into()))?;

@@ -53,6 +53,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "console sessions",
         include_str!("../migrations/0008_console_sessions.sql"),
     ),
+    (
+        9,
+        "admin daily counts",
+        include_str!("../migrations/0009_admin_daily.sql"),
+    ),
 ];
 
 pub fn migrator() -> Migrator {

@@ -9,14 +9,14 @@ use serde_json::json;
 use crate::helpers::{spawn_app, spawn_app_with_log, TestApp};
 
 /// A browser: its cookies, and no automatic redirects (the test follows them).
-struct Browser {
+pub(crate) struct Browser {
     http: reqwest::Client,
     cookies: Vec<(String, String)>,
     base: String,
 }
 
 impl Browser {
-    fn new(app: &TestApp) -> Self {
+    pub(crate) fn new(app: &TestApp) -> Self {
         Self {
             http: reqwest::Client::builder()
                 .redirect(redirect::Policy::none())
@@ -51,7 +51,7 @@ impl Browser {
         }
     }
 
-    async fn get(&mut self, path: &str) -> Response {
+    pub(crate) async fn get(&mut self, path: &str) -> Response {
         let response = self
             .http
             .get(format!("{}{path}", self.base))
@@ -63,13 +63,18 @@ impl Browser {
         response
     }
 
-    async fn get_page(&mut self, path: &str) -> String {
+    pub(crate) async fn get_page(&mut self, path: &str) -> String {
         let response = self.get(path).await;
         assert_eq!(response.status(), StatusCode::OK, "GET {path}");
         response.text().await.unwrap()
     }
 
-    async fn post(&mut self, path: &str, form: &[(&str, &str)], origin: Option<&str>) -> Response {
+    pub(crate) async fn post(
+        &mut self,
+        path: &str,
+        form: &[(&str, &str)],
+        origin: Option<&str>,
+    ) -> Response {
         let mut request = self
             .http
             .post(format!("{}{path}", self.base))
@@ -103,20 +108,20 @@ impl Browser {
 }
 
 /// The value of the hidden `_csrf` field of a page.
-fn csrf_of(page: &str) -> String {
+pub(crate) fn csrf_of(page: &str) -> String {
     let at = page.find(r#"name="_csrf" value=""#).expect("a CSRF field")
         + r#"name="_csrf" value=""#.len();
     page[at..at + page[at..].find('"').unwrap()].to_owned()
 }
 
-fn location(response: &Response) -> String {
+pub(crate) fn location(response: &Response) -> String {
     response.headers()[LOCATION].to_str().unwrap().to_owned()
 }
 
-const PASSWORD: &str = "a long enough password";
+pub(crate) const PASSWORD: &str = "a long enough password";
 
 /// Signs up through the form; answers the browser, signed in, and the address.
-async fn signed_up(app: &TestApp) -> (Browser, String) {
+pub(crate) async fn signed_up(app: &TestApp) -> (Browser, String) {
     let mut browser = Browser::new(app);
     let email = format!("console-{}@example.com", uuid::Uuid::now_v7().simple());
     let form = browser.get_page("/app/signup").await;

@@ -93,6 +93,7 @@ pub(crate) async fn spawn_app_with_log_and(configure: impl FnOnce(&mut ApiConfig
     let pool = fresh_database().await;
     let log = start_log(&pool).await;
     let waker = RelayWaker::new(log.client.clone());
+    let jetstream = log.jetstream.clone();
     let live = orders_projectors::live::LiveHub::start(
         log.jetstream.clone(),
         pool.clone(),
@@ -101,6 +102,7 @@ pub(crate) async fn spawn_app_with_log_and(configure: impl FnOnce(&mut ApiConfig
     let mut app = spawn_instance(pool, |config| {
         config.relay_waker = Some(waker);
         config.live = Some(live);
+        config.jetstream = Some(jetstream);
         configure(config);
     })
     .await;

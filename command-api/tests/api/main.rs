@@ -4,6 +4,8 @@
 mod accounts;
 mod admin;
 mod console;
+mod console_accounts;
+mod console_admin;
 mod helpers;
 mod hostile_input;
 mod live;

@@ -13,7 +13,22 @@ use uuid::Uuid;
 use crate::checkpoint::Generation;
 use crate::record::{Event, LogRecord};
 
-pub(crate) const TABLES: &[&str] = &["view_admin_overview", "view_admin_order_status"];
+pub(crate) const TABLES: &[&str] = &[
+    "view_admin_overview",
+    "view_admin_order_status",
+    "view_admin_daily",
+];
+
+/// The metrics also counted per UTC day of the events' times, in the order the
+/// dashboard shows them.
+pub const DAILY_METRICS: [&str; 6] = [
+    "users_registered",
+    "orders_placed",
+    "checks_requested",
+    "checks_failed",
+    "price_changes",
+    "targets_reached",
+];
 
 /// The metrics, in the order `GET /admin/...` lists them.
 pub const METRICS: [&str; 9] = [
@@ -122,6 +137,7 @@ pub(crate) async fn apply(
         }
     }
     let mut deltas: BTreeMap<&'static str, i64> = BTreeMap::new();
+    let mut daily: BTreeMap<(chrono::NaiveDate, &'static str), i64> = BTreeMap::new();
     let mut changed: BTreeMap<Uuid, OrderStatus> = BTreeMap::new();
     for record in records {
         let id = record.aggregate_uuid();
@@ -129,6 +145,11 @@ pub(crate) async fn apply(
         let (record_deltas, after) = changes(record, before);
         for (metric, delta) in record_deltas {
             *deltas.entry(metric).or_default() += delta;
+            if DAILY_METRICS.contains(&metric) {
+                *daily
+                    .entry((record.recorded_at.date_naive(), metric))
+                    .or_default() += delta;
+            }
         }
         if let Some(after) = after {
             status.insert(id, Some(after));
@@ -151,6 +172,7 @@ pub(crate) async fn apply(
         .execute(&mut *connection)
         .await?;
     }
+    add_daily(connection, &generation.table(TABLES[2]), daily).await?;
     deltas.retain(|_, delta| *delta != 0);
     if !deltas.is_empty() {
         sqlx::query(&format!(
@@ -163,5 +185,30 @@ pub(crate) async fn apply(
         .execute(&mut *connection)
         .await?;
     }
+    Ok(())
+}
+
+/// Adds each day's counts to the days they happened on.
+async fn add_daily(
+    connection: &mut PgConnection,
+    table: &str,
+    daily: BTreeMap<(chrono::NaiveDate, &'static str), i64>,
+) -> anyhow::Result<()> {
+    if daily.is_empty() {
+        return Ok(());
+    }
+    let days: Vec<chrono::NaiveDate> = daily.keys().map(|(day, _)| *day).collect();
+    let metrics: Vec<String> = daily.keys().map(|(_, m)| (*m).to_owned()).collect();
+    let values: Vec<i64> = daily.values().copied().collect();
+    sqlx::query(&format!(
+        "INSERT INTO {table} (day, metric, value)
+         SELECT * FROM UNNEST($1::date[], $2::text[], $3::int8[])
+         ON CONFLICT (day, metric) DO UPDATE SET value = {table}.value + EXCLUDED.value"
+    ))
+    .bind(days)
+    .bind(metrics)
+    .bind(values)
+    .execute(&mut *connection)
+    .await?;
     Ok(())
 }

@@ -9,14 +9,14 @@
 //! same stream, where the worker's `<worker>-retries` consumer picks it up, and then
 //! deletes the dead letter. The log stream is never written to (guarantee 9).
 
+use crate::work::{
+    Worker, DEAD_LETTER_PREFIX, DEAD_LETTER_REASON_HEADER, DEAD_LETTER_STREAM,
+    DEAD_LETTER_WORKER_HEADER, WORKERS,
+};
 use anyhow::Context as _;
 use async_nats::jetstream::message::StreamMessage;
 use async_nats::jetstream::{self, context::GetStreamErrorKind, stream};
 use chrono::{DateTime, Utc};
-use orders_nats::work::{
-    Worker, DEAD_LETTER_PREFIX, DEAD_LETTER_REASON_HEADER, DEAD_LETTER_STREAM,
-    DEAD_LETTER_WORKER_HEADER, WORKERS,
-};
 
 /// How many times the worker had the message when it gave up (written by
 /// [`crate::consumer`]).

@@ -30,7 +30,19 @@ BASE = os.environ["BASE_URL"].rstrip("/")
 MAILDIR = os.environ["MAILDIR"]
 CHROMIUM = os.environ["CHROMIUM"]
 SCREENSHOTS = os.environ["SCREENSHOTS"]
+ADMIN_EMAIL = os.environ["ADMIN_EMAIL"]
+ADMIN_PASSWORD = os.environ["ADMIN_PASSWORD"]
+CONTROL_DIR = os.environ["CONTROL_DIR"]
 PASSWORD = "a long enough password"
+
+# Every event type: an EventSource message with a type reaches only its listeners.
+EVENT_TYPES = [
+    "UserRegistered", "EmailVerified", "VerificationMailRequested", "PasswordResetRequested",
+    "PasswordChanged", "ProfileUpdated", "NotificationPreferencesChanged", "RoleGranted",
+    "RoleRevoked", "UserDeactivated", "OrderPlaced", "PriceChanged", "TargetReached", "Rearmed",
+    "TargetChanged", "OrderPaused", "OrderResumed", "OrderCancelled", "BecameAvailable",
+    "BecameUnavailable", "PriceCheckRequested", "PriceObserved", "PriceCheckFailed",
+]
 
 PRICE = {"value": "3500.00"}
 
@@ -121,6 +133,68 @@ def check_now_and_wait_for(page, price):
         sys.exit("the page was reloaded to show the price")
 
 
+def positions(page):
+    """The log positions of the event viewer's rows, as shown (newest first)."""
+    return page.locator("tr[data-position]").evaluate_all(
+        "rows => rows.map(row => row.dataset.position)"
+    )
+
+
+def as_key(position):
+    tx, _, global_position = position.partition(".")
+    return (int(tx), int(global_position))
+
+
+def in_log_order_newest_first(page, what):
+    shown = positions(page)
+    keys = [as_key(position) for position in shown]
+    if keys != sorted(keys, reverse=True) or len(set(keys)) != len(keys):
+        sys.exit(f"{what}: the event viewer's rows are not in log order: {shown}")
+    return shown
+
+
+def admin_signs_in(browser):
+    """The administrator's desktop browser, on the event log viewer, live."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    admin = context.new_page()
+    admin.goto(f"{BASE}/app/login?next=/app/admin/events")
+    admin.fill("#email", ADMIN_EMAIL)
+    admin.fill("#password", ADMIN_PASSWORD)
+    admin.locator("main form button[type=submit]").click()
+    admin.wait_for_url(f"{BASE}/app/admin/events")
+    expect(admin.locator("body")).to_have_attribute("data-live", "open", timeout=10_000)
+    admin.evaluate("window.notReloaded = true")
+    accessible(admin, "the event log viewer")
+    return admin
+
+
+def restart_the_service():
+    """Asks the test (tests/console_browser.rs) to stop every service and start them
+    again on the same port; waits until it has."""
+    done = os.path.join(CONTROL_DIR, "restarted")
+    open(os.path.join(CONTROL_DIR, "restart"), "w").close()
+    deadline = time.time() + 60
+    while not os.path.exists(done):
+        if time.time() > deadline:
+            sys.exit("the service was not restarted within 60 s")
+        time.sleep(0.1)
+    os.remove(done)
+
+
+def record_live_events(page, after):
+    """A second EventSource in the page, as the browser runs it (it reconnects with
+    Last-Event-ID by itself), recording every event id it receives."""
+    page.evaluate(
+        """([after, types]) => {
+             window.seen = [];
+             const source = new EventSource('/live?after=' + encodeURIComponent(after));
+             for (const type of types) source.addEventListener(type, e => window.seen.push(e.lastEventId));
+             window.recorder = source;
+           }""",
+        [after, EVENT_TYPES],
+    )
+
+
 def main():
     os.makedirs(SCREENSHOTS, exist_ok=True)
     shop = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Shop)
@@ -130,6 +204,9 @@ def main():
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        step("an administrator opens the event log viewer in another browser")
+        admin = admin_signs_in(browser)
+
         phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
         page = phone.new_page()
 
@@ -188,10 +265,79 @@ def main():
         if "2 900.00 UAH" not in text_of(alert):
             sys.exit("the price alert does not give the new price")
 
+        step("the administrator saw it all live, in log order")
+        for kind in ["UserRegistered", "OrderPlaced", "PriceObserved", "PriceChanged", "TargetReached"]:
+            expect(admin.locator(f"tr[data-type={kind}]").first).to_be_visible(timeout=10_000)
+        if admin.evaluate("window.notReloaded") is not True:
+            sys.exit("the event viewer was reloaded")
+        in_log_order_newest_first(admin, "live")
+        shot(admin, "desktop-admin-events")
+
+        step("a correlation id opens the trace as a tree")
+        admin.locator("tr[data-type=TargetReached] a.correlation").first.click()
+        admin.wait_for_url(re.compile(r"/app/admin/trace/"))
+        expect(admin.locator(".trace-node").first).to_be_visible()
+        depths = admin.locator(".trace-node").evaluate_all("nodes => nodes.map(n => +n.dataset.depth)")
+        if len(depths) < 3 or max(depths) < 1 or depths[0] != 0:
+            sys.exit(f"the trace is not a tree of what the check caused: depths {depths}")
+        accessible(admin, "the trace page")
+        shot(admin, "desktop-admin-trace")
+        admin.locator(".trace-node a").first.click()
+        admin.wait_for_url(re.compile(r"/app/admin/events/[0-9]+$"))
+        expect(admin.locator("pre.payload")).to_be_visible()
+        accessible(admin, "an event's envelope")
+
+        step("the dashboard and the users")
+        admin.goto(f"{BASE}/app/admin/")
+        expect(admin.locator("h1")).to_have_text("Dashboard")
+        accessible(admin, "the dashboard")
+        shot(admin, "desktop-admin-dashboard")
+        admin.goto(f"{BASE}/app/admin/users?email={address}")
+        expect(admin.locator(f"tr[data-user='{address}']")).to_be_visible()
+        accessible(admin, "the users page")
+        admin.goto(f"{BASE}/app/admin/orders")
+        expect(admin.locator("tbody tr")).to_have_count(1)
+        accessible(admin, "all tracking orders")
+        admin.goto(f"{BASE}/app/admin/dead-letters")
+        accessible(admin, "the dead letters")
+
+        step("a shopper gets the 403 page on an admin page")
+        response = page.goto(f"{BASE}/app/admin/")
+        if response.status != 403:
+            sys.exit(f"a shopper's admin page answered {response.status}")
+        expect(page.locator("h1")).to_have_text("Not for this account")
+        accessible(page, "the 403 page")
+        page.goto(order_url)
+
+        step("the service restarts: the live pages resume with no gap and no repeat")
+        admin.goto(f"{BASE}/app/admin/events")
+        expect(admin.locator("body")).to_have_attribute("data-live", "open", timeout=10_000)
+        time.sleep(1)
+        admin.goto(f"{BASE}/app/admin/events")
+        expect(admin.locator("body")).to_have_attribute("data-live", "open", timeout=10_000)
+        start = positions(admin)[0]
+        record_live_events(admin, start)
+        admin.evaluate("window.notReloaded = true")
+        restart_the_service()
+        PRICE["value"] = "3100.00"
+        expect(page.locator("body")).to_have_attribute("data-live", "open", timeout=15_000)
+        check_now_and_wait_for(page, "3 100.00")
+        expect(admin.locator("tr[data-type=Rearmed]").first).to_be_visible(timeout=15_000)
+        time.sleep(1)
+        if admin.evaluate("window.notReloaded") is not True:
+            sys.exit("the event viewer was reloaded")
+        shown = in_log_order_newest_first(admin, "after the restart")
+        expected = [p for p in reversed(shown) if as_key(p) > as_key(start)]
+        seen = admin.evaluate("window.seen")
+        if seen != expected:
+            sys.exit(f"across the restart the live feed gave {seen}, the log has {expected}")
+        print(f"    {len(seen)} events across the restart, none missing or repeated", flush=True)
+        admin.evaluate("window.recorder.close()")
+
         step("the list")
         page.goto(f"{BASE}/app/")
         expect(page.locator("tbody tr")).to_have_count(1)
-        expect(page.locator("tbody")).to_contain_text("2 900.00 UAH")
+        expect(page.locator("tbody")).to_contain_text("3 100.00 UAH")
         accessible(page, "the orders page")
         shot(page, "phone-orders")
 

@@ -261,6 +261,9 @@ def main():
         check_now_and_wait_for(page, "2 900.00")
         expect(page.locator("svg.chart circle")).to_have_count(2)
         expect(page.locator("#facts")).not_to_contain_text("alert armed")
+        expect(page.locator("#alerts tbody tr")).to_have_count(1)
+        expect(page.locator("#alerts tbody tr")).to_contain_text("2 900.00 UAH")
+        expect(page.locator("#checks tr.check-ok")).to_have_count(2)
         alert = mail_to(address, "Steel kettle")
         if "2 900.00 UAH" not in text_of(alert):
             sys.exit("the price alert does not give the new price")

@@ -53,6 +53,8 @@ use session::{SignedIn, CSRF_COOKIE, SESSION_COOKIE, SESSION_LIFETIME};
 const ORDERS_PER_PAGE: i64 = 20;
 /// Prices the order page draws and lists.
 const PRICES_SHOWN: i64 = 500;
+/// Alerts and checks the order page lists (the newest).
+const LISTED: i64 = 20;
 
 pub fn router() -> Router<Arc<AppState>> {
     Router::new()
@@ -671,6 +673,12 @@ async fn order_template(
     let points = query::price_history::of_order(state.pool(), order_id, None, PRICES_SHOWN)
         .await
         .context("reading the price history")?;
+    let alerts = query::price_history::alerts_of_order(state.pool(), order_id, None, LISTED)
+        .await
+        .context("reading the order's alerts")?;
+    let checks = query::price_history::checks_of_order(state.pool(), order_id, None, LISTED)
+        .await
+        .context("reading the order's checks")?;
     let series: Vec<_> = points
         .iter()
         .map(|point| (point.observed_at, point.price))
@@ -679,6 +687,8 @@ async fn order_template(
         chrome: chrome_of(state, session).await?.0,
         chart: chart::price_chart(&series, row.target_price, &row.currency),
         points: points.iter().rev().map(Into::into).collect(),
+        alerts: alerts.iter().map(Into::into).collect(),
+        checks: checks.iter().map(Into::into).collect(),
         actions: pages::actions_for(&row.status),
         target_value: shown
             .target_value

@@ -213,6 +213,62 @@ pub struct Action {
     pub class: &'static str,
 }
 
+/// An alert the order fired, as its page lists it.
+#[derive(Debug, Clone)]
+pub struct AlertLine {
+    pub when: String,
+    pub price: String,
+    pub previous: String,
+    pub target: String,
+}
+
+impl From<&orders_projectors::query::price_history::Alert> for AlertLine {
+    fn from(alert: &orders_projectors::query::price_history::Alert) -> Self {
+        Self {
+            when: readable_time(alert.fired_at),
+            price: readable_amount(alert.price, &alert.currency),
+            previous: alert.previous.map_or_else(
+                || "–".to_owned(),
+                |price| readable_amount(price, &alert.currency),
+            ),
+            target: readable_amount(alert.target, &alert.currency),
+        }
+    }
+}
+
+/// A price check, as the order's page lists it.
+#[derive(Debug, Clone)]
+pub struct CheckLine {
+    pub when: String,
+    pub trigger: String,
+    pub outcome: String,
+    /// The price seen, or why there is none.
+    pub result: String,
+}
+
+impl From<&orders_projectors::query::price_history::CheckRow> for CheckLine {
+    fn from(check: &orders_projectors::query::price_history::CheckRow) -> Self {
+        let result = match (check.outcome.as_str(), check.price) {
+            (_, Some(price)) => readable_amount(price, &check.currency),
+            ("pending", _) => "on its way".to_owned(),
+            ("no_price", _) => "the page shows no price (not for sale)".to_owned(),
+            _ => {
+                let reason = check.reason.clone().unwrap_or_default().replace('_', " ");
+                match &check.detail {
+                    Some(detail) => format!("{reason}: {detail}"),
+                    None => reason,
+                }
+            }
+        };
+        Self {
+            when: readable_time(check.requested_at),
+            trigger: check.trigger.clone(),
+            outcome: check.outcome.replace('_', " "),
+            result,
+        }
+    }
+}
+
 #[derive(Template)]
 #[template(path = "console/order.html")]
 pub struct OrderPage {
@@ -220,6 +276,8 @@ pub struct OrderPage {
     pub order: OrderFacts,
     pub chart: String,
     pub points: Vec<PriceLine>,
+    pub alerts: Vec<AlertLine>,
+    pub checks: Vec<CheckLine>,
     pub actions: Vec<Action>,
     pub notice: Option<String>,
     pub form_error: Option<String>,

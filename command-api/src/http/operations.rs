@@ -103,6 +103,8 @@ impl Modify for BearerAuth {
         crate::http::queries::list_orders,
         crate::http::queries::show_order,
         crate::http::queries::price_history,
+        crate::http::queries::alerts,
+        crate::http::queries::checks,
         crate::http::orders::change_target,
         crate::http::orders::pause_order,
         crate::http::orders::resume_order,

@@ -49,7 +49,10 @@ pub const MAX_PAGE_SIZE: i64 = 100;
 /// `GET /orders` and `GET /orders/{id}` share their paths with commands, so
 /// `orders::router` routes them; this one has the rest.
 pub fn router() -> Router<Arc<AppState>> {
-    Router::new().route("/orders/{id}/prices", get(price_history))
+    Router::new()
+        .route("/orders/{id}/prices", get(price_history))
+        .route("/orders/{id}/alerts", get(alerts))
+        .route("/orders/{id}/checks", get(checks))
 }
 
 /// The `Orders-Min-Position` a read must wait for, if any.
@@ -292,6 +295,150 @@ impl From<PricePoint> for PriceObservation {
             extractor: point.extractor,
         }
     }
+}
+
+/// An alert the order fired: its price reached the target (the mail goes to a
+/// verified address while the owner's price alerts are on).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct OrderAlert {
+    /// The order's event that fired it (its sequence): pass as `?before=` for older.
+    pub sequence: i64,
+    /// RFC 3339, UTC.
+    pub fired_at: String,
+    pub price: String,
+    /// The price known before, if any.
+    pub previous: Option<String>,
+    pub target: String,
+    pub currency: String,
+}
+
+impl From<orders_projectors::query::price_history::Alert> for OrderAlert {
+    fn from(alert: orders_projectors::query::price_history::Alert) -> Self {
+        Self {
+            sequence: alert.sequence,
+            fired_at: rfc3339(alert.fired_at),
+            price: alert.price.to_string(),
+            previous: alert.previous.map(|price| price.to_string()),
+            target: alert.target.to_string(),
+            currency: alert.currency,
+        }
+    }
+}
+
+/// The most alerts (or checks) one answer of `GET /orders/{id}/alerts` (`/checks`)
+/// lists.
+pub const ALERTS_LISTED: i64 = 100;
+
+/// `GET /orders/{id}/alerts`: the alerts the caller's order fired, newest first
+/// (the 100 newest; older ones with `?before=<sequence>`).
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AlertParams {
+    pub before: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/orders/{id}/alerts", tag = "orders", security(("bearer" = [])),
+    params(("id" = String, Path), AlertParams, ("Orders-Min-Position" = Option<String>, Header)),
+    responses((status = 200, body = Vec<OrderAlert>), (status = 404, body = crate::problem::Problem)))]
+pub async fn alerts(
+    State(state): State<Arc<AppState>>,
+    caller: CurrentUser,
+    min_position: MinPosition,
+    Path(id): Path<String>,
+    params: Result<Query<AlertParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let order_id = order_id_from_path(&id)?;
+    let Query(params) = params.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
+    require_active(&state, caller).await?;
+    let stale = min_position
+        .wait(&state, &[View::Orders, View::PriceHistory])
+        .await?;
+    if query::orders::one_of_owner(state.pool(), caller.user_id.as_uuid(), order_id)
+        .await
+        .context("reading the orders view")?
+        .is_none()
+    {
+        return Ok(answer(ApiError::NotFound("no such order"), stale));
+    }
+    let alerts =
+        query::price_history::alerts_of_order(state.pool(), order_id, params.before, ALERTS_LISTED)
+            .await
+            .context("reading the price history view")?;
+    let alerts: Vec<OrderAlert> = alerts.into_iter().map(Into::into).collect();
+    Ok(answer(Json(alerts), stale))
+}
+
+/// One price check of an order, with its outcome.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct OrderCheck {
+    pub check_id: Uuid,
+    /// RFC 3339, UTC.
+    pub requested_at: String,
+    /// `scheduled` or `manual`.
+    pub trigger: String,
+    /// `pending`, `ok`, `no_price` (the page showed none: the product cannot be
+    /// bought) or `failed`.
+    pub outcome: String,
+    pub finished_at: Option<String>,
+    pub price: Option<String>,
+    pub currency: String,
+    /// Why it failed: `timeout`, `not_found`, `no_price`, `ambiguous_price`, ...
+    pub reason: Option<String>,
+    pub detail: Option<String>,
+}
+
+impl From<orders_projectors::query::price_history::CheckRow> for OrderCheck {
+    fn from(row: orders_projectors::query::price_history::CheckRow) -> Self {
+        Self {
+            check_id: row.check_id,
+            requested_at: rfc3339(row.requested_at),
+            trigger: row.trigger,
+            outcome: row.outcome,
+            finished_at: row.finished_at.map(rfc3339),
+            price: row.price.map(|price| price.to_string()),
+            currency: row.currency,
+            reason: row.reason,
+            detail: row.detail,
+        }
+    }
+}
+
+/// `GET /orders/{id}/checks`: the newest 100, older ones with `?before=<check_id>`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CheckParams {
+    pub before: Option<Uuid>,
+}
+
+#[utoipa::path(get, path = "/orders/{id}/checks", tag = "orders", security(("bearer" = [])),
+    params(("id" = String, Path), CheckParams, ("Orders-Min-Position" = Option<String>, Header)),
+    responses((status = 200, body = Vec<OrderCheck>), (status = 404, body = crate::problem::Problem)))]
+pub async fn checks(
+    State(state): State<Arc<AppState>>,
+    caller: CurrentUser,
+    min_position: MinPosition,
+    Path(id): Path<String>,
+    params: Result<Query<CheckParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let order_id = order_id_from_path(&id)?;
+    let Query(params) = params.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
+    require_active(&state, caller).await?;
+    let stale = min_position
+        .wait(&state, &[View::Orders, View::PriceHistory])
+        .await?;
+    if query::orders::one_of_owner(state.pool(), caller.user_id.as_uuid(), order_id)
+        .await
+        .context("reading the orders view")?
+        .is_none()
+    {
+        return Ok(answer(ApiError::NotFound("no such order"), stale));
+    }
+    let checks =
+        query::price_history::checks_of_order(state.pool(), order_id, params.before, ALERTS_LISTED)
+            .await
+            .context("reading the price history view")?;
+    let checks: Vec<OrderCheck> = checks.into_iter().map(Into::into).collect();
+    Ok(answer(Json(checks), stale))
 }
 
 async fn require_active(state: &AppState, caller: CurrentUser) -> Result<(), ApiError> {

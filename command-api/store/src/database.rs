@@ -58,6 +58,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "admin daily counts",
         include_str!("../migrations/0009_admin_daily.sql"),
     ),
+    (
+        10,
+        "order alerts and checks",
+        include_str!("../migrations/0010_order_alerts_and_checks.sql"),
+    ),
 ];
 
 pub fn migrator() -> Migrator {

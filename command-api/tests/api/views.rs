@@ -257,6 +257,56 @@ async fn the_callers_orders_and_price_history_are_served_from_the_views() {
     assert_eq!(points[2]["extractor"], "json-ld");
     assert_eq!(points[2]["currency"], "UAH");
     assert!(points[2]["check_id"].is_string());
+
+    // The alert it fired (3100.00 reached the target of 3199.00), once.
+    let alerts = app
+        .get_fresh_json(&format!("/orders/{tracked}/alerts"), &user.token, &last)
+        .await;
+    let alerts = alerts.as_array().unwrap();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["price"], "3100.00");
+    assert_eq!(alerts[0]["previous"], "3499.00");
+    assert_eq!(alerts[0]["target"], "3199.00");
+
+    // Every check, newest first, with its outcome and why it failed.
+    let checks = app
+        .get_fresh_json(&format!("/orders/{tracked}/checks"), &user.token, &last)
+        .await;
+    let outcomes: Vec<(&str, &str)> = checks
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|check| {
+            (
+                check["outcome"].as_str().unwrap(),
+                check["price"]
+                    .as_str()
+                    .or(check["reason"].as_str())
+                    .unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("failed", "timeout"),
+            ("ok", "3100.00"),
+            ("ok", "3100.00"),
+            ("ok", "3499.00"),
+            ("failed", "timeout"),
+            ("failed", "timeout"),
+            ("ok", "3500.00"),
+            ("failed", "timeout"),
+        ]
+    );
+    assert_eq!(checks[0]["detail"], "no answer within 20 s");
+    for path in [
+        format!("/orders/{tracked}/alerts"),
+        format!("/orders/{tracked}/checks"),
+    ] {
+        let response = app.get_after(&path, &other.token, Some(&last)).await;
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
+    }
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! The views: each folds log records into its tables, a batch at a time.
 
 pub mod admin_overview;
+pub mod checks;
 pub(crate) mod folded;
 pub mod orders;
 pub mod price_history;

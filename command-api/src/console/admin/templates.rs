@@ -218,6 +218,33 @@ pub(crate) struct EventLine {
     pub summary: String,
 }
 
+/// A long id shortened for a table cell (its first 8 characters after any
+/// `kind:` prefix), the whole id being in the link's title and on the envelope.
+pub(crate) fn short_id(id: &str) -> String {
+    let (prefix, rest) = match id.split_once(':') {
+        Some((prefix, rest)) => (format!("{prefix}:"), rest),
+        None => (String::new(), id),
+    };
+    if rest.chars().count() <= 12 {
+        return id.to_owned();
+    }
+    format!("{prefix}{}…", rest.chars().take(8).collect::<String>())
+}
+
+impl EventLine {
+    pub(crate) fn short_aggregate(&self) -> String {
+        format!("{}/{}", self.aggregate_type, short_id(&self.aggregate_id))
+    }
+
+    pub(crate) fn short_actor(&self) -> String {
+        short_id(&self.actor)
+    }
+
+    pub(crate) fn short_correlation(&self) -> String {
+        short_id(&self.correlation_id)
+    }
+}
+
 #[derive(Template)]
 #[template(path = "console/admin_events.html")]
 pub(crate) struct EventsPage {
@@ -459,5 +486,24 @@ impl DeadLettersPage {
             unavailable,
             retried,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::short_id;
+
+    #[test]
+    fn long_ids_are_cut_after_their_kind() {
+        assert_eq!(
+            short_id("user:01a24290-1174-7018-a7fa-c3747bcc61d9"),
+            "user:01a24290…"
+        );
+        assert_eq!(
+            short_id("01a24290-307b-729a-96c4-84a102f94a9c"),
+            "01a24290…"
+        );
+        assert_eq!(short_id("system:scraper"), "system:scraper");
+        assert_eq!(short_id(""), "");
     }
 }

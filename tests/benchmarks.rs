@@ -137,8 +137,25 @@ fn bench_audit_verify_completes() {
     ]));
 }
 
+#[test]
+fn bench_pages_completes() {
+    reports_a_target(&bench(&[
+        "pages",
+        "--orders",
+        "60",
+        "--users",
+        "60",
+        "--clients",
+        "2",
+        "--duration-secs",
+        "1",
+        "--warmup-secs",
+        "0",
+    ]));
+}
+
 /// The benchmarks this file runs, by subcommand name.
-const SMOKE_RUN: [&str; 9] = [
+const SMOKE_RUN: [&str; 10] = [
     "commands",
     "relay",
     "pipeline",
@@ -148,6 +165,7 @@ const SMOKE_RUN: [&str; 9] = [
     "idle-memory",
     "audit-verify",
     "live",
+    "pages",
 ];
 
 #[test]

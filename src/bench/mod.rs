@@ -10,6 +10,7 @@ mod checks;
 mod commands;
 mod live;
 mod log;
+mod pages;
 mod setup;
 
 #[derive(Debug, Subcommand)]
@@ -32,6 +33,8 @@ pub(crate) enum BenchCommand {
     AuditVerify(audit::AuditVerifyBenchArgs),
     /// `GET /live`: many clients, commit → client latency beside the NATS floor.
     Live(live::LiveBenchArgs),
+    /// The console's pages with 10,000 orders in the views, beside `GET /healthz`.
+    Pages(pages::PagesBenchArgs),
 }
 
 pub(crate) async fn run(command: BenchCommand) -> anyhow::Result<()> {
@@ -45,5 +48,6 @@ pub(crate) async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::IdleMemory(args) => checks::idle_memory(args).await,
         BenchCommand::AuditVerify(args) => audit::audit_verify(args).await,
         BenchCommand::Live(args) => live::live(args).await,
+        BenchCommand::Pages(args) => pages::pages(args).await,
     }
 }

@@ -122,12 +122,18 @@ pub(crate) fn tempdir() -> anyhow::Result<PathBuf> {
 /// thing measured): real `UserRegistered` payloads, as the domain serialises them,
 /// and the placement guards the command side keeps beside them.
 pub(crate) async fn create_bench_users(pool: &PgPool) -> anyhow::Result<()> {
+    create_first_bench_users(pool, BENCH_USERS).await
+}
+
+/// The first `users` of the benchmark users (`bench_user_id(1..=users)`), as
+/// [`create_bench_users`] registers them all.
+pub(crate) async fn create_first_bench_users(pool: &PgPool, users: i64) -> anyhow::Result<()> {
     let template = serde_json::to_value(UserEvent::UserRegistered {
         user_id: bench_user_id(0),
         email: EmailAddress::parse("bench@example.com").expect("a valid address"),
     })?;
-    for start in (1..=BENCH_USERS).step_by(10_000) {
-        let end = (start + 9_999).min(BENCH_USERS);
+    for start in (1..=users).step_by(10_000) {
+        let end = (start + 9_999).min(users);
         sqlx::query(&format!(
             "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
              SELECT 'user', id, 1, 'UserRegistered', '2.0',
@@ -152,7 +158,7 @@ pub(crate) async fn create_bench_users(pool: &PgPool) -> anyhow::Result<()> {
          SELECT {}, 0, false FROM generate_series(1, $1::bigint) AS i",
         BENCH_USER_ID_SQL.replace(":u", "i")
     ))
-    .bind(BENCH_USERS)
+    .bind(users)
     .execute(pool)
     .await
     .context("creating the benchmark users' placement guards")?;
@@ -186,6 +192,8 @@ pub(crate) struct KeepAliveConnection {
     pub(crate) location: Option<String>,
     pub(crate) position: Option<String>,
     pub(crate) stale: bool,
+    /// The last response's body.
+    pub(crate) body: Vec<u8>,
 }
 
 impl KeepAliveConnection {
@@ -198,6 +206,7 @@ impl KeepAliveConnection {
             location: None,
             position: None,
             stale: false,
+            body: Vec::new(),
         })
     }
 
@@ -237,8 +246,8 @@ impl KeepAliveConnection {
                 }
             }
         }
-        let mut body = vec![0_u8; content_length];
-        self.stream.read_exact(&mut body).await?;
+        self.body.resize(content_length, 0);
+        self.stream.read_exact(&mut self.body).await?;
         Ok(status)
     }
 }
@@ -554,6 +563,7 @@ impl BenchApi {
         let mut config = ApiConfig::new(secret, bench_audit_key(), "http://127.0.0.1".to_owned());
         if let Some(log) = log {
             config.relay_waker = Some(log.relay_waker());
+            config.jetstream = Some(jetstream::new(log.client.clone()));
             config.live = Some(orders_projectors::live::LiveHub::start(
                 jetstream::new(log.client.clone()),
                 pool.clone(),

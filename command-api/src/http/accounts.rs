@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use axum::extract::{ConnectInfo, FromRequestParts, Query, State};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use orders_application::accounts::{self, InactiveAccount, Registered, VerificationMailError};
@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{hash_password, verify_password, CurrentUser};
+use crate::console::pages::{page, Chrome};
 use crate::http::{with_position, RequestContext};
 use crate::login_throttle::{Admission, Attempt, ThrottleKeys};
 use crate::metrics::OutcomeLabels;
@@ -228,7 +229,8 @@ pub struct VerifyEmailLink {
     token: Option<String>,
 }
 
-/// The link in the verification mail: a small page that says what happened.
+/// The link in the verification mail: a page in the console's look that says what
+/// happened, with a link into the console.
 #[utoipa::path(get, path = "/auth/verify", tag = "accounts",
     params(("token" = String, Query, description = "the token from the mail")),
     responses((status = 200, content_type = "text/html"), (status = 400, content_type = "text/html"),
@@ -242,16 +244,25 @@ pub async fn verify_email_link(
         None => Err(ApiError::BadRequest("the link has no token".to_owned())),
         Some(token) => apply_verification_token(&state, context, &token).await,
     };
-    let (status, heading, text) = match outcome {
+    let orders = PageLink {
+        href: "/app/",
+        text: "Go to your tracking orders",
+    };
+    let (status, heading, text, link) = match outcome {
         Ok(_) => (
             StatusCode::OK,
             "E-mail address verified",
             "Thank you: your e-mail address is verified. Price alerts will reach you here.",
+            orders,
         ),
         Err(ApiError::Gone(_)) => (
             StatusCode::GONE,
             "This link has expired",
-            "Verification links are valid for two days. Ask for a new one from your account.",
+            "Verification links are valid for two days. Sign in and ask for a new one: the button is on your tracking orders page.",
+            PageLink {
+                href: "/app/",
+                text: "Ask for a new link",
+            },
         ),
         Err(ApiError::Internal(error)) => {
             tracing::error!(error = format!("{error:#}"), "verifying an e-mail address failed");
@@ -259,15 +270,17 @@ pub async fn verify_email_link(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Something went wrong",
                 "We could not verify your address just now. Please try the link again later.",
+                orders,
             )
         }
         Err(_) => (
             StatusCode::BAD_REQUEST,
             "This link is not valid",
             "The link may have been cut off by your mail program. Copy the whole link into your browser.",
+            orders,
         ),
     };
-    link_page(status, heading, text)
+    link_page(status, heading, text, link)
 }
 
 pub use accounts::VERIFICATION_MAIL_INTERVAL;
@@ -285,6 +298,22 @@ pub async fn resend_verification_mail(
     caller: CurrentUser,
     context: RequestContext,
 ) -> Result<Response, ApiError> {
+    let receipt = request_verification_mail_checked(&state, caller, context).await?;
+    Ok(with_position(
+        StatusCode::ACCEPTED.into_response(),
+        receipt.position,
+    ))
+}
+
+/// Asks for another verification mail for the caller's own address, as `POST
+/// /auth/verify/resend` and the console's "Send the link again" button do: 409 when
+/// the address is already verified, 429 with the seconds to wait when the last mail
+/// went less than a minute ago.
+pub(crate) async fn request_verification_mail_checked(
+    state: &AppState,
+    caller: CurrentUser,
+    context: RequestContext,
+) -> Result<CommandReceipt, ApiError> {
     let metadata = caller_metadata(caller, context);
     let receipt = accounts::request_verification_mail(&state.events, caller.user_id, &metadata)
         .await
@@ -298,10 +327,7 @@ pub async fn resend_verification_mail(
             }
         })?;
     tracing::info!(user_id = %caller.user_id, "verification mail requested");
-    Ok(with_position(
-        StatusCode::ACCEPTED.into_response(),
-        receipt.position,
-    ))
+    Ok(receipt)
 }
 
 /// The metadata of a command the caller makes on their own behalf.
@@ -495,6 +521,10 @@ pub async fn unsubscribe_link(
         None => Err(ApiError::BadRequest("the link has no token".to_owned())),
         Some(token) => apply_unsubscribe_token(&state, context, &token).await,
     };
+    let settings = PageLink {
+        href: "/app/settings",
+        text: "Go to your settings",
+    };
     let (status, heading, text) = match outcome {
         Ok(()) => (
             StatusCode::OK,
@@ -520,7 +550,7 @@ pub async fn unsubscribe_link(
             "The link may have been cut off by your mail program. Copy the whole link into your browser.",
         ),
     };
-    link_page(status, heading, text)
+    link_page(status, heading, text, settings)
 }
 
 async fn apply_unsubscribe_token(
@@ -543,36 +573,38 @@ async fn apply_unsubscribe_token(
     .map(|_| ())
 }
 
-/// The small page a link in a mail opens: what happened, in a heading and its lines
-/// (a template, HTML-escaped), and for a password-reset link its form and script.
+/// The page a link in a mail opens, in the console's look (its frame and
+/// stylesheet, escaped by askama): what happened, in a heading and its lines, and
+/// where to go from there.
 #[derive(askama::Template)]
-#[template(path = "pages/mail_link.html")]
+#[template(path = "console/mail_link.html")]
 pub(crate) struct MailLinkPage<'a> {
+    pub(crate) chrome: Chrome,
     pub(crate) heading: &'a str,
     pub(crate) lines: Vec<String>,
-    pub(crate) reset_token: Option<String>,
-    pub(crate) script: &'static str,
+    pub(crate) link: PageLink,
+}
+
+/// A link of ours, and what it says.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PageLink {
+    pub(crate) href: &'static str,
+    pub(crate) text: &'static str,
 }
 
 impl MailLinkPage<'_> {
     pub(crate) fn into_response(self, status: StatusCode) -> Response {
-        match askama::Template::render(&self) {
-            Ok(page) => (status, Html(page)).into_response(),
-            Err(error) => {
-                tracing::error!(%error, "rendering a mail link's page failed");
-                StatusCode::INTERNAL_SERVER_ERROR.into_response()
-            }
-        }
+        page(status, &self)
     }
 }
 
-/// The page of a link that did what it says (or not): a heading and a line.
-fn link_page(status: StatusCode, heading: &str, text: &str) -> Response {
+/// The page of a link that did what it says (or not): a heading, a line, a link on.
+fn link_page(status: StatusCode, heading: &str, text: &str, link: PageLink) -> Response {
     MailLinkPage {
+        chrome: Chrome::default(),
         heading,
         lines: vec![text.to_owned()],
-        reset_token: None,
-        script: "",
+        link,
     }
     .into_response(status)
 }

@@ -1,6 +1,8 @@
 //! Resetting a forgotten password: ask for the mail (throttled, and answering the
-//! same whether or not the address has an account), open its link (a small page
-//! with a form), and set the new password with the link's token.
+//! same whether or not the address has an account), open its link (which leads to
+//! the console's reset form), and set the new password with the link's token. The
+//! console's forms (`console::accounts`) call the same checked functions as the
+//! JSON handlers here.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -9,17 +11,18 @@ use std::time::Duration;
 use anyhow::Context as _;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::post;
 use axum::Router;
 use orders_application::accounts::{self, ResetLink, ResetLinkError};
 use orders_domain::email::EmailAddress;
 use orders_domain::password_policy::check_password;
+use orders_store::event_store::CommandReceipt;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::hash_password;
-use crate::http::accounts::{request_ids, user_command_error, ClientAddress, MailLinkPage};
+use crate::http::accounts::{request_ids, user_command_error, ClientAddress};
 use crate::http::{with_position, RequestContext};
 use crate::login_throttle::ThrottleKeys;
 use crate::problem::{ApiError, AppJson};
@@ -77,18 +80,34 @@ pub async fn request_password_reset(
     ClientAddress(client): ClientAddress,
     AppJson(request): AppJson<PasswordResetRequest>,
 ) -> Result<Response, ApiError> {
+    request_password_reset_checked(&state, &request.email, context, client).await?;
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+/// Asks for a password-reset mail for `email`, as `POST /auth/password-reset` and the
+/// console's forgotten-password form do: the address checked (422 `email`), the
+/// request counted per address and per client (429 beyond the limits), the mail
+/// asked for when an account has the address, and never an answer sooner than
+/// [`PASSWORD_RESET_MIN_ANSWER_TIME`]: the same outcome, and the same time, whether
+/// or not it has one.
+pub(crate) async fn request_password_reset_checked(
+    state: &AppState,
+    email: &str,
+    context: RequestContext,
+    client: IpAddr,
+) -> Result<(), ApiError> {
     let answer_not_before = tokio::time::Instant::now() + PASSWORD_RESET_MIN_ANSWER_TIME;
-    let email = EmailAddress::parse(&request.email)
+    let email = EmailAddress::parse(email)
         .map_err(|error| ApiError::invalid_field("email", error.to_string()))?;
     let normalized = email.normalized();
-    if let Some(retry_after_secs) = password_reset_throttle(&state, &normalized, client).await? {
+    if let Some(retry_after_secs) = password_reset_throttle(state, &normalized, client).await? {
         return Err(ApiError::TooManyRequests { retry_after_secs });
     }
     accounts::request_password_reset(&state.events, &normalized, request_ids(context))
         .await
         .map_err(|error| user_command_error(error, "asking for a password reset"))?;
     tokio::time::sleep_until(answer_not_before).await;
-    Ok(StatusCode::ACCEPTED.into_response())
+    Ok(())
 }
 
 /// Counts a password-reset request under its e-mail and client keys (one statement,
@@ -160,10 +179,36 @@ pub async fn confirm_password_reset(
     ClientAddress(client): ClientAddress,
     AppJson(confirmation): AppJson<PasswordResetConfirmation>,
 ) -> Result<Response, ApiError> {
-    let link = check_password_reset_token(&state, &confirmation.token).await?;
-    check_password(&confirmation.password)
+    let receipt = reset_password_checked(
+        &state,
+        &confirmation.token,
+        confirmation.password,
+        context,
+        client,
+    )
+    .await?;
+    Ok(with_position(
+        StatusCode::NO_CONTENT.into_response(),
+        receipt.position,
+    ))
+}
+
+/// Sets a new password with a password-reset token, as `POST
+/// /auth/password-reset/confirm` and the console's reset form do: the link checked
+/// first (400 forged, 410 expired or used), then the password policy (422
+/// `password`, the link still good), the reset stored as the link's user, every
+/// console session of the user ended and the address's login throttle cleared.
+pub(crate) async fn reset_password_checked(
+    state: &AppState,
+    token: &str,
+    password: String,
+    context: RequestContext,
+    client: IpAddr,
+) -> Result<CommandReceipt, ApiError> {
+    let link = check_password_reset_token(state, token).await?;
+    check_password(&password)
         .map_err(|error| ApiError::invalid_field("password", error.to_string()))?;
-    let password_hash = hash_password(confirmation.password).await?;
+    let password_hash = hash_password(password).await?;
     let receipt =
         accounts::reset_password(&state.events, &link, password_hash, request_ids(context))
             .await
@@ -177,16 +222,16 @@ pub async fn confirm_password_reset(
         .await
         .context("clearing the login throttle after a password reset")?;
     tracing::info!(user_id = %link.user_id, "password reset");
-    Ok(with_position(
-        StatusCode::NO_CONTENT.into_response(),
-        receipt.position,
-    ))
+    Ok(receipt)
 }
 
 /// Checks a password-reset token against the user as they are now
 /// ([`accounts::check_reset_link`]): a forged token, or one for another address, is
 /// 400; an expired one 410, and a used one (or a deactivated account) 410 too.
-async fn check_password_reset_token(state: &AppState, token: &str) -> Result<ResetLink, ApiError> {
+pub(crate) async fn check_password_reset_token(
+    state: &AppState,
+    token: &str,
+) -> Result<ResetLink, ApiError> {
     accounts::check_reset_link(
         &state.events,
         &state.signed_tokens,
@@ -215,97 +260,22 @@ pub struct PasswordResetLink {
     pub token: Option<String>,
 }
 
-/// The script of the password-reset page: posts `{token, password}` as JSON to the
-/// confirm route and shows what happened. Allowed by the page's Content-Security-Policy
-/// through its hash, so no other script can run there.
-const PASSWORD_RESET_SCRIPT: &str = r#"
-const form = document.getElementById("reset");
-const message = document.getElementById("message");
-form.addEventListener("submit", async (event) => {
-  event.preventDefault();
-  const password = form.elements.password.value;
-  if (password !== form.elements.repeat.value) {
-    message.textContent = "The two passwords are not the same.";
-    return;
-  }
-  const button = form.querySelector("button");
-  button.disabled = true;
-  message.textContent = "Saving your new password…";
-  try {
-    const response = await fetch(window.location.pathname, {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ token: form.elements.token.value, password }),
-    });
-    if (response.status === 204) {
-      form.hidden = true;
-      message.textContent = "Your password has been changed. You can log in with it now.";
-      return;
-    }
-    let detail = "Something went wrong. Please try again later.";
-    try {
-      const problem = await response.json();
-      if (problem.detail) detail = problem.detail;
-    } catch (_) {}
-    message.textContent = detail;
-    if (response.status === 410 || response.status === 400) form.hidden = true;
-  } catch (_) {
-    message.textContent = "The server could not be reached. Please try again.";
-  }
-  button.disabled = false;
-});
-"#;
-
-/// The link in the password-reset mail: a small page with a form for the new
-/// password, whose script posts it with the token to `POST
-/// /auth/password-reset/confirm`. Opening it changes nothing (mail scanners open
-/// links); a dead link says why at once.
+/// The link in the password-reset mail: the console's reset page
+/// (`/app/reset-password`, a plain form that needs no JavaScript), where the link is
+/// checked and a dead one says why. Mails already sent keep working. Opening it
+/// changes nothing (mail scanners open links).
 #[utoipa::path(get, path = "/auth/password-reset/confirm", tag = "accounts",
     params(PasswordResetLink),
-    responses((status = 200, content_type = "text/html"), (status = 400, content_type = "text/html"),
-              (status = 410, content_type = "text/html")))]
-pub async fn password_reset_page(
-    State(state): State<Arc<AppState>>,
-    Query(link): Query<PasswordResetLink>,
-) -> Response {
-    let outcome = match &link.token {
-        None => Err(ApiError::BadRequest("the link has no token".to_owned())),
-        Some(token) => check_password_reset_token(&state, token).await,
-    };
-    let (status, heading, lines, reset_token) = match (outcome, link.token) {
-        (Ok(_), Some(token)) => (StatusCode::OK, "Choose a new password", vec![], Some(token)),
-        (Err(ApiError::Gone(detail)), _) => (
-            StatusCode::GONE,
-            "This link no longer works",
-            vec![
-                format!("{}.", capitalised(detail)),
-                "Password-reset links are valid for an hour, and once.".to_owned(),
-            ],
-            None,
+    responses((status = 303, description = "to the console's page `/app/reset-password?token=`")))]
+pub async fn password_reset_page(Query(link): Query<PasswordResetLink>) -> Response {
+    let location = match link.token {
+        Some(token) => format!(
+            "/app/reset-password?token={}",
+            url::form_urlencoded::byte_serialize(token.as_bytes()).collect::<String>()
         ),
-        (Err(ApiError::Internal(error)), _) => {
-            tracing::error!(error = format!("{error:#}"), "opening a password-reset link failed");
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Something went wrong",
-                vec!["We could not open your password-reset link just now. Please try it again later.".to_owned()],
-                None,
-            )
-        }
-        _ => (
-            StatusCode::BAD_REQUEST,
-            "This link is not valid",
-            vec!["The link may have been cut off by your mail program. Copy the whole link into your browser.".to_owned()],
-            None,
-        ),
+        None => "/app/reset-password".to_owned(),
     };
-    let mut response = MailLinkPage {
-        heading,
-        lines,
-        reset_token,
-        script: PASSWORD_RESET_SCRIPT,
-    }
-    .into_response(status);
+    let mut response = Redirect::to(&location).into_response();
     let headers = response.headers_mut();
     // The token is in the URL: keep it out of caches and of any Referer.
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -313,27 +283,5 @@ pub async fn password_reset_page(
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
     );
-    if let Ok(policy) = HeaderValue::from_str(&format!(
-        "default-src 'none'; script-src 'sha256-{}'; connect-src 'self'; \
-         base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
-        script_hash(PASSWORD_RESET_SCRIPT)
-    )) {
-        headers.insert(header::CONTENT_SECURITY_POLICY, policy);
-    }
     response
-}
-
-/// The CSP source hash of an inline script: base64 of its SHA-256.
-fn script_hash(script: &str) -> String {
-    use base64::Engine as _;
-    use sha2::Digest as _;
-    base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(script.as_bytes()))
-}
-
-fn capitalised(text: &str) -> String {
-    let mut chars = text.chars();
-    chars
-        .next()
-        .map(|first| first.to_uppercase().chain(chars).collect())
-        .unwrap_or_default()
 }

@@ -11,7 +11,6 @@
 //! the resend button the session's.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use askama::Template;
 use axum::extract::{Query, State};
@@ -22,7 +21,7 @@ use axum::{Form, Router};
 use serde::Deserialize;
 
 use super::pages::{page, Chrome, ErrorPage};
-use super::session::{self, SignedIn, SESSION_COOKIE};
+use super::session::SignedIn;
 use super::{
     caller, check_pre_session_form, orders_template, placement_form, pre_session_csrf,
     pre_session_page, see_other, CsrfOnly,
@@ -227,13 +226,9 @@ async fn reset_password(
     check_pre_session_form(&state, &headers, &form.csrf)?;
     let outcome = reset_password_checked(&state, &form.token, form.password, context, client).await;
     let response = match outcome {
-        Ok(_) => {
-            let mut response = see_other("/app/login?notice=password-changed");
-            // This browser's session, if it had one, ended with the others.
-            let cookie = session::set_cookie(&state, SESSION_COOKIE, "", Duration::ZERO);
-            response.headers_mut().append(header::SET_COOKIE, cookie);
-            response
-        }
+        // Every session of the link's user has ended; a cookie of one of them, here,
+        // now names none. (This browser may be signed in as someone else: theirs stays.)
+        Ok(_) => see_other("/app/login?notice=password-changed"),
         Err(ApiError::InvalidField { message, .. }) => {
             let template = ResetPasswordPage {
                 chrome: Chrome::default(),

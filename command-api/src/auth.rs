@@ -68,6 +68,10 @@ struct AccessClaims {
     iat: i64,
     exp: i64,
     jti: String,
+    /// The user's credentials version when the token was issued (how many times
+    /// the password had changed): a later change ends the token.
+    #[serde(default)]
+    cv: u32,
 }
 
 /// Issues and checks access tokens (JWT, HS256, with `exp`, `iss` and `aud`).
@@ -97,7 +101,9 @@ impl AccessTokens {
         self.lifetime
     }
 
-    pub fn issue(&self, user_id: UserId) -> anyhow::Result<String> {
+    /// A token for `user_id`, whose password has changed `credentials_version`
+    /// times (`User::credentials_version`).
+    pub fn issue(&self, user_id: UserId, credentials_version: u32) -> anyhow::Result<String> {
         let now = chrono::Utc::now().timestamp();
         let claims = AccessClaims {
             sub: user_id.to_string(),
@@ -106,6 +112,7 @@ impl AccessTokens {
             iat: now,
             exp: now + i64::try_from(self.lifetime.as_secs()).unwrap_or(i64::MAX / 2),
             jti: Uuid::now_v7().to_string(),
+            cv: credentials_version,
         };
         Ok(jsonwebtoken::encode(
             &Header::new(JwtAlgorithm::HS256),
@@ -114,11 +121,12 @@ impl AccessTokens {
         )?)
     }
 
-    /// The user a token was issued to, if it is ours, intact and unexpired.
-    pub fn verify(&self, token: &str) -> Option<UserId> {
+    /// The user a token was issued to and its credentials version, if it is ours,
+    /// intact and unexpired.
+    pub fn verify(&self, token: &str) -> Option<(UserId, u32)> {
         let data =
             jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &self.validation).ok()?;
-        data.claims.sub.parse().ok()
+        Some((data.claims.sub.parse().ok()?, data.claims.cv))
     }
 }
 
@@ -126,6 +134,10 @@ impl AccessTokens {
 #[derive(Debug, Clone, Copy)]
 pub struct CurrentUser {
     pub user_id: UserId,
+    /// For a bearer token, the credentials version it was issued under (checked
+    /// against the user's wherever their standing is read); `None` for a console
+    /// session (a password change deletes the sessions themselves).
+    pub credentials_version: Option<u32>,
 }
 
 impl CurrentUser {
@@ -154,22 +166,42 @@ impl FromRequestParts<Arc<AppState>> for CurrentUser {
                 scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
             })
             .ok_or(ApiError::Unauthorized("missing bearer token"))?;
-        let user_id = state
+        let (user_id, credentials_version) = state
             .access_tokens
             .verify(token)
             .ok_or(ApiError::Unauthorized("invalid or expired token"))?;
-        Ok(Self { user_id })
+        Ok(Self {
+            user_id,
+            credentials_version: Some(credentials_version),
+        })
     }
 }
 
-/// Refuses (401) a caller whose account is gone or deactivated, whatever their
-/// token says.
+/// What a 401 says to a token issued before the password last changed.
+pub(crate) const CREDENTIALS_CHANGED: &str =
+    "the password was changed since this token was issued: sign in again";
+
+/// Refuses (401) a caller whose account is gone or deactivated, or whose token was
+/// issued before the password last changed, whatever their token says.
 pub(crate) fn require_active(
     standing: orders_store::user_lookup::UserStanding,
+    caller: CurrentUser,
 ) -> Result<(), ApiError> {
     match standing.inactive_reason() {
         Some(reason) => Err(ApiError::Unauthorized(reason)),
-        None => Ok(()),
+        None => require_current_credentials(caller, standing.credentials_version),
+    }
+}
+
+/// Refuses (401) a bearer token issued under another credentials version than the
+/// user's `current` one (a console session has none to compare).
+pub(crate) fn require_current_credentials(
+    caller: CurrentUser,
+    current: u32,
+) -> Result<(), ApiError> {
+    match caller.credentials_version {
+        Some(version) if version != current => Err(ApiError::Unauthorized(CREDENTIALS_CHANGED)),
+        _ => Ok(()),
     }
 }
 
@@ -183,8 +215,8 @@ mod tests {
     fn a_token_names_the_user_it_was_issued_to() {
         let tokens = AccessTokens::new(SECRET, Duration::from_secs(60));
         let user = UserId::new();
-        let token = tokens.issue(user).unwrap();
-        assert_eq!(tokens.verify(&token), Some(user));
+        let token = tokens.issue(user, 3).unwrap();
+        assert_eq!(tokens.verify(&token), Some((user, 3)));
     }
 
     #[test]
@@ -192,7 +224,7 @@ mod tests {
         let ours = AccessTokens::new(SECRET, Duration::from_secs(60));
         let theirs =
             AccessTokens::new(b"another secret that is 32 bytes!", Duration::from_secs(60));
-        let token = theirs.issue(UserId::new()).unwrap();
+        let token = theirs.issue(UserId::new(), 0).unwrap();
         assert_eq!(ours.verify(&token), None);
     }
 
@@ -206,6 +238,7 @@ mod tests {
             aud: TOKEN_AUDIENCE.to_owned(),
             iat: past - 60,
             exp: past,
+            cv: 0,
             jti: Uuid::now_v7().to_string(),
         };
         let token =
@@ -225,6 +258,7 @@ mod tests {
             iat: now,
             exp: now + 60,
             jti: Uuid::now_v7().to_string(),
+            cv: 0,
         };
         let token =
             jsonwebtoken::encode(&Header::new(JwtAlgorithm::HS256), &claims, &tokens.encoding)

@@ -221,7 +221,7 @@ async fn drive_api(
                     if index > BENCH_USERS as u64 {
                         anyhow::bail!("the benchmark ran out of users; shorten --duration-secs");
                     }
-                    let token = state.access_tokens.issue(bench_user_id(index as i64))?;
+                    let token = state.access_tokens.issue(bench_user_id(index as i64), 0)?;
                     request = place_order_request(addr, &token);
                     placed_for_user = 0;
                 }
@@ -274,6 +274,7 @@ fn same_sql_script_text(first: u64, last: u64) -> String {
         Bound::Seals => format!("ARRAY['\\x01{}'::bytea]", "00".repeat(32)),
         Bound::Owner => owner.to_owned(),
         Bound::PasswordHash => "NULL".to_owned(),
+        Bound::CredentialsVersion => "0".to_owned(),
     };
     let [facts_read, insert] = statements::placement().map(|statement| {
         let mut sql = statement.sql().to_owned();

@@ -74,7 +74,7 @@ async fn run_live(args: &LiveBenchArgs, url: &str) -> anyhow::Result<()> {
     let connected = Arc::new(AtomicU64::new(0));
     let mut clients = tokio::task::JoinSet::new();
     for index in 1..=i64::from(args.clients) {
-        let token = api.state.access_tokens.issue(bench_user_id(index))?;
+        let token = api.state.access_tokens.issue(bench_user_id(index), 0)?;
         let follower = Follower {
             addr: api.addr,
             token,
@@ -174,6 +174,7 @@ async fn place_orders_steadily(
             target,
             check_interval_secs: 3600,
             selector: None,
+            credentials_version: None,
         };
         let metadata = CommandMetadata::new_job(format!("user:{owner}"));
         place_order(

@@ -329,7 +329,10 @@ async fn drive_client(run: ClientRun) -> anyhow::Result<()> {
                 index <= BENCH_USERS as u64,
                 "the benchmark ran out of users; lower --rate or --duration-secs"
             );
-            token = run.state.access_tokens.issue(bench_user_id(index as i64))?;
+            token = run
+                .state
+                .access_tokens
+                .issue(bench_user_id(index as i64), 0)?;
             request = place_order_request(run.addr, &token);
             placed_for_user = 0;
         }

@@ -389,6 +389,7 @@ async fn place_orders(api: &BenchApi, args: &PagesBenchArgs) -> anyhow::Result<V
                 target,
                 check_interval_secs: 3600,
                 selector: None,
+                credentials_version: None,
             };
             let metadata = CommandMetadata::new_job(format!("user:{owner}"));
             match place_order(

@@ -28,6 +28,9 @@ pub struct PlaceOrder {
     pub target: Money,
     pub check_interval_secs: u32,
     pub selector: Option<String>,
+    /// The credentials version of the caller's access token (`None`: a console
+    /// session): refused when the owner's password has changed since.
+    pub credentials_version: Option<u32>,
 }
 
 /// What a placement did.
@@ -56,6 +59,9 @@ pub enum PlaceOrderError {
     OwnerUnknown,
     #[error("the account is deactivated")]
     OwnerDeactivated,
+    /// The caller's access token was issued before the password last changed.
+    #[error("the password was changed since this token was issued: sign in again")]
+    CredentialsChanged,
     #[error("this Idempotency-Key was already used for a different order")]
     IdempotencyKeyReused,
     /// The owner's account changed at every attempt.
@@ -93,12 +99,19 @@ pub async fn place_order(
                 facts
             }
         };
-        if facts.deactivated {
+        let stale_token = order
+            .credentials_version
+            .is_some_and(|version| version != facts.credentials_version);
+        if facts.deactivated || stale_token {
             if from_cache {
                 trust_cache = false;
                 continue;
             }
-            return Err(PlaceOrderError::OwnerDeactivated);
+            return Err(if facts.deactivated {
+                PlaceOrderError::OwnerDeactivated
+            } else {
+                PlaceOrderError::CredentialsChanged
+            });
         }
         let order_id = OrderId::new();
         let command = OrderCommand::Place {
@@ -115,7 +128,10 @@ pub async fn place_order(
                 &order_id.to_string(),
                 command,
                 metadata,
-                PlacementGuard { owner },
+                PlacementGuard {
+                    owner,
+                    credentials_version: order.credentials_version,
+                },
             )
             .await;
         match outcome {
@@ -124,6 +140,7 @@ pub async fn place_order(
                     let facts = PlacementFacts {
                         active_orders,
                         deactivated: false,
+                        credentials_version: facts.credentials_version,
                     };
                     facts_cache.put(owner, facts);
                 }

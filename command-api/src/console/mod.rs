@@ -127,6 +127,7 @@ async fn chrome_of(
 fn caller(session: &SignedIn) -> CurrentUser {
     CurrentUser {
         user_id: session.0.user_id,
+        credentials_version: None,
     }
 }
 
@@ -314,7 +315,7 @@ async fn login(
         page(status, &template)
     };
     let user_id = match authenticate(&state, &form.email, form.password.clone(), client).await {
-        Ok(user_id) => user_id,
+        Ok((user_id, _)) => user_id,
         Err(ApiError::TooManyRequests { retry_after_secs }) => {
             return Ok(refused(
                 StatusCode::TOO_MANY_REQUESTS,

@@ -298,6 +298,10 @@ pub async fn resend_verification_mail(
     caller: CurrentUser,
     context: RequestContext,
 ) -> Result<Response, ApiError> {
+    let standing = user_lookup::standing(state.pool(), caller.user_id)
+        .await
+        .context("reading the caller's standing")?;
+    crate::auth::require_active(standing, caller)?;
     let receipt = request_verification_mail_checked(&state, caller, context).await?;
     Ok(with_position(
         StatusCode::ACCEPTED.into_response(),
@@ -395,8 +399,9 @@ pub async fn login(
             return Err(refused);
         }
     };
-    let user_id = authenticate(&state, &request.email, request.password, client).await?;
-    let access_token = state.access_tokens.issue(user_id)?;
+    let (user_id, credentials_version) =
+        authenticate(&state, &request.email, request.password, client).await?;
+    let access_token = state.access_tokens.issue(user_id, credentials_version)?;
     Ok(Json(LoginResponse {
         access_token,
         token_type: "Bearer".to_owned(),
@@ -409,13 +414,14 @@ pub async fn login(
 /// the console's): counted by the throttle's gate before the password is checked
 /// (429 when locked); an unknown address is checked against the hash of a random
 /// password made at start, so it costs the time a known one does, and answers 401
-/// like a wrong password; a right password gives its place back. Answers the user.
+/// like a wrong password; a right password gives its place back. Answers the user
+/// and their credentials version (what an access token names).
 pub(crate) async fn authenticate(
     state: &AppState,
     email_text: &str,
     password: String,
     client: IpAddr,
-) -> Result<UserId, ApiError> {
+) -> Result<(UserId, u32), ApiError> {
     // Registration's own parse: an address it refuses (the Kelvin sign for a `k`,
     // say) belongs to nobody, whatever it lowercases to.
     let email = EmailAddress::parse(email_text).ok();
@@ -461,7 +467,7 @@ pub(crate) async fn authenticate(
         .await
         .context("giving a successful login's place back")?;
     count_login(state, "success");
-    Ok(user_id)
+    Ok((user_id, user.credentials_version()))
 }
 
 /// Counts a password check before it is made (the login throttle's gate): 429 with

@@ -40,6 +40,7 @@ pub async fn require_role(
     let user = orders_application::accounts::active_user(&state.events, caller.user_id)
         .await
         .map_err(crate::http::accounts::inactive_account)?;
+    crate::auth::require_current_credentials(caller, user.credentials_version())?;
     if !roles.iter().any(|role| user.has_role(*role)) {
         return Err(ApiError::Forbidden("this needs the admin or auditor role"));
     }

@@ -115,6 +115,7 @@ async fn console_caller(
         })?;
     Ok(session.map(|session| CurrentUser {
         user_id: session.user_id,
+        credentials_version: None,
     }))
 }
 
@@ -158,6 +159,7 @@ async fn audience_of(state: &AppState, caller: CurrentUser) -> Result<Audience, 
     let user = orders_application::accounts::active_user(&state.events, caller.user_id)
         .await
         .map_err(inactive_account)?;
+    crate::auth::require_current_credentials(caller, user.credentials_version())?;
     Ok(
         if user.has_role(Role::Admin) || user.has_role(Role::Auditor) {
             Audience::Everything

@@ -17,7 +17,7 @@ use orders_domain::order::{OrderError, ProductUrl, DEFAULT_CHECK_INTERVAL_SECS};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::auth::CurrentUser;
+use crate::auth::{CurrentUser, CREDENTIALS_CHANGED};
 use crate::http::{queries, with_position, RequestContext};
 use crate::problem::{ApiError, AppJson};
 use crate::AppState;
@@ -190,6 +190,7 @@ pub(crate) fn place_order_request(
             .check_interval_secs
             .unwrap_or(DEFAULT_CHECK_INTERVAL_SECS),
         selector: request.selector,
+        credentials_version: caller.credentials_version,
     })
 }
 
@@ -199,6 +200,7 @@ pub(crate) fn place_order_error(error: PlaceOrderError) -> ApiError {
         PlaceOrderError::Refused(refusal) => order_refusal(refusal),
         PlaceOrderError::OwnerUnknown => ApiError::Unauthorized("the account does not exist"),
         PlaceOrderError::OwnerDeactivated => ApiError::Unauthorized("the account is deactivated"),
+        PlaceOrderError::CredentialsChanged => ApiError::Unauthorized(CREDENTIALS_CHANGED),
         PlaceOrderError::IdempotencyKeyReused => {
             ApiError::invalid_field("Idempotency-Key", error.to_string())
         }
@@ -252,7 +254,7 @@ async fn require_active_caller(state: &AppState, caller: CurrentUser) -> Result<
     let standing = user_lookup::standing(state.pool(), caller.user_id)
         .await
         .context("reading the caller's standing")?;
-    crate::auth::require_active(standing)
+    crate::auth::require_active(standing, caller)
 }
 
 /// Makes `change` to the caller's own order and answers 204.

@@ -50,11 +50,14 @@ pub struct Profile {
     pub roles: Vec<String>,
 }
 
-/// Loads the caller's account, refusing one that is gone or deactivated.
+/// Loads the caller's account, refusing one that is gone or deactivated, or a token
+/// issued before the password last changed.
 async fn load_active_user(state: &AppState, caller: CurrentUser) -> Result<User, ApiError> {
-    accounts::active_user(&state.events, caller.user_id)
+    let user = accounts::active_user(&state.events, caller.user_id)
         .await
-        .map_err(inactive_account)
+        .map_err(inactive_account)?;
+    crate::auth::require_current_credentials(caller, user.credentials_version())?;
+    Ok(user)
 }
 
 #[utoipa::path(get, path = "/me", tag = "profile", security(("bearer" = [])),

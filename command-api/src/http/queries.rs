@@ -445,7 +445,7 @@ async fn require_active(state: &AppState, caller: CurrentUser) -> Result<(), Api
     let standing = user_lookup::standing(state.pool(), caller.user_id)
         .await
         .context("reading the caller's standing")?;
-    crate::auth::require_active(standing)
+    crate::auth::require_active(standing, caller)
 }
 
 fn order_id_from_path(id: &str) -> Result<Uuid, ApiError> {

@@ -63,6 +63,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "order alerts and checks",
         include_str!("../migrations/0010_order_alerts_and_checks.sql"),
     ),
+    (
+        11,
+        "credentials version",
+        include_str!("../migrations/0011_credentials_version.sql"),
+    ),
 ];
 
 pub fn migrator() -> Migrator {

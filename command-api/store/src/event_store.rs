@@ -118,6 +118,9 @@ pub struct CommandReceipt {
 #[derive(Debug, Clone, Copy)]
 pub struct PlacementGuard {
     pub owner: UserId,
+    /// The credentials version the caller's access token names (`None`: a console
+    /// session): the guard refuses the placement when the owner's is another.
+    pub credentials_version: Option<u32>,
 }
 
 /// What `persist` wrote: the last position, how many events, the owner's count.
@@ -659,6 +662,11 @@ impl OrdersEventRepository {
             _ => INSERT_EVENTS,
         };
         let owner = self.guard.as_ref().map(|guard| guard.owner.to_string());
+        let credentials_version = self
+            .guard
+            .as_ref()
+            .and_then(|guard| guard.credentials_version)
+            .map(|version| i32::try_from(version).unwrap_or(i32::MAX));
         let mut query = sqlx::query_as(statement.sql());
         for bound in statement.binds() {
             query = match bound {
@@ -672,6 +680,7 @@ impl OrdersEventRepository {
                 Bound::Seals => query.bind(&seals),
                 Bound::Owner => query.bind(owner.as_deref()),
                 Bound::PasswordHash => query.bind(self.password_hash.as_deref()),
+                Bound::CredentialsVersion => query.bind(credentials_version),
             };
         }
         let mut connection = self.writers.acquire().await?;
@@ -684,7 +693,8 @@ impl OrdersEventRepository {
         }
         let rows = inserted?;
         if rows.is_empty() {
-            // Only a guarded placement (its owner is deactivated) and a check
+            // Only a guarded placement (its owner is deactivated, or the token's
+            // password was changed) and a check
             // request (its order has a check in flight) store nothing without an
             // error.
             return Err(sqlx::Error::RowNotFound);

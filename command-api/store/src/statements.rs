@@ -27,6 +27,10 @@ pub enum Bound {
     /// `text`, nullable: the password hash that goes with a registration or a
     /// password change.
     PasswordHash,
+    /// `integer`, nullable: the credentials version the placing caller's access
+    /// token was issued under (`NULL`: a console session, which a password change
+    /// deletes instead).
+    CredentialsVersion,
 }
 
 /// A statement and what it binds, `$1` first.
@@ -72,7 +76,16 @@ const fn events_then(extra: Bound) -> [Bound; 9] {
 
 const USER_EVENTS_BINDS: [Bound; 9] = events_then(Bound::PasswordHash);
 
-const GUARDED_PLACEMENT_BINDS: [Bound; 9] = events_then(Bound::Owner);
+const GUARDED_PLACEMENT_BINDS: [Bound; 10] = {
+    let owner = events_then(Bound::Owner);
+    let mut binds = [Bound::CredentialsVersion; 10];
+    let mut index = 0;
+    while index < owner.len() {
+        binds[index] = owner[index];
+        index += 1;
+    }
+    binds
+};
 
 /// All of a command's events in one statement; `UNNEST` keeps the statement text the
 /// same for any number of events, so it is prepared once per connection.
@@ -85,8 +98,9 @@ RETURNING tx_id::text, global_position, NULL::bigint",
 };
 
 /// A user's events, keeping in step in the same statement (so the same transaction)
-/// the user's placement guard (registration creates it, deactivation marks it) and
-/// credentials (the password hash `$9` of a registration or a password change).
+/// the user's placement guard (registration creates it, deactivation marks it, a
+/// password change raises its credentials version) and credentials (the password
+/// hash `$9` of a registration or a password change).
 pub(crate) const INSERT_USER_EVENTS: Statement = Statement {
     sql: "
 WITH inserted AS (
@@ -99,6 +113,9 @@ WITH inserted AS (
 ), deactivated AS (
     UPDATE placement_guards SET deactivated = true
      WHERE user_id IN (SELECT aggregate_id FROM inserted WHERE event_type = 'UserDeactivated')
+), password_changed AS (
+    UPDATE placement_guards SET credentials_version = credentials_version + 1
+     WHERE user_id IN (SELECT aggregate_id FROM inserted WHERE event_type = 'PasswordChanged')
 ), credentials AS (
     INSERT INTO credentials (user_id, password_hash)
     SELECT aggregate_id, $9::text FROM inserted
@@ -132,13 +149,16 @@ SELECT tx_id::text, global_position, NULL::bigint FROM inserted",
 };
 
 /// A placement by owner `$9`: appended only if the owner's placement guard takes it
-/// (the owner is not deactivated; past 100 active orders its CHECK fails the whole
-/// statement), in the same statement. No row back: the owner is deactivated.
+/// (the owner is not deactivated and, for a caller with an access token, its
+/// credentials version `$10` is still the owner's; past 100 active orders its CHECK
+/// fails the whole statement), in the same statement. No row back: the owner is
+/// deactivated or the token's password was changed.
 pub(crate) const INSERT_GUARDED_PLACEMENT: Statement = Statement {
     sql: "
 WITH guard AS (
     UPDATE placement_guards SET active_orders = active_orders + 1
      WHERE user_id = $9 AND NOT deactivated
+       AND ($10::integer IS NULL OR credentials_version = $10)
     RETURNING active_orders
 ), inserted AS (
     INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, seal)
@@ -181,7 +201,7 @@ SELECT tx_id::text, global_position, NULL::bigint FROM inserted",
 
 /// The facts of one user a placement is decided on; no row means no such user.
 pub(crate) const PLACEMENT_FACTS: Statement = Statement {
-    sql: "SELECT active_orders, deactivated FROM placement_guards WHERE user_id = $1",
+    sql: "SELECT active_orders, deactivated, credentials_version FROM placement_guards WHERE user_id = $1",
     binds: &[Bound::Owner],
 };
 

@@ -18,6 +18,9 @@ use crate::writer_connections::{leaves_connection_usable, WriterConnections};
 pub struct UserStanding {
     pub registered: bool,
     pub deactivated: bool,
+    /// How many times the password has changed: an access token issued under an
+    /// older version is refused.
+    pub credentials_version: u32,
 }
 
 impl UserStanding {
@@ -59,9 +62,10 @@ pub async fn password_hash(pool: &PgPool, user_id: UserId) -> Result<Option<Stri
 }
 
 pub async fn standing(pool: &PgPool, user_id: UserId) -> Result<UserStanding, sqlx::Error> {
-    let (registered, deactivated): (bool, bool) = sqlx::query_as(
+    let (registered, deactivated, credentials_version): (bool, bool, i64) = sqlx::query_as(
         "SELECT count(*) > 0,
-                count(*) FILTER (WHERE event_type = 'UserDeactivated') > 0
+                count(*) FILTER (WHERE event_type = 'UserDeactivated') > 0,
+                count(*) FILTER (WHERE event_type = 'PasswordChanged')
            FROM events
           WHERE aggregate_type = 'user' AND aggregate_id = $1",
     )
@@ -71,6 +75,7 @@ pub async fn standing(pool: &PgPool, user_id: UserId) -> Result<UserStanding, sq
     Ok(UserStanding {
         registered,
         deactivated,
+        credentials_version: u32::try_from(credentials_version).unwrap_or(u32::MAX),
     })
 }
 
@@ -80,6 +85,8 @@ pub struct PlacementFacts {
     /// Orders of the owner that are not cancelled.
     pub active_orders: u32,
     pub deactivated: bool,
+    /// How many times the owner's password has changed.
+    pub credentials_version: u32,
 }
 
 /// Reads a user's placement facts (`None`: not registered).
@@ -88,7 +95,7 @@ pub async fn placement_facts(
     user_id: UserId,
 ) -> Result<Option<PlacementFacts>, sqlx::Error> {
     let mut connection = writers.acquire().await?;
-    let row: Result<Option<(i32, bool)>, sqlx::Error> =
+    let row: Result<Option<(i32, bool, i32)>, sqlx::Error> =
         sqlx::query_as(crate::statements::PLACEMENT_FACTS.sql())
             .bind(user_id.to_string())
             .fetch_optional(connection.connection())
@@ -98,10 +105,13 @@ pub async fn placement_facts(
         Err(error) if leaves_connection_usable(error) => connection.release(),
         Err(_) => drop(connection),
     }
-    Ok(row?.map(|(active_orders, deactivated)| PlacementFacts {
-        active_orders: u32::try_from(active_orders).unwrap_or(0),
-        deactivated,
-    }))
+    Ok(row?.map(
+        |(active_orders, deactivated, credentials_version)| PlacementFacts {
+            active_orders: u32::try_from(active_orders).unwrap_or(0),
+            deactivated,
+            credentials_version: u32::try_from(credentials_version).unwrap_or(0),
+        },
+    ))
 }
 
 /// The placement facts this instance last saw, per user, so that a placement costs

@@ -575,6 +575,97 @@ async fn profile_and_preferences_change_and_a_password_change_takes_effect() {
 }
 
 #[tokio::test]
+async fn a_password_change_ends_every_access_token_issued_before_it() {
+    let app = spawn_app_with(lenient_throttle).await;
+    let session = app.signed_up_user().await;
+    let order_id = app.placed_order(&session.token).await;
+    // A second token of the same password, as another device holds it; it works.
+    let other_device = app
+        .login(&session.email, "a long enough password")
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let place = |token: String| {
+        let app = &app;
+        async move {
+            app.place_order(
+                &token,
+                &json!({"url": "https://shop.example.com/p", "target_price": "10", "currency": "USD"}),
+            )
+            .await
+        }
+    };
+    assert_eq!(
+        place(other_device.clone()).await.status(),
+        StatusCode::CREATED
+    );
+
+    let changed = app
+        .post_json(
+            "/me/password",
+            &json!({"current_password": "a long enough password", "new_password": "a brand new password"}),
+            Some(&session.token),
+        )
+        .await;
+    assert_eq!(changed.status(), StatusCode::NO_CONTENT);
+
+    // Both tokens are refused everywhere at once, unexpired and correctly signed as
+    // they are: the profile, the reads, the changes, a placement, the admin routes,
+    // the live feed.
+    for token in [&session.token, &other_device] {
+        for (method, path) in [
+            ("GET", "/me".to_owned()),
+            ("GET", "/orders".to_owned()),
+            ("GET", format!("/orders/{order_id}")),
+            ("POST", format!("/orders/{order_id}/pause")),
+            ("GET", "/admin/users".to_owned()),
+            ("GET", "/live".to_owned()),
+            ("POST", "/auth/verify/resend".to_owned()),
+        ] {
+            let request = match method {
+                "GET" => app.http.get(app.url(&path)),
+                _ => app.http.post(app.url(&path)),
+            };
+            let response = request.bearer_auth(token).send().await.unwrap();
+            assert_eq!(
+                response.status(),
+                StatusCode::UNAUTHORIZED,
+                "{method} {path}"
+            );
+        }
+        let refused = place(token.clone()).await;
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+        assert!(problem(refused).await["detail"]
+            .as_str()
+            .unwrap()
+            .contains("password was changed"));
+    }
+    // A token of the new password works, placements included.
+    let fresh = app
+        .login(&session.email, "a brand new password")
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let me = app
+        .http
+        .get(app.url("/me"))
+        .bearer_auth(&fresh)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), StatusCode::OK);
+    assert_eq!(place(fresh).await.status(), StatusCode::CREATED);
+}
+
+#[tokio::test]
 async fn a_deactivated_user_is_refused_on_the_next_request_whatever_the_token_says() {
     let app = spawn_app().await;
     let session = app.signed_up_user().await;
@@ -686,7 +777,7 @@ async fn a_user_registered_in_the_old_v1_shape_is_upcast_when_loaded() {
     let token = app
         .state
         .access_tokens
-        .issue(UserId::from_uuid(user_id))
+        .issue(UserId::from_uuid(user_id), 0)
         .unwrap();
     let me = app
         .http

@@ -54,6 +54,16 @@ async fn a_shopper_resets_a_forgotten_password_in_chromium_without_javascript() 
     .await;
 }
 
+/// The screenshots the README shows, copied to `docs/screenshots/` by a run with
+/// `ORDERS_UPDATE_SCREENSHOTS=1`.
+const README_SCREENSHOTS: [&str; 5] = [
+    "phone-orders",
+    "phone-order",
+    "desktop-admin-dashboard",
+    "desktop-admin-events",
+    "desktop-admin-trace",
+];
+
 /// The administrator every script can sign in as (`ADMIN_EMAIL`, `ADMIN_PASSWORD`).
 const ADMIN_EMAIL: &str = "admin@example.com";
 const ADMIN_PASSWORD: &str = "the administrator's long password";
@@ -182,6 +192,16 @@ async fn run_browser_flows(script: &str, screenshots_expected: &[&str]) {
         "the browser flows of {script} failed: {}",
         output.status
     );
+    if std::env::var_os("ORDERS_UPDATE_SCREENSHOTS").is_some() {
+        let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots");
+        std::fs::create_dir_all(&docs).unwrap();
+        for name in README_SCREENSHOTS {
+            let shot = screenshots.join(format!("{name}.png"));
+            if shot.exists() {
+                std::fs::copy(&shot, docs.join(format!("{name}.png"))).unwrap();
+            }
+        }
+    }
     for page in screenshots_expected {
         assert!(
             screenshots.join(format!("{page}.png")).exists(),

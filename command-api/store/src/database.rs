@@ -68,6 +68,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "credentials version",
         include_str!("../migrations/0011_credentials_version.sql"),
     ),
+    (
+        12,
+        "orders availability",
+        include_str!("../migrations/0012_orders_availability.sql"),
+    ),
 ];
 
 pub fn migrator() -> Migrator {

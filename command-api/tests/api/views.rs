@@ -233,6 +233,10 @@ async fn the_callers_orders_and_price_history_are_served_from_the_views() {
         .get_fresh_json(&format!("/orders/{tracked}"), &user.token, &last)
         .await;
     assert_eq!(order["last_price"], "3100.00");
+    assert_eq!(
+        order["availability"], "InStock",
+        "what the last check that read the page saw"
+    );
     assert_eq!(order["alert_armed"], false);
     assert_eq!(order["title"], "Kettle");
     assert_eq!(order["last_error"], "timeout");

@@ -115,16 +115,23 @@ pub fn fold(
 }
 
 /// What a check's result tells the order's row (its owner reads it in
-/// `GET /orders/{id}`): the title, when it was checked, the last error and how many
-/// checks in a row failed. The aggregate's version is not touched: these are not
+/// `GET /orders/{id}`): the title, the availability, when it was checked, the last
+/// error and how many checks in a row failed. The aggregate's version is not touched: these are not
 /// order events.
 pub fn fold_check(mut row: OrderRow, record: &LogRecord, event: &PriceCheckEvent) -> OrderRow {
     match event {
         PriceCheckEvent::PriceCheckRequested { .. } => return row,
-        PriceCheckEvent::PriceObserved { title, .. } => {
+        PriceCheckEvent::PriceObserved {
+            title,
+            availability,
+            ..
+        } => {
             if title.is_some() {
                 row.title = title.clone();
             }
+            // What the page said at the last check (the order's own events record
+            // only the changes between available and unavailable).
+            row.availability = availability.as_str().to_owned();
             row.last_error = None;
             row.last_error_detail = None;
             row.consecutive_failures = 0;

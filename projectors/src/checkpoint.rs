@@ -40,7 +40,9 @@ pub struct Checkpoint {
 const SELECT: &str = "SELECT stream_sequence, tx_id::text, global_position FROM view_checkpoints
                        WHERE view = $1 AND generation = $2";
 
-fn from_row((stream_sequence, tx_id, global_position): (i64, String, i64)) -> Checkpoint {
+pub(crate) fn from_row(
+    (stream_sequence, tx_id, global_position): (i64, String, i64),
+) -> Checkpoint {
     Checkpoint {
         stream_sequence: u64::try_from(stream_sequence).unwrap_or_default(),
         position: LogPosition {

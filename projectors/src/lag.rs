@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use async_nats::jetstream;
 use sqlx::PgPool;
 
-use crate::checkpoint::{self, Checkpoint, Generation};
+use crate::checkpoint::{self, Checkpoint};
 use crate::View;
 
 #[derive(Debug, Clone)]
@@ -40,37 +40,54 @@ pub struct Lag {
 }
 
 pub async fn measure(pool: &PgPool, jetstream: &jetstream::Context) -> anyhow::Result<Lag> {
-    let head = orders_nats::stream_head(jetstream).await?;
-    let relay_behind: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM events WHERE (tx_id, global_position) > ($1::text::xid8, $2)",
-    )
-    .bind(head.tx_id.to_string())
-    .bind(head.global_position)
-    .fetch_one(pool)
-    .await
-    .context("counting the events not yet relayed")?;
-    let horizon_holder: Option<(i32, String, f64)> = sqlx::query_as(
-        "SELECT pid, coalesce(state, ''), extract(epoch FROM now() - xact_start)::float8
-           FROM pg_stat_activity
-          WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()
-          ORDER BY xact_start LIMIT 1",
-    )
-    .fetch_optional(pool)
-    .await
-    .context("looking for long transactions")?;
+    let relay = async {
+        let head = orders_nats::stream_head(jetstream).await?;
+        let relay_behind: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM events WHERE (tx_id, global_position) > ($1::text::xid8, $2)",
+        )
+        .bind(head.tx_id.to_string())
+        .bind(head.global_position)
+        .fetch_one(pool)
+        .await
+        .context("counting the events not yet relayed")?;
+        anyhow::Ok((head, relay_behind))
+    };
+    let horizon_holder = async {
+        sqlx::query_as::<_, (i32, String, f64)>(
+            "SELECT pid, coalesce(state, ''), extract(epoch FROM now() - xact_start)::float8
+               FROM pg_stat_activity
+              WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()
+              ORDER BY xact_start LIMIT 1",
+        )
+        .fetch_optional(pool)
+        .await
+        .context("looking for long transactions")
+    };
+    // Every view's checkpoint and idle time in one statement.
+    let checkpoints = async {
+        sqlx::query_as::<_, (String, i64, String, i64, f64)>(
+            "SELECT view, stream_sequence, tx_id::text, global_position,
+                    extract(epoch FROM now() - updated_at)::float8
+               FROM view_checkpoints WHERE generation = 'live'",
+        )
+        .fetch_all(pool)
+        .await
+        .context("reading the views' checkpoints")
+    };
+    // Independent reads, at once.
+    let ((head, relay_behind), horizon_holder, rows) =
+        tokio::try_join!(relay, horizon_holder, checkpoints)?;
     let mut views = Vec::new();
     for view in View::ALL {
-        let checkpoint = checkpoint::read(pool, view, Generation::Live)
-            .await?
+        let (checkpoint, idle_secs) = rows
+            .iter()
+            .find(|row| row.0 == view.name())
+            .map(|(_, stream_sequence, tx_id, global_position, idle_secs)| {
+                let checkpoint =
+                    checkpoint::from_row((*stream_sequence, tx_id.clone(), *global_position));
+                (checkpoint, *idle_secs)
+            })
             .unwrap_or_default();
-        let idle_secs: f64 = sqlx::query_scalar(
-            "SELECT extract(epoch FROM now() - updated_at)::float8 FROM view_checkpoints
-              WHERE view = $1 AND generation = 'live'",
-        )
-        .bind(view.name())
-        .fetch_optional(pool)
-        .await?
-        .unwrap_or_default();
         views.push(ViewLag {
             view,
             checkpoint,

@@ -41,7 +41,7 @@ use templates::{
 /// Rows per page of the users and orders lists.
 const ROWS_PER_PAGE: i64 = 50;
 /// Events per page of the event log viewer.
-const EVENTS_PER_PAGE: i64 = 100;
+const EVENTS_PER_PAGE: i64 = 50;
 
 pub(crate) fn router() -> Router<Arc<AppState>> {
     Router::new()

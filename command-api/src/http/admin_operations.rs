@@ -86,26 +86,40 @@ pub struct Dashboard {
     pub dead_letters: Option<usize>,
 }
 
-/// Everything the dashboard shows, read now.
+/// Everything the dashboard shows, read now (its parts at once: they are
+/// independent reads of PostgreSQL and NATS).
 pub async fn dashboard(state: &AppState) -> anyhow::Result<Dashboard> {
-    let totals = admin_overview::counters(state.pool())
-        .await
-        .context("reading the admin_overview view")?;
     let today = Utc::now().date_naive();
     let first = today
         .checked_sub_days(Days::new(DASHBOARD_DAYS - 1))
         .unwrap_or(today);
-    let days = admin_overview::days(state.pool(), first, today)
-        .await
-        .context("reading the admin_overview view's days")?;
-    let (lag, dead_letters) = match &state.config.jetstream {
-        Some(jetstream) => {
-            let lag = orders_projectors::lag::measure(state.pool(), jetstream).await?;
-            let letters = dead_letters::list(jetstream, None).await?;
-            (Some(lag_summary(&lag)), Some(letters.len()))
-        }
-        None => (None, None),
+    let totals = async {
+        admin_overview::counters(state.pool())
+            .await
+            .context("reading the admin_overview view")
     };
+    let days = async {
+        admin_overview::days(state.pool(), first, today)
+            .await
+            .context("reading the admin_overview view's days")
+    };
+    let lag = async {
+        match &state.config.jetstream {
+            Some(jetstream) => orders_projectors::lag::measure(state.pool(), jetstream)
+                .await
+                .map(|lag| Some(lag_summary(&lag))),
+            None => Ok(None),
+        }
+    };
+    let dead_letters = async {
+        match &state.config.jetstream {
+            Some(jetstream) => dead_letters::list(jetstream, None)
+                .await
+                .map(|letters| Some(letters.len())),
+            None => Ok(None),
+        }
+    };
+    let (totals, days, lag, dead_letters) = tokio::try_join!(totals, days, lag, dead_letters)?;
     Ok(Dashboard {
         totals: totals.into_iter().collect(),
         days: days

@@ -161,28 +161,44 @@ pub async fn recent(
     limit: i64,
 ) -> sqlx::Result<(Vec<AuditEntry>, Option<i64>)> {
     let limit = limit.clamp(1, 1_000);
-    let statement = format!(
-        "SELECT {STORED_EVENT_COLUMNS} FROM events
-          WHERE (cardinality($1::text[]) = 0 OR event_type = ANY($1))
-            AND ($2::text IS NULL OR aggregate_type = $2)
-            AND ($3::text IS NULL OR aggregate_id = $3)
-            AND ($4::text IS NULL OR metadata ->> 'actor' = $4)
-            AND ($5::text IS NULL OR metadata ->> 'correlation_id' = $5)
-            AND ($6::int8 IS NULL OR (events.tx_id, global_position) <
-                 (SELECT tx_id, global_position FROM events WHERE global_position = $6))
-          ORDER BY events.tx_id DESC, global_position DESC
-          LIMIT $7"
-    );
-    let rows: Vec<StoredEventRow> = sqlx::query_as(&statement)
-        .bind(&filter.event_types)
-        .bind(&filter.aggregate_type)
-        .bind(&filter.aggregate_id)
-        .bind(&filter.actor)
-        .bind(&filter.correlation_id)
-        .bind(before)
-        .bind(limit + 1)
-        .fetch_all(pool)
-        .await?;
+    // Only the conditions a filter sets, so that each shape of the statement gets a
+    // plan of its own: with every condition written as `$n IS NULL OR ...`, a
+    // prepared statement's generic plan scans the whole table.
+    let mut query = sqlx::QueryBuilder::<sqlx::Postgres>::new(format!(
+        "SELECT {STORED_EVENT_COLUMNS} FROM events WHERE true"
+    ));
+    if !filter.event_types.is_empty() {
+        query
+            .push(" AND event_type = ANY(")
+            .push_bind(&filter.event_types)
+            .push(")");
+    }
+    let equal = [
+        ("aggregate_type", &filter.aggregate_type),
+        ("aggregate_id", &filter.aggregate_id),
+        ("metadata ->> 'actor'", &filter.actor),
+        ("metadata ->> 'correlation_id'", &filter.correlation_id),
+    ];
+    for (column, value) in equal {
+        if let Some(value) = value {
+            query
+                .push(format!(" AND {column} = "))
+                .push_bind(value.as_str());
+        }
+    }
+    if let Some(before) = before {
+        query
+            .push(
+                " AND (events.tx_id, global_position) <
+                  (SELECT tx_id, global_position FROM events WHERE global_position = ",
+            )
+            .push_bind(before)
+            .push(")");
+    }
+    query
+        .push(" ORDER BY events.tx_id DESC, global_position DESC LIMIT ")
+        .push_bind(limit + 1);
+    let rows: Vec<StoredEventRow> = query.build_query_as().fetch_all(pool).await?;
     let more = rows.len() as i64 > limit;
     let entries: Vec<AuditEntry> = rows
         .into_iter()

@@ -316,3 +316,93 @@ async fn the_event_log_viewer_filters_opens_an_envelope_and_a_trace() {
         serde_json::json!([])
     );
 }
+
+#[tokio::test]
+async fn an_administrator_retries_a_dead_letter_from_its_page_and_an_auditor_cannot() {
+    use orders_nats::work::{DEAD_LETTER_REASON_HEADER, DEAD_LETTER_WORKER_HEADER, SCRAPER};
+    let app = spawn_app_with_log().await;
+    let jetstream = app.log.as_ref().unwrap().jetstream.clone();
+    // A message the scraper gave up on, as its consumer writes one.
+    let event = orders_nats::LogEvent {
+        aggregate_type: "price_check".to_owned(),
+        aggregate_id: Uuid::now_v7().to_string(),
+        sequence: 1,
+        event_type: "PriceCheckRequested".to_owned(),
+        event_version: "1.0".to_owned(),
+        tx_id: 1_000,
+        global_position: 1,
+        recorded_at: "2026-12-04T12:00:00.000000Z".to_owned(),
+        payload: bytes::Bytes::from_static(b"{}"),
+        metadata: std::collections::BTreeMap::from([(
+            "correlation_id".to_owned(),
+            Uuid::now_v7().to_string(),
+        )]),
+    };
+    let mut headers = event.headers();
+    headers.insert(DEAD_LETTER_REASON_HEADER, "the shop's page answered 404");
+    headers.insert(DEAD_LETTER_WORKER_HEADER, SCRAPER.name);
+    let sequence = jetstream
+        .publish_with_headers(
+            SCRAPER.dead_letter_subject(&event.event_id()),
+            headers,
+            event.body(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap()
+        .sequence;
+
+    let (auditor, mut auditors_browser) = signed_in_with(&app, Role::Auditor).await;
+    let page = auditors_browser.get_page("/app/admin/dead-letters").await;
+    assert!(
+        page.contains("the shop&#x27;s page answered 404")
+            || page.contains("the shop&#39;s page answered 404"),
+        "{page}"
+    );
+    assert!(!page.contains("/retry"), "no retry button for an auditor");
+    let refused = auditors_browser
+        .post(
+            &format!("/app/admin/dead-letters/{sequence}/retry"),
+            &[("_csrf", &csrf_of(&page))],
+            None,
+        )
+        .await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let dashboard = json(&app, "/admin/analytics/dashboard", &auditor.token).await;
+    assert_eq!(dashboard["dead_letters"], 1);
+
+    let (admin, mut browser) = signed_in_with(&app, Role::Admin).await;
+    let page = browser.get_page("/app/admin/dead-letters").await;
+    assert!(
+        page.contains(&format!("data-sequence=\"{sequence}\"")),
+        "{page}"
+    );
+    let retried = browser
+        .post(
+            &format!("/app/admin/dead-letters/{sequence}/retry"),
+            &[("_csrf", &csrf_of(&page))],
+            None,
+        )
+        .await;
+    assert_eq!(retried.status(), StatusCode::SEE_OTHER);
+    let after = browser.get_page(&location(&retried)).await;
+    assert!(
+        after.contains(&format!("Dead letter {sequence} was put back")),
+        "{after}"
+    );
+    assert!(after.contains("gave up on nothing"), "{after}");
+    assert_eq!(
+        json(&app, "/admin/dead-letters", &admin.token).await,
+        serde_json::json!([])
+    );
+    // Retrying it again: it is no longer there.
+    let again = browser
+        .post(
+            &format!("/app/admin/dead-letters/{sequence}/retry"),
+            &[("_csrf", &csrf_of(&page))],
+            None,
+        )
+        .await;
+    assert_eq!(again.status(), StatusCode::NOT_FOUND);
+}

@@ -347,19 +347,11 @@ pub async fn alerts(
     Path(id): Path<String>,
     params: Result<Query<AlertParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let order_id = order_id_from_path(&id)?;
     let Query(params) = params.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
-    require_active(&state, caller).await?;
-    let stale = min_position
-        .wait(&state, &[View::Orders, View::PriceHistory])
-        .await?;
-    if query::orders::one_of_owner(state.pool(), caller.user_id.as_uuid(), order_id)
-        .await
-        .context("reading the orders view")?
-        .is_none()
-    {
-        return Ok(answer(ApiError::NotFound("no such order"), stale));
-    }
+    let (order_id, stale) = match own_order_history(&state, caller, min_position, &id).await? {
+        Ok(found) => found,
+        Err(not_found) => return Ok(not_found),
+    };
     let alerts =
         query::price_history::alerts_of_order(state.pool(), order_id, params.before, ALERTS_LISTED)
             .await
@@ -420,25 +412,42 @@ pub async fn checks(
     Path(id): Path<String>,
     params: Result<Query<CheckParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let order_id = order_id_from_path(&id)?;
     let Query(params) = params.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
-    require_active(&state, caller).await?;
-    let stale = min_position
-        .wait(&state, &[View::Orders, View::PriceHistory])
-        .await?;
-    if query::orders::one_of_owner(state.pool(), caller.user_id.as_uuid(), order_id)
-        .await
-        .context("reading the orders view")?
-        .is_none()
-    {
-        return Ok(answer(ApiError::NotFound("no such order"), stale));
-    }
+    let (order_id, stale) = match own_order_history(&state, caller, min_position, &id).await? {
+        Ok(found) => found,
+        Err(not_found) => return Ok(not_found),
+    };
     let checks =
         query::price_history::checks_of_order(state.pool(), order_id, params.before, ALERTS_LISTED)
             .await
             .context("reading the price history view")?;
     let checks: Vec<OrderCheck> = checks.into_iter().map(Into::into).collect();
     Ok(answer(Json(checks), stale))
+}
+
+/// The first steps of a read of one of the caller's orders' history (its prices,
+/// alerts, checks): the order id, the caller's standing, the wait for the views,
+/// and the order being theirs. Answers the order and whether the views were stale,
+/// or the 404 answer (marked stale when they were).
+async fn own_order_history(
+    state: &AppState,
+    caller: CurrentUser,
+    min_position: MinPosition,
+    id: &str,
+) -> Result<Result<(Uuid, bool), Response>, ApiError> {
+    let order_id = order_id_from_path(id)?;
+    require_active(state, caller).await?;
+    let stale = min_position
+        .wait(state, &[View::Orders, View::PriceHistory])
+        .await?;
+    if query::orders::one_of_owner(state.pool(), caller.user_id.as_uuid(), order_id)
+        .await
+        .context("reading the orders view")?
+        .is_none()
+    {
+        return Ok(Err(answer(ApiError::NotFound("no such order"), stale)));
+    }
+    Ok(Ok((order_id, stale)))
 }
 
 async fn require_active(state: &AppState, caller: CurrentUser) -> Result<(), ApiError> {
@@ -513,21 +522,14 @@ pub async fn price_history(
     Path(id): Path<String>,
     params: Result<Query<PageParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let order_id = order_id_from_path(&id)?;
+    order_id_from_path(&id)?;
     let params = PageParams::from_query(params)?;
     let limit = params.limit()?;
     let after = params.cursor::<16>()?.map(Uuid::from_bytes);
-    require_active(&state, caller).await?;
-    let stale = min_position
-        .wait(&state, &[View::Orders, View::PriceHistory])
-        .await?;
-    if query::orders::one_of_owner(state.pool(), caller.user_id.as_uuid(), order_id)
-        .await
-        .context("reading the orders view")?
-        .is_none()
-    {
-        return Ok(answer(ApiError::NotFound("no such order"), stale));
-    }
+    let (order_id, stale) = match own_order_history(&state, caller, min_position, &id).await? {
+        Ok(found) => found,
+        Err(not_found) => return Ok(not_found),
+    };
     let points = query::price_history::of_order(state.pool(), order_id, after, limit + 1)
         .await
         .context("reading the price history view")?;

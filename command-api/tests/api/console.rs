@@ -100,7 +100,13 @@ impl Browser {
         response
     }
 
-    fn has_session(&self) -> bool {
+    /// A form posted from this site's page (no `Origin` header, as a same-origin
+    /// navigation without one).
+    pub(crate) async fn post_form(&mut self, path: &str, form: &[(&str, &str)]) -> Response {
+        self.post(path, form, None).await
+    }
+
+    pub(crate) fn has_session(&self) -> bool {
         self.cookies
             .iter()
             .any(|(name, _)| name == "orders_session")

@@ -8,98 +8,12 @@
 use chrono::{Duration, Utc};
 use orders_application::signed_tokens::TokenPurpose;
 use orders_domain::ids::UserId;
-use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
-use reqwest::{redirect, Response, StatusCode};
+use reqwest::{Response, StatusCode};
 use serde_json::json;
 use uuid::Uuid;
 
+use crate::console::{location, Browser, PASSWORD};
 use crate::helpers::{lenient_throttle, spawn_app, spawn_app_with, Session, TestApp};
-
-/// A browser: its cookies, and no automatic redirects (the test follows them).
-struct Browser {
-    http: reqwest::Client,
-    cookies: Vec<(String, String)>,
-    base: String,
-}
-
-impl Browser {
-    fn new(app: &TestApp) -> Self {
-        Self {
-            http: reqwest::Client::builder()
-                .redirect(redirect::Policy::none())
-                .build()
-                .unwrap(),
-            cookies: Vec::new(),
-            base: app.address.clone(),
-        }
-    }
-
-    fn cookie_header(&self) -> String {
-        self.cookies
-            .iter()
-            .map(|(name, value)| format!("{name}={value}"))
-            .collect::<Vec<_>>()
-            .join("; ")
-    }
-
-    fn keep_cookies(&mut self, response: &Response) {
-        for value in response.headers().get_all(SET_COOKIE) {
-            let text = value.to_str().unwrap();
-            let (pair, attributes) = text.split_once(';').unwrap_or((text, ""));
-            let (name, value) = pair.split_once('=').unwrap();
-            self.cookies.retain(|(kept, _)| kept != name);
-            if !attributes.contains("Max-Age=0") {
-                self.cookies.push((name.to_owned(), value.to_owned()));
-            }
-        }
-    }
-
-    async fn get(&mut self, path: &str) -> Response {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .header(COOKIE, self.cookie_header())
-            .send()
-            .await
-            .unwrap();
-        self.keep_cookies(&response);
-        response
-    }
-
-    async fn get_page(&mut self, path: &str) -> String {
-        let response = self.get(path).await;
-        assert_eq!(response.status(), StatusCode::OK, "GET {path}");
-        response.text().await.unwrap()
-    }
-
-    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Response {
-        let body = form
-            .iter()
-            .map(|(name, value)| {
-                let value = url::form_urlencoded::byte_serialize(value.as_bytes());
-                format!("{name}={}", value.collect::<String>())
-            })
-            .collect::<Vec<_>>()
-            .join("&");
-        let response = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .header(COOKIE, self.cookie_header())
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        self.keep_cookies(&response);
-        response
-    }
-
-    fn has_session(&self) -> bool {
-        self.cookies
-            .iter()
-            .any(|(name, _)| name == "orders_session")
-    }
-}
 
 /// The value of the hidden field `name` of a page.
 fn hidden_field(page: &str, name: &str) -> String {
@@ -108,11 +22,6 @@ fn hidden_field(page: &str, name: &str) -> String {
     page[at..at + page[at..].find('"').unwrap()].to_owned()
 }
 
-fn location(response: &Response) -> String {
-    response.headers()[LOCATION].to_str().unwrap().to_owned()
-}
-
-const PASSWORD: &str = "a long enough password";
 const NEW_PASSWORD: &str = "a new and long password";
 
 /// Signs in through the console's form; answers the browser.
@@ -121,7 +30,7 @@ async fn signed_in(app: &TestApp, email: &str, password: &str) -> Browser {
     let form = browser.get_page("/app/login").await;
     let csrf = hidden_field(&form, "_csrf");
     let response = browser
-        .post(
+        .post_form(
             "/app/login",
             &[
                 ("_csrf", &csrf),
@@ -143,7 +52,7 @@ async fn ask_for_reset(browser: &mut Browser, email: &str) -> (Response, std::ti
     let csrf = hidden_field(&form, "_csrf");
     let started = std::time::Instant::now();
     let response = browser
-        .post(
+        .post_form(
             "/app/forgot-password",
             &[("_csrf", &csrf), ("email", email)],
         )
@@ -258,7 +167,7 @@ async fn the_mailed_link_opens_a_form_that_resets_the_password_and_ends_every_se
     let csrf = hidden_field(&form, "_csrf");
 
     let reset = browser
-        .post(
+        .post_form(
             "/app/reset-password",
             &[
                 ("_csrf", &csrf),
@@ -297,7 +206,7 @@ async fn the_mailed_link_opens_a_form_that_resets_the_password_and_ends_every_se
         "{page}"
     );
     let again = browser
-        .post(
+        .post_form(
             "/app/reset-password",
             &[
                 ("_csrf", &csrf),
@@ -324,7 +233,7 @@ async fn a_weak_password_forged_link_or_missing_token_changes_nothing() {
 
     // A weak password: the form again, the error beside the field, the link kept.
     let weak = browser
-        .post(
+        .post_form(
             "/app/reset-password",
             &[
                 ("_csrf", &csrf),
@@ -345,7 +254,7 @@ async fn a_weak_password_forged_link_or_missing_token_changes_nothing() {
     // Without the form's CSRF token, or with another one: 403, nothing done.
     for csrf in ["", "a-token-of-another-browser-that-is-long-enough"] {
         let refused = browser
-            .post(
+            .post_form(
                 "/app/reset-password",
                 &[
                     ("_csrf", csrf),
@@ -358,7 +267,7 @@ async fn a_weak_password_forged_link_or_missing_token_changes_nothing() {
     }
     let mut no_cookie = Browser::new(&app);
     let refused = no_cookie
-        .post(
+        .post_form(
             "/app/reset-password",
             &[
                 ("_csrf", &csrf),
@@ -378,7 +287,7 @@ async fn a_weak_password_forged_link_or_missing_token_changes_nothing() {
     let text = page.text().await.unwrap();
     assert!(!text.contains(&forged) && text.contains(r#"href="/app/forgot-password""#));
     let posted = browser
-        .post(
+        .post_form(
             "/app/reset-password",
             &[
                 ("_csrf", &csrf),
@@ -430,7 +339,7 @@ async fn the_orders_page_sends_the_verification_link_again_and_its_landing_page_
 
     // The registration's mail went less than a minute ago: the page says when to ask.
     let too_soon = browser
-        .post("/app/verify/resend", &[("_csrf", &csrf)])
+        .post_form("/app/verify/resend", &[("_csrf", &csrf)])
         .await;
     assert_eq!(too_soon.status(), StatusCode::TOO_MANY_REQUESTS);
     let page = too_soon.text().await.unwrap();
@@ -448,11 +357,13 @@ async fn the_orders_page_sends_the_verification_link_again_and_its_landing_page_
     .execute(&app.pool)
     .await
     .unwrap();
-    let refused = browser.post("/app/verify/resend", &[("_csrf", "")]).await;
+    let refused = browser
+        .post_form("/app/verify/resend", &[("_csrf", "")])
+        .await;
     assert_eq!(refused.status(), StatusCode::FORBIDDEN);
     assert_eq!(app.count_events("VerificationMailRequested").await, 0);
     let resent = browser
-        .post("/app/verify/resend", &[("_csrf", &csrf)])
+        .post_form("/app/verify/resend", &[("_csrf", &csrf)])
         .await;
     assert_eq!(resent.status(), StatusCode::SEE_OTHER);
     assert_eq!(location(&resent), "/app/?notice=verification-sent");
@@ -479,7 +390,7 @@ async fn the_orders_page_sends_the_verification_link_again_and_its_landing_page_
     let home = browser.get_page("/app/").await;
     assert!(!home.contains("Send the link again"), "{home}");
     let verified = browser
-        .post("/app/verify/resend", &[("_csrf", &csrf)])
+        .post_form("/app/verify/resend", &[("_csrf", &csrf)])
         .await;
     assert_eq!(location(&verified), "/app/?notice=already-verified");
     assert_eq!(app.count_events("VerificationMailRequested").await, 1);

@@ -73,13 +73,15 @@ async fn admin_chrome(
     Ok((chrome, user.has_role(Role::Admin)))
 }
 
-/// An API refusal as a page: 403 and 404 as their pages, the rest as a 500 page.
+/// An API refusal as a page: 403, 404 and 503 as their pages, a refused value as
+/// the 422 page, a failure as the 500 page.
 fn refusal_page(error: ApiError) -> ErrorPage {
     match error {
         ApiError::Forbidden(_) | ApiError::Unauthorized(_) => ErrorPage::forbidden(),
         ApiError::NotFound(_) => ErrorPage::not_found(),
+        ApiError::Unavailable(_) => ErrorPage::unavailable(),
         ApiError::Internal(error) => ErrorPage::internal(error),
-        other => ErrorPage::internal(anyhow::anyhow!("{other}")),
+        _ => ErrorPage::unprocessable(),
     }
 }
 

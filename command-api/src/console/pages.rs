@@ -73,6 +73,25 @@ impl ErrorPage {
         }
     }
 
+    /// A form whose values the command refused (a role that does not exist, say):
+    /// what a hand-edited form gets; the pages' own forms never send one.
+    pub fn unprocessable() -> Self {
+        Self {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            heading: "That was not accepted",
+            text: "The form's values were refused. Go back, reload the page and try again.",
+        }
+    }
+
+    /// Something this page needs is not reachable from this instance (NATS).
+    pub fn unavailable() -> Self {
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            heading: "Not available here",
+            text: "This instance cannot reach what this page needs just now. Please try again in a moment.",
+        }
+    }
+
     /// Logs `error` and says something went wrong.
     pub fn internal(error: anyhow::Error) -> Self {
         tracing::error!(error = format!("{error:#}"), "a console page failed");

@@ -178,6 +178,25 @@ async fn an_administrator_sees_the_day_changes_a_role_and_lists_every_order() {
         format!("admin:{} for user:{}", admin.user_id, shopper.user_id)
     );
 
+    // A hand-edited form (a role that does not exist) is the 422 page, nothing done.
+    let refused = browser
+        .post(
+            &format!("/app/admin/users/{}/roles", shopper.user_id),
+            &[
+                ("_csrf", &csrf_of(&users)),
+                ("role", "owner"),
+                ("action", "grant"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        app.count_events("RoleGranted").await,
+        2,
+        "the admin's and the auditor's"
+    );
+
     let orders = browser.get_page("/app/admin/orders").await;
     assert!(orders.contains(&order_id.to_string()), "{orders}");
     let paused = browser.get_page("/app/admin/orders?status=paused").await;

@@ -23,10 +23,12 @@ use uuid::Uuid;
 
 use super::pages::{page, readable_time, ErrorPage};
 use super::session::SignedIn;
-use super::{caller, chrome_of, see_other, see_result, shown_up_to, wait_for_views};
+use super::{
+    after_cursor, caller, chrome_of, see_other, see_result, shown_up_to, wait_for_views, CsrfOnly,
+};
 use crate::http::admin::{change_role_of, RoleChange};
 use crate::http::admin_operations::{self as operations, LogParams, READERS};
-use crate::http::queries::{encode_cursor, PageParams};
+use crate::http::queries::encode_cursor;
 use crate::http::RequestContext;
 use crate::problem::ApiError;
 use crate::AppState;
@@ -116,13 +118,7 @@ async fn users(
 ) -> Result<Response, ErrorPage> {
     wait_for_views(&state, params.at.as_deref(), &[View::Users]).await?;
     let (chrome, is_admin) = admin_chrome(&state, &session, &[View::Users]).await?;
-    let after = PageParams {
-        limit: None,
-        cursor: params.cursor.clone(),
-    }
-    .cursor::<16>()
-    .map_err(|_| ErrorPage::not_found())?
-    .map(Uuid::from_bytes);
+    let after = after_cursor(params.cursor.as_deref())?;
     let email = params.email.clone().unwrap_or_default().trim().to_owned();
     let role = params
         .role
@@ -202,13 +198,7 @@ async fn orders(
 ) -> Result<Response, ErrorPage> {
     wait_for_views(&state, params.at.as_deref(), &[View::Orders]).await?;
     let (chrome, _) = admin_chrome(&state, &session, &[View::Orders]).await?;
-    let after = PageParams {
-        limit: None,
-        cursor: params.cursor.clone(),
-    }
-    .cursor::<16>()
-    .map_err(|_| ErrorPage::not_found())?
-    .map(Uuid::from_bytes);
+    let after = after_cursor(params.cursor.as_deref())?;
     let status = params
         .status
         .clone()
@@ -321,12 +311,6 @@ async fn trace(
         truncated: page_of.next_after.is_some(),
     };
     Ok(page(StatusCode::OK, &template))
-}
-
-#[derive(Debug, Deserialize)]
-struct CsrfOnly {
-    #[serde(rename = "_csrf", default)]
-    csrf: String,
 }
 
 /// `audit verify`, run from the event log page; its answer as a page.

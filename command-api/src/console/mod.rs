@@ -412,6 +412,19 @@ async fn signup(
     }
 }
 
+/// The row a list page starts after: its `?cursor=` (the JSON API's cursors),
+/// decoded; a cursor that is not one of ours is the 404 page.
+fn after_cursor(cursor: Option<&str>) -> Result<Option<Uuid>, ErrorPage> {
+    let paging = PageParams {
+        limit: None,
+        cursor: cursor.map(str::to_owned),
+    };
+    Ok(paging
+        .cursor::<16>()
+        .map_err(|_| ErrorPage::not_found())?
+        .map(Uuid::from_bytes))
+}
+
 #[derive(Debug, Deserialize)]
 struct CsrfOnly {
     #[serde(rename = "_csrf", default)]
@@ -530,14 +543,7 @@ async fn orders_template(
     cursor: Option<&str>,
     form: PageForm,
 ) -> Result<OrdersPage, ErrorPage> {
-    let paging = PageParams {
-        limit: None,
-        cursor: cursor.map(str::to_owned),
-    };
-    let after = paging
-        .cursor::<16>()
-        .map_err(|_| ErrorPage::not_found())?
-        .map(Uuid::from_bytes);
+    let after = after_cursor(cursor)?;
     let owner = session.0.user_id.as_uuid();
     let mut rows = query::orders::of_owner(state.pool(), owner, after, ORDERS_PER_PAGE + 1)
         .await

@@ -60,17 +60,21 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         .route("/app/admin/dead-letters/{sequence}/retry", post(retry))
 }
 
-/// The frame of an admin page for a caller who has one of `roles` now (the 403
-/// page otherwise), and whether they are an administrator (who may change things).
+/// The frame of an admin page for a caller who is an administrator or auditor now
+/// (the 403 page otherwise, before anything else), and whether they are an
+/// administrator (who may change things). With `at`, it first waits for `views` to
+/// have applied that position (read-your-writes after a form).
 async fn admin_chrome(
     state: &AppState,
     session: &SignedIn,
     views: &[View],
+    at: Option<&str>,
 ) -> Result<(super::pages::Chrome, bool), ErrorPage> {
     let (mut chrome, user) = chrome_of(state, session).await?;
     if !READERS.iter().any(|role| user.has_role(*role)) {
         return Err(ErrorPage::forbidden());
     }
+    wait_for_views(state, at, views).await?;
     chrome.live_after = shown_up_to(state, views).await?;
     Ok((chrome, user.has_role(Role::Admin)))
 }
@@ -97,8 +101,13 @@ async fn dashboard(
     session: SignedIn,
     Query(params): Query<AtParam>,
 ) -> Result<Response, ErrorPage> {
-    wait_for_views(&state, params.at.as_deref(), &[View::AdminOverview]).await?;
-    let (chrome, _) = admin_chrome(&state, &session, &[View::AdminOverview]).await?;
+    let (chrome, _) = admin_chrome(
+        &state,
+        &session,
+        &[View::AdminOverview],
+        params.at.as_deref(),
+    )
+    .await?;
     let dashboard = operations::dashboard(&state).await?;
     Ok(page(StatusCode::OK, &DashboardPage::new(chrome, dashboard)))
 }
@@ -116,8 +125,8 @@ async fn users(
     session: SignedIn,
     Query(params): Query<UserParams>,
 ) -> Result<Response, ErrorPage> {
-    wait_for_views(&state, params.at.as_deref(), &[View::Users]).await?;
-    let (chrome, is_admin) = admin_chrome(&state, &session, &[View::Users]).await?;
+    let (chrome, is_admin) =
+        admin_chrome(&state, &session, &[View::Users], params.at.as_deref()).await?;
     let after = after_cursor(params.cursor.as_deref())?;
     let email = params.email.clone().unwrap_or_default().trim().to_owned();
     let role = params
@@ -196,8 +205,7 @@ async fn orders(
     session: SignedIn,
     Query(params): Query<OrderParams>,
 ) -> Result<Response, ErrorPage> {
-    wait_for_views(&state, params.at.as_deref(), &[View::Orders]).await?;
-    let (chrome, _) = admin_chrome(&state, &session, &[View::Orders]).await?;
+    let (chrome, _) = admin_chrome(&state, &session, &[View::Orders], params.at.as_deref()).await?;
     let after = after_cursor(params.cursor.as_deref())?;
     let status = params
         .status
@@ -246,7 +254,7 @@ async fn events(
     session: SignedIn,
     Query(params): Query<LogParams>,
 ) -> Result<Response, ErrorPage> {
-    let (mut chrome, _) = admin_chrome(&state, &session, &[]).await?;
+    let (mut chrome, _) = admin_chrome(&state, &session, &[], None).await?;
     chrome.live_after = stream_end(&state).await;
     let params = LogParams {
         limit: Some(EVENTS_PER_PAGE),
@@ -273,7 +281,7 @@ async fn event(
     session: SignedIn,
     Path(position): Path<String>,
 ) -> Result<Response, ErrorPage> {
-    let (chrome, _) = admin_chrome(&state, &session, &[]).await?;
+    let (chrome, _) = admin_chrome(&state, &session, &[], None).await?;
     let global_position: i64 = position.parse().map_err(|_| ErrorPage::not_found())?;
     let entry = orders_store::audit::at(state.pool(), global_position)
         .await
@@ -287,7 +295,7 @@ async fn trace(
     session: SignedIn,
     Path(correlation_id): Path<String>,
 ) -> Result<Response, ErrorPage> {
-    let (mut chrome, _) = admin_chrome(&state, &session, &[]).await?;
+    let (mut chrome, _) = admin_chrome(&state, &session, &[], None).await?;
     chrome.live_after = stream_end(&state).await;
     let filter = orders_store::audit::AuditFilter {
         since: None,
@@ -321,7 +329,7 @@ async fn verify(
     Form(form): Form<CsrfOnly>,
 ) -> Result<Response, ErrorPage> {
     session.check_form(&state, &headers, &form.csrf)?;
-    let (chrome, _) = admin_chrome(&state, &session, &[]).await?;
+    let (chrome, _) = admin_chrome(&state, &session, &[], None).await?;
     let started = std::time::Instant::now();
     let outcome = operations::verify_log(&state).await;
     let template = match outcome {
@@ -342,7 +350,7 @@ async fn dead_letters(
     session: SignedIn,
     Query(params): Query<RetriedParam>,
 ) -> Result<Response, ErrorPage> {
-    let (mut chrome, is_admin) = admin_chrome(&state, &session, &[]).await?;
+    let (mut chrome, is_admin) = admin_chrome(&state, &session, &[], None).await?;
     chrome.live_after = stream_end(&state).await;
     let (letters, unavailable) = match operations::dead_letter_list(&state).await {
         Ok(letters) => (letters, None),

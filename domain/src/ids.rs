@@ -79,6 +79,16 @@ uuid_v7_identifier! {
     CheckId
 }
 
+uuid_v7_identifier! {
+    /// Identifies a product of the catalog (the `product` aggregate's id).
+    ProductId
+}
+
+uuid_v7_identifier! {
+    /// Identifies a purchase (the `purchase` aggregate's id).
+    PurchaseId
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

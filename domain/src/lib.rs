@@ -5,7 +5,8 @@
 //! the events it decides; everything else reads those events.
 //!
 //! - [`money`], [`ids`], [`email`], [`password_policy`]: values checked at the edge.
-//! - [`user`], [`order`] and [`price_check`]: the aggregates (`cqrs_es::Aggregate`).
+//! - [`user`], [`order`], [`price_check`], [`product`] and [`purchase`]: the
+//!   aggregates (`cqrs_es::Aggregate`).
 //! - [`upcasting`]: how events stored in older shapes are read today.
 
 pub mod email;
@@ -14,5 +15,7 @@ pub mod money;
 pub mod order;
 pub mod password_policy;
 pub mod price_check;
+pub mod product;
+pub mod purchase;
 pub mod upcasting;
 pub mod user;

@@ -361,6 +361,34 @@ impl Money {
     pub fn amount_string(&self) -> String {
         self.amount.to_string()
     }
+
+    /// This amount `quantity` times (a purchase line's total): exact, or
+    /// `TooLarge` past the largest amount.
+    pub fn times(&self, quantity: u32) -> Result<Money, MoneyError> {
+        let too_large = MoneyError::TooLarge {
+            max_integer_digits: MAX_AMOUNT_INTEGER_DIGITS,
+        };
+        let product = self
+            .amount
+            .checked_mul(Decimal::from(quantity))
+            .ok_or(too_large.clone())?;
+        Money::new(product, self.currency)
+    }
+
+    /// The sum of two amounts of one currency (`None` for two currencies), or
+    /// `TooLarge` past the largest amount.
+    pub fn plus(&self, other: &Money) -> Option<Result<Money, MoneyError>> {
+        if self.currency != other.currency {
+            return None;
+        }
+        let too_large = MoneyError::TooLarge {
+            max_integer_digits: MAX_AMOUNT_INTEGER_DIGITS,
+        };
+        Some(match self.amount.checked_add(other.amount) {
+            Some(sum) => Money::new(sum, self.currency),
+            None => Err(too_large),
+        })
+    }
 }
 
 impl fmt::Display for Money {

@@ -63,13 +63,23 @@ pub const PRICE_POLICY: Worker = Worker {
 /// Sends the mails.
 pub const EMAIL: Worker = Worker {
     name: "email",
-    aggregate_types: &["user", "order"],
+    aggregate_types: &["user", "order", "purchase"],
     ack_wait: Duration::from_secs(60),
     max_deliver: 5,
 };
 
+/// The purchase saga: reserves, confirms or rejects, releases and ships stock. It
+/// gives up on a message only after many tries (about four hours of backoff): a
+/// purchase whose message died is still settled by the saga's time bound.
+pub const SAGA: Worker = Worker {
+    name: "saga",
+    aggregate_types: &["purchase"],
+    ack_wait: Duration::from_secs(30),
+    max_deliver: 50,
+};
+
 /// Every worker.
-pub const WORKERS: [Worker; 3] = [SCRAPER, PRICE_POLICY, EMAIL];
+pub const WORKERS: [Worker; 4] = [SCRAPER, PRICE_POLICY, EMAIL, SAGA];
 
 impl Worker {
     /// The worker with this name.
@@ -201,8 +211,9 @@ pub(crate) async fn ensure_worker_consumers(
             )
         })?;
     for worker in WORKERS {
-        log.get_or_create_consumer(worker.name, worker.log_consumer_config())
-            .await?;
+        // Created, or updated in place: a worker that reads a new aggregate type
+        // (the e-mail worker and purchases) gets it on an existing deployment too.
+        log.create_consumer(worker.log_consumer_config()).await?;
         dead_letters
             .get_or_create_consumer(
                 &worker.retry_consumer_name(),

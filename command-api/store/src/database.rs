@@ -73,6 +73,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "orders availability",
         include_str!("../migrations/0012_orders_availability.sql"),
     ),
+    (13, "shop", include_str!("../migrations/0013_shop.sql")),
 ];
 
 pub fn migrator() -> Migrator {

@@ -10,10 +10,11 @@
 //! columns and the conflict semantics (any unique violation is an
 //! `AggregateConflict`) are exactly postgres-es's.
 //!
-//! Aggregate streams are kept short, except one: an order checked every hour for
-//! years gathers a price change (and alerts) for every change of its price. Orders
-//! are therefore loaded from a snapshot of our own plus the events after it, in one
-//! statement (`LOAD_ORDER`). cqrs-es's snapshot *writing* is never used (its commit
+//! Aggregate streams are kept short, except two: an order checked every hour for
+//! years gathers a price change (and alerts) for every change of its price, and a
+//! product a reservation (and its release or shipping) for every purchase of it.
+//! Orders and products are therefore loaded from a snapshot of our own plus the
+//! events after it, in one statement (`LOAD_WITH_SNAPSHOT`). cqrs-es's snapshot *writing* is never used (its commit
 //! re-applies events the sink already applied and would store a corrupt state, see
 //! PITFALLS); only its loading path, which is sound: the state at sequence S plus the
 //! events after S. Snapshots are written here, from a state just loaded (exact: the
@@ -39,6 +40,8 @@ use cqrs_es::{Aggregate, AggregateError, CqrsFramework, EventStore as _};
 use orders_domain::ids::UserId;
 use orders_domain::order::{Order, OrderCommand, OrderError};
 use orders_domain::price_check::PriceCheck;
+use orders_domain::product::Product;
+use orders_domain::purchase::Purchase;
 use orders_domain::user::{User, UserCommand, UserError};
 use postgres_es::PostgresEventRepository;
 use serde_json::Value;
@@ -48,7 +51,7 @@ use uuid::Uuid;
 use crate::seal::{AuditKey, EventContent};
 use crate::statements::{
     Bound, INSERT_EVENTS, INSERT_GUARDED_PLACEMENT, INSERT_ORDER_EVENTS, INSERT_PRICE_CHECK_EVENTS,
-    INSERT_USER_EVENTS,
+    INSERT_PURCHASE_EVENTS, INSERT_USER_EVENTS,
 };
 use crate::writer_connections::{leaves_connection_usable, WriterConnections};
 
@@ -135,10 +138,10 @@ struct Written {
 /// start) writes a new snapshot.
 pub const SNAPSHOT_AFTER_EVENTS: usize = 64;
 
-/// The snapshot of an order and the events after it, in one statement: a first row
+/// The snapshot of an order (or product) and the events after it, in one statement: a first row
 /// with a null `event_type` when there is a snapshot (its state in `payload`), then
 /// the events after it, in order.
-const LOAD_ORDER: &str = "
+const LOAD_WITH_SNAPSHOT: &str = "
 WITH snapshot AS (
     SELECT sequence, state FROM aggregate_snapshots
      WHERE aggregate_type = $1 AND aggregate_id = $2 AND state_version = $3
@@ -152,9 +155,9 @@ UNION ALL
     AND sequence > COALESCE((SELECT sequence FROM snapshot), 0)
   ORDER BY sequence)";
 
-/// A row of [`LOAD_ORDER`]: event type and version (both null for the snapshot),
+/// A row of [`LOAD_WITH_SNAPSHOT`]: event type and version (both null for the snapshot),
 /// sequence, payload (or state), metadata.
-type LoadOrderRow = (Option<String>, Option<String>, i64, Value, Option<Value>);
+type LoadWithSnapshotRow = (Option<String>, Option<String>, i64, Value, Option<Value>);
 
 /// A newer snapshot replaces an older one, never the reverse.
 const SAVE_SNAPSHOT: &str = "
@@ -171,20 +174,42 @@ ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE
 /// the state's fields or to `apply` gives another version.
 pub fn order_snapshot_version() -> &'static str {
     static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    VERSION.get_or_init(|| fingerprint::<Order>("order-snapshot/1", Order::fingerprint_history()))
+}
+
+/// The version snapshots of products are stored and read under (as
+/// [`order_snapshot_version`], from [`Product::fingerprint_history`]).
+pub fn product_snapshot_version() -> &'static str {
+    static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     VERSION.get_or_init(|| {
-        use sha2::Digest as _;
-        let mut order = Order::default();
-        for event in Order::fingerprint_history() {
-            order.apply(event);
-        }
-        let state = serde_json::to_string(&order).expect("an order serialises");
-        let digest = sha2::Sha256::digest(format!("order-snapshot/1|{state}").as_bytes());
-        digest
-            .iter()
-            .take(12)
-            .map(|byte| format!("{byte:02x}"))
-            .collect()
+        fingerprint::<Product>("product-snapshot/1", Product::fingerprint_history())
     })
+}
+
+/// The snapshot version of an aggregate type that is loaded from snapshots: orders
+/// (a price change per change of price, for years) and products (a reservation,
+/// and its release or shipping, per purchase). The others' streams stay short.
+fn snapshot_version(aggregate_type: &str) -> Option<&'static str> {
+    match aggregate_type {
+        Order::TYPE => Some(order_snapshot_version()),
+        Product::TYPE => Some(product_snapshot_version()),
+        _ => None,
+    }
+}
+
+fn fingerprint<A: Aggregate>(label: &str, history: Vec<A::Event>) -> String {
+    use sha2::Digest as _;
+    let mut aggregate = A::default();
+    for event in history {
+        aggregate.apply(event);
+    }
+    let state = serde_json::to_string(&aggregate).expect("an aggregate serialises");
+    let digest = sha2::Sha256::digest(format!("{label}|{state}").as_bytes());
+    digest
+        .iter()
+        .take(12)
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
 }
 
 /// What a load found, shared between the repository (which reads) and the event
@@ -280,7 +305,7 @@ impl EventStore {
     }
 
     fn snapshots_of<A: Aggregate>(&self) -> bool {
-        self.snapshots && A::TYPE == Order::TYPE
+        self.snapshots && snapshot_version(A::TYPE).is_some()
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -366,6 +391,9 @@ impl EventStore {
                 return;
             }
         };
+        let Some(version) = snapshot_version(A::TYPE) else {
+            return;
+        };
         let pool = self.pool.clone();
         let aggregate_id = aggregate_id.to_owned();
         tokio::spawn(async move {
@@ -373,7 +401,7 @@ impl EventStore {
                 .bind(A::TYPE)
                 .bind(&aggregate_id)
                 .bind(i64::try_from(sequence).unwrap_or(i64::MAX))
-                .bind(order_snapshot_version())
+                .bind(version)
                 .bind(state)
                 .execute(&pool)
                 .await;
@@ -489,16 +517,65 @@ impl EventStore {
         framework
             .execute_with_metadata(aggregate_id, command, metadata.to_map())
             .await?;
+        self.snapshot_after_command::<A>(aggregate_id, &loaded);
+        self.receipt_of::<A>(aggregate_id, &receipt).await
+    }
+
+    /// Runs a decision whose outcome the caller needs besides the events (the saga's
+    /// batch of stock requests: which were reserved, at what price): loads the
+    /// aggregate, hands it to `decide`, and appends the events it returns after the
+    /// sequence it was loaded at (an append in between: `AggregateConflict`, and
+    /// nothing is stored). The outcome describes the state the events were decided
+    /// on, so it holds exactly when they were stored.
+    pub async fn decide_and_append<A, T>(
+        &self,
+        aggregate_id: &str,
+        metadata: &CommandMetadata,
+        decide: impl FnOnce(&A) -> (Vec<A::Event>, T),
+    ) -> Result<(CommandReceipt, T), AggregateError<A::Error>>
+    where
+        A: Aggregate<Services = ()>,
+    {
+        let receipt = Arc::new(Mutex::new(None));
+        let loaded = Arc::new(Mutex::new(LoadedStream::default()));
+        let store = self.persisted_store::<A>(
+            receipt.clone(),
+            loaded.clone(),
+            Stream::Existing,
+            WriteExtras::default(),
+        );
+        let context = store.load_aggregate(aggregate_id).await?;
+        let (events, outcome) = decide(&context.aggregate);
+        if !events.is_empty() {
+            store.commit(events, context, metadata.to_map()).await?;
+        }
+        self.snapshot_after_command::<A>(aggregate_id, &loaded);
+        Ok((self.receipt_of::<A>(aggregate_id, &receipt).await?, outcome))
+    }
+
+    /// After a command whose load applied many events, loads again in the
+    /// background to store a snapshot (the command's own load is inside cqrs-es).
+    fn snapshot_after_command<A>(&self, aggregate_id: &str, loaded: &Mutex<LoadedStream>)
+    where
+        A: Aggregate<Services = ()>,
+    {
         let applied = loaded.lock().expect("load lock poisoned").applied;
         if self.snapshots_of::<A>() && applied >= SNAPSHOT_AFTER_EVENTS {
-            // The command's own load is inside cqrs-es: load again, after the
-            // answer, to store the new snapshot.
             let store = self.clone();
             let aggregate_id = aggregate_id.to_owned();
             tokio::spawn(async move {
                 let _ = store.load::<A>(&aggregate_id).await;
             });
         }
+    }
+
+    /// What a command did: where its events landed (waking the relay), or, when it
+    /// stored none, where the aggregate's last event is.
+    async fn receipt_of<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+        receipt: &Mutex<Option<Written>>,
+    ) -> Result<CommandReceipt, AggregateError<A::Error>> {
         let stored = *receipt.lock().expect("receipt lock poisoned");
         match stored {
             Some(written) => {
@@ -561,6 +638,44 @@ impl EventStore {
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.and_then(|(id, placed)| Some((id.parse().ok()?, placed))))
+    }
+
+    /// The purchase `owner` already placed under an idempotency key, with its
+    /// `PurchasePlaced` payload (what it asked for), if any.
+    pub async fn purchase_placed_with_idempotency_key(
+        &self,
+        owner: UserId,
+        key: &str,
+    ) -> Result<Option<(orders_domain::ids::PurchaseId, Value)>, sqlx::Error> {
+        let row: Option<(String, Value)> = sqlx::query_as(
+            "SELECT aggregate_id, payload -> 'PurchasePlaced' FROM events
+              WHERE event_type = 'PurchasePlaced' AND metadata ? 'idempotency_key'
+                AND payload -> 'PurchasePlaced' ->> 'owner' = $1
+                AND metadata ->> 'idempotency_key' = $2",
+        )
+        .bind(owner.to_string())
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.and_then(|(id, placed)| Some((id.parse().ok()?, placed))))
+    }
+
+    /// The purchases still pending that were placed before `placed_before`, oldest
+    /// first, at most `limit` (the saga's time bound).
+    pub async fn pending_purchases_placed_before(
+        &self,
+        placed_before: chrono::DateTime<chrono::Utc>,
+        limit: i64,
+    ) -> Result<Vec<orders_domain::ids::PurchaseId>, sqlx::Error> {
+        let ids: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT purchase_id FROM pending_purchases
+              WHERE placed_at < $1 ORDER BY placed_at LIMIT $2",
+        )
+        .bind(placed_before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids.into_iter().map(Into::into).collect())
     }
 
     /// Whether a log position is the place of a stored event. Every position a
@@ -659,6 +774,7 @@ impl OrdersEventRepository {
             (Order::TYPE, None) => INSERT_ORDER_EVENTS,
             (User::TYPE, _) => INSERT_USER_EVENTS,
             (PriceCheck::TYPE, _) => INSERT_PRICE_CHECK_EVENTS,
+            (Purchase::TYPE, _) => INSERT_PURCHASE_EVENTS,
             _ => INSERT_EVENTS,
         };
         let owner = self.guard.as_ref().map(|guard| guard.owner.to_string());
@@ -785,13 +901,13 @@ impl PersistedEventRepository for OrdersEventRepository {
         &self,
         aggregate_id: &str,
     ) -> Result<Option<SerializedSnapshot>, PersistenceError> {
-        if self.stream == Stream::New || A::TYPE != Order::TYPE {
+        let Some(version) = snapshot_version(A::TYPE).filter(|_| self.stream != Stream::New) else {
             return Ok(None);
-        }
-        let rows: Vec<LoadOrderRow> = sqlx::query_as(LOAD_ORDER)
+        };
+        let rows: Vec<LoadWithSnapshotRow> = sqlx::query_as(LOAD_WITH_SNAPSHOT)
             .bind(A::TYPE)
             .bind(aggregate_id)
-            .bind(order_snapshot_version())
+            .bind(version)
             .fetch_all(&self.pool)
             .await
             .map_err(persistence_error)?;

@@ -199,6 +199,27 @@ SELECT tx_id::text, global_position, NULL::bigint FROM inserted",
     binds: &EVENT_COLUMNS,
 };
 
+/// A purchase's events. A placement adds the purchase to `pending_purchases` (the
+/// saga's time bound reads it); its confirmation, rejection or cancellation takes
+/// it out, in the same statement.
+pub(crate) const INSERT_PURCHASE_EVENTS: Statement = Statement {
+    sql: "
+WITH inserted AS (
+    INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, seal)
+    SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[], $8::bytea[])
+    RETURNING aggregate_id, event_type, tx_id, global_position
+), placed AS (
+    INSERT INTO pending_purchases (purchase_id)
+    SELECT aggregate_id::uuid FROM inserted WHERE event_type = 'PurchasePlaced'
+), settled AS (
+    DELETE FROM pending_purchases
+     WHERE purchase_id IN (SELECT aggregate_id::uuid FROM inserted
+                            WHERE event_type IN ('PurchaseConfirmed', 'PurchaseRejected', 'PurchaseCancelled'))
+)
+SELECT tx_id::text, global_position, NULL::bigint FROM inserted",
+    binds: &EVENT_COLUMNS,
+};
+
 /// The facts of one user a placement is decided on; no row means no such user.
 pub(crate) const PLACEMENT_FACTS: Statement = Statement {
     sql: "SELECT active_orders, deactivated, credentials_version FROM placement_guards WHERE user_id = $1",
@@ -224,6 +245,7 @@ mod tests {
             INSERT_ORDER_EVENTS,
             INSERT_GUARDED_PLACEMENT,
             INSERT_PRICE_CHECK_EVENTS,
+            INSERT_PURCHASE_EVENTS,
             PLACEMENT_FACTS,
         ] {
             let count = statement.binds().len();

@@ -74,6 +74,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/0012_orders_availability.sql"),
     ),
     (13, "shop", include_str!("../migrations/0013_shop.sql")),
+    (
+        14,
+        "shop views",
+        include_str!("../migrations/0014_shop_views.sql"),
+    ),
 ];
 
 pub fn migrator() -> Migrator {

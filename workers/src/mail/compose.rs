@@ -17,7 +17,7 @@ pub const MAX_SUBJECT_TITLE_CHARS: usize = 60;
 
 /// How much of a product title the body repeats: shop titles are sometimes whole
 /// paragraphs of keywords, and a scraped page must not be able to fill the mail.
-const MAX_BODY_TITLE_CHARS: usize = 300;
+pub(super) const MAX_BODY_TITLE_CHARS: usize = 300;
 
 /// Why a mail is sent. One event may cause several mails; the purpose keeps their
 /// Message-IDs apart (it is the `purpose` argument of [`crate::message_id`]).
@@ -29,6 +29,16 @@ pub enum MailPurpose {
     PasswordReset,
     /// A tracked product reached its target price.
     PriceAlert,
+    /// A purchase was confirmed: its lines at their reserved prices, and the total.
+    PurchaseConfirmed,
+    /// A purchase was rejected, with the reason.
+    PurchaseRejected,
+    /// A purchase left the warehouse.
+    PurchaseShipped,
+    /// A purchase reached the buyer.
+    PurchaseDelivered,
+    /// A purchase was cancelled, by the buyer or an administrator.
+    PurchaseCancelled,
 }
 
 impl MailPurpose {
@@ -38,6 +48,11 @@ impl MailPurpose {
             MailPurpose::VerifyEmail => "verify-email",
             MailPurpose::PasswordReset => "password-reset",
             MailPurpose::PriceAlert => "price-alert",
+            MailPurpose::PurchaseConfirmed => "purchase-confirmed",
+            MailPurpose::PurchaseRejected => "purchase-rejected",
+            MailPurpose::PurchaseShipped => "purchase-shipped",
+            MailPurpose::PurchaseDelivered => "purchase-delivered",
+            MailPurpose::PurchaseCancelled => "purchase-cancelled",
         }
     }
 }
@@ -283,7 +298,7 @@ fn product_display_title(alert: &PriceAlertContent, max_chars: usize) -> String 
 /// among them, so it can go into a header) and bidirectional-override characters
 /// (which can make text read backwards) become spaces, runs of whitespace collapse,
 /// and text longer than `max_chars` is cut with an ellipsis.
-fn clean_display_text(untrusted: &str, max_chars: usize) -> String {
+pub(super) fn clean_display_text(untrusted: &str, max_chars: usize) -> String {
     let is_bidirectional_control =
         |character: char| matches!(character, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
     let mut cleaned = String::with_capacity(untrusted.len());
@@ -311,7 +326,7 @@ fn clean_display_text(untrusted: &str, max_chars: usize) -> String {
 }
 
 /// Escapes text for HTML element content and quoted attribute values.
-fn escape_html(untrusted: &str) -> String {
+pub(super) fn escape_html(untrusted: &str) -> String {
     let mut escaped = String::with_capacity(untrusted.len());
     for character in untrusted.chars() {
         match character {
@@ -328,7 +343,7 @@ fn escape_html(untrusted: &str) -> String {
 
 /// A link with escaped text; a URL that is not `http(s)` is shown as text only, so
 /// no `javascript:` or `data:` URL ever becomes clickable.
-fn html_link(url: &Url, text: &str) -> String {
+pub(super) fn html_link(url: &Url, text: &str) -> String {
     let text = escape_html(text);
     if matches!(url.scheme(), "http" | "https") {
         format!("<a href=\"{}\">{text}</a>", escape_html(url.as_str()))
@@ -343,7 +358,7 @@ fn format_expiry(expires_at: DateTime<Utc>) -> String {
 }
 
 /// Wraps body content into a small standalone HTML document.
-fn html_document(subject: &str, content: &str) -> String {
+pub(super) fn html_document(subject: &str, content: &str) -> String {
     format!(
         "<!DOCTYPE html>\n\
          <html lang=\"en\">\n\
@@ -562,5 +577,19 @@ mod tests {
         assert_eq!(MailPurpose::VerifyEmail.as_str(), "verify-email");
         assert_eq!(MailPurpose::PasswordReset.as_str(), "password-reset");
         assert_eq!(MailPurpose::PriceAlert.as_str(), "price-alert");
+        assert_eq!(
+            MailPurpose::PurchaseConfirmed.as_str(),
+            "purchase-confirmed"
+        );
+        assert_eq!(MailPurpose::PurchaseRejected.as_str(), "purchase-rejected");
+        assert_eq!(MailPurpose::PurchaseShipped.as_str(), "purchase-shipped");
+        assert_eq!(
+            MailPurpose::PurchaseDelivered.as_str(),
+            "purchase-delivered"
+        );
+        assert_eq!(
+            MailPurpose::PurchaseCancelled.as_str(),
+            "purchase-cancelled"
+        );
     }
 }

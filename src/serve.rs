@@ -78,6 +78,13 @@ pub struct ServeArgs {
     /// How often the scheduler looks for orders that are due.
     #[arg(long, env = "ORDERS_SCHEDULER_TICK_MS", default_value_t = 1000)]
     scheduler_tick_ms: u64,
+    /// How long a purchase may stay pending before the saga rejects it
+    /// (`timed_out`) and releases its stock, in seconds.
+    #[arg(long, env = "ORDERS_SAGA_TIMEOUT_SECS", default_value_t = 30)]
+    saga_timeout_secs: u64,
+    /// Purchase events one saga instance works on at once.
+    #[arg(long, env = "ORDERS_SAGA_CONCURRENCY", default_value_t = 256)]
+    saga_concurrency: usize,
 }
 
 /// What the API needs beyond the shared settings.
@@ -103,6 +110,8 @@ struct WorkersPlan {
     host_gate: orders_workers::host_gate::HostGateConfig,
     scraper_concurrency: usize,
     scheduler_tick: Duration,
+    saga_timeout: Duration,
+    saga_concurrency: usize,
 }
 
 /// The services one `orders serve` runs, with everything each needs, checked.
@@ -289,6 +298,8 @@ impl ServePlan {
                 host_gate: workers.host_gate.clone(),
                 scraper_concurrency: workers.scraper_concurrency,
                 scheduler_tick: workers.scheduler_tick,
+                saga_timeout: workers.saga_timeout,
+                saga_concurrency: workers.saga_concurrency,
                 audit_key: self
                     .audit_key
                     .clone()
@@ -388,6 +399,8 @@ impl WorkersPlan {
             host_gate: args.scraper.host_gate(),
             scraper_concurrency: args.scraper_concurrency.max(1),
             scheduler_tick: Duration::from_millis(args.scheduler_tick_ms.max(10)),
+            saga_timeout: Duration::from_secs(args.saga_timeout_secs.max(1)),
+            saga_concurrency: args.saga_concurrency.max(1),
         })
     }
 }

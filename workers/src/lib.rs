@@ -13,6 +13,7 @@ pub mod mail;
 pub mod policy;
 pub mod price_text;
 pub mod robots;
+pub mod saga;
 pub mod scheduler;
 pub mod scraper;
 pub mod service;

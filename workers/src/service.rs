@@ -1,5 +1,6 @@
-//! `orders serve workers`: the scheduler (leader-elected), the scraper, the
-//! price-check policy and the e-mail worker (competing consumers), in one process.
+//! `orders serve workers`: the scheduler and the purchase saga's time bound
+//! (leader-elected), the scraper, the price-check policy, the e-mail worker and the
+//! purchase saga (competing consumers), in one process.
 //! Any number of such processes may run.
 
 use std::time::Duration;
@@ -35,6 +36,10 @@ pub struct WorkersConfig {
     pub scheduler_tick: Duration,
     /// Seals the events the workers store (`ORDERS_AUDIT_KEY`).
     pub audit_key: AuditKey,
+    /// How long a purchase may stay pending (`ORDERS_SAGA_TIMEOUT_SECS`).
+    pub saga_timeout: Duration,
+    /// Purchase events one instance's saga works on at once.
+    pub saga_concurrency: usize,
 }
 
 /// Runs every worker until `shutdown` is cancelled.
@@ -62,8 +67,11 @@ pub async fn run(
     ));
     let scheduler = std::sync::Arc::new(Scheduler::new(pool.clone(), events.clone()));
 
+    let saga = crate::saga::Saga::new(events.clone(), config.saga_timeout);
+
     let scheduling = {
-        let lease = orders_nats::leader::LeaderLease::new(leaders, "scheduler", instance);
+        let lease =
+            orders_nats::leader::LeaderLease::new(leaders.clone(), "scheduler", instance.clone());
         let tick = config.scheduler_tick;
         orders_nats::leader::lead(
             lease,
@@ -106,9 +114,42 @@ pub async fn run(
             async move { email.handle(event).await }
         },
     );
-    tracing::info!("workers running: scheduler (while leader), scraper, price policy, e-mail");
+    let saga_steps = {
+        let saga = saga.clone();
+        crate::consumer::consume(
+            &jetstream,
+            orders_nats::work::SAGA,
+            config.saga_concurrency,
+            until_stopped(),
+            move |event| {
+                let saga = saga.clone();
+                async move { saga.handle(event).await }
+            },
+        )
+    };
+    let saga_time_bound = {
+        let lease = orders_nats::leader::LeaderLease::new(leaders, "saga-timeouts", instance);
+        orders_nats::leader::lead(
+            lease,
+            orders_nats::LEADER_LEASE,
+            shutdown.clone(),
+            move || {
+                let saga = saga.clone();
+                async move { saga.run_time_bound().await }
+            },
+        )
+    };
+    tracing::info!(
+        "workers running: scheduler (while leader), scraper, price policy, e-mail, purchase saga"
+    );
     tokio::try_join!(
         async { scheduling.await.context("the scheduler") },
+        async { saga_steps.await.context("the purchase saga") },
+        async {
+            saga_time_bound
+                .await
+                .context("the purchase saga's time bound")
+        },
         async { scraping.await.context("the scraper") },
         async { recording.await.context("the price policy") },
         async { mailing.await.context("the e-mail worker") },

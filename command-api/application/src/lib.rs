@@ -6,18 +6,22 @@
 //! retry or give up. A refusal is never retried; a store failure may be.
 //!
 //! The modules by aggregate: `accounts` (and `mail_links`, the links of our mails),
-//! `orders` (tracking orders), `price_checks`. Also the signed, expiring tokens of
+//! `orders` (tracking orders), `price_checks`, `catalog` (products), `purchases`,
+//! and `stock` (the purchase saga's batched stock requests). Also the signed, expiring tokens of
 //! the links in mails, which the e-mail worker mints and the API checks.
 //!
 //! Reads are not here: they are the query functions of `orders_projectors::query`,
 //! served from the views.
 
 pub mod accounts;
+pub mod catalog;
 mod error;
 pub mod mail_links;
 pub mod orders;
 pub mod price_checks;
+pub mod purchases;
 pub mod signed_tokens;
+pub mod stock;
 
 pub use error::{CommandError, StoreFailure};
 

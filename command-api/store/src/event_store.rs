@@ -36,7 +36,7 @@ use cqrs_es::persist::{
     PersistedEventRepository, PersistedEventStore, PersistenceError, ReplayStream, SerializedEvent,
     SerializedSnapshot,
 };
-use cqrs_es::{Aggregate, AggregateError, CqrsFramework, EventStore as _};
+use cqrs_es::{Aggregate, AggregateError, CqrsFramework, DomainEvent as _, EventStore as _};
 use orders_domain::ids::UserId;
 use orders_domain::order::{Order, OrderCommand, OrderError};
 use orders_domain::price_check::PriceCheck;
@@ -331,17 +331,7 @@ impl EventStore {
         stream: Stream,
         extras: WriteExtras,
     ) -> PersistedEventStore<OrdersEventRepository, A> {
-        let repository = OrdersEventRepository {
-            writers: self.writers.clone(),
-            loader: self.loader.clone(),
-            pool: self.pool.clone(),
-            loaded: loaded.clone(),
-            receipt,
-            stream,
-            guard: extras.guard,
-            password_hash: extras.password_hash,
-            key: self.key.clone(),
-        };
+        let repository = self.repository(receipt, loaded, stream, extras);
         let store = if self.snapshots_of::<A>() {
             // cqrs-es's loading from a snapshot; never its snapshot writing (the
             // size is never reached, and `persist` ignores an update anyway).
@@ -350,6 +340,26 @@ impl EventStore {
             PersistedEventStore::new_event_store(repository)
         };
         store.with_upcasters(orders_domain::upcasting::event_upcasters())
+    }
+
+    fn repository(
+        &self,
+        receipt: Arc<Mutex<Option<Written>>>,
+        loaded: Arc<Mutex<LoadedStream>>,
+        stream: Stream,
+        extras: WriteExtras,
+    ) -> OrdersEventRepository {
+        OrdersEventRepository {
+            writers: self.writers.clone(),
+            loader: self.loader.clone(),
+            pool: self.pool.clone(),
+            loaded,
+            receipt,
+            stream,
+            guard: extras.guard,
+            password_hash: extras.password_hash,
+            key: self.key.clone(),
+        }
     }
 
     /// Loads an aggregate and the sequence number of its last event (0 when none).
@@ -523,15 +533,16 @@ impl EventStore {
 
     /// Runs a decision whose outcome the caller needs besides the events (the saga's
     /// batch of stock requests: which were reserved, at what price): loads the
-    /// aggregate, hands it to `decide`, and appends the events it returns after the
-    /// sequence it was loaded at (an append in between: `AggregateConflict`, and
-    /// nothing is stored). The outcome describes the state the events were decided
-    /// on, so it holds exactly when they were stored.
+    /// aggregate, hands it to `decide`, and appends the events it returns, each with
+    /// its own metadata (a batch serves several purchases, and each event is
+    /// attributed to the one it is for), after the sequence it was loaded at (an
+    /// append in between: `AggregateConflict`, and nothing is stored). The outcome
+    /// describes the state the events were decided on, so it holds exactly when
+    /// they were stored.
     pub async fn decide_and_append<A, T>(
         &self,
         aggregate_id: &str,
-        metadata: &CommandMetadata,
-        decide: impl FnOnce(&A) -> (Vec<A::Event>, T),
+        decide: impl FnOnce(&A) -> (Vec<(A::Event, CommandMetadata)>, T),
     ) -> Result<(CommandReceipt, T), AggregateError<A::Error>>
     where
         A: Aggregate<Services = ()>,
@@ -547,7 +558,30 @@ impl EventStore {
         let context = store.load_aggregate(aggregate_id).await?;
         let (events, outcome) = decide(&context.aggregate);
         if !events.is_empty() {
-            store.commit(events, context, metadata.to_map()).await?;
+            let mut serialized = Vec::with_capacity(events.len());
+            for (offset, (event, metadata)) in events.into_iter().enumerate() {
+                let payload = serde_json::to_value(&event)
+                    .map_err(|error| AggregateError::UnexpectedError(Box::new(error)))?;
+                let metadata = serde_json::to_value(metadata.to_map())
+                    .map_err(|error| AggregateError::UnexpectedError(Box::new(error)))?;
+                serialized.push(SerializedEvent::new(
+                    aggregate_id.to_owned(),
+                    context.current_sequence + offset + 1,
+                    A::TYPE.to_owned(),
+                    event.event_type(),
+                    event.event_version(),
+                    payload,
+                    metadata,
+                ));
+            }
+            self.repository(
+                receipt.clone(),
+                loaded.clone(),
+                Stream::Existing,
+                WriteExtras::default(),
+            )
+            .persist::<A>(&serialized, None)
+            .await?;
         }
         self.snapshot_after_command::<A>(aggregate_id, &loaded);
         Ok((self.receipt_of::<A>(aggregate_id, &receipt).await?, outcome))

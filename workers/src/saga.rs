@@ -1,0 +1,308 @@
+//! The purchase saga (`system:saga`): brings each purchase's stock in line with its
+//! status, from the log.
+//!
+//! One step, [`Saga::settle`], run for every purchase event (placed, rejected,
+//! cancelled, shipped) and by the time bound. It loads the purchase and does what
+//! its status asks:
+//!
+//! - **pending**: reserve every line on its product (through the [`StockDesk`], which
+//!   batches the requests of many buyers of one product into one append), then
+//!   confirm at the reserved unit prices; if a line is refused (out of stock,
+//!   unknown or retired product, or the lines' currencies differ), release every
+//!   line and reject with the reason of the first line that failed;
+//! - **rejected or cancelled**: release every line;
+//! - **shipped or delivered**: turn every line's reservation into shipped stock;
+//! - **confirmed**: nothing (its stock is reserved).
+//!
+//! Why it cannot oversell or leak:
+//! - A product grants a reservation only from what is available, holds at most one
+//!   per purchase, and answers a repeated request from the one held: a redelivered
+//!   or concurrent step reserves nothing twice. Release and ship act only on what
+//!   is held.
+//! - Confirming and rejecting are decided by the purchase on its current status: if
+//!   the buyer cancelled (or the time bound rejected) while the saga was reserving,
+//!   the confirmation is refused and the step starts over, now releasing. And a
+//!   reservation stored after a release had run is caught the same way: the
+//!   release ran because the purchase was no longer pending, which the step that
+//!   reserved sees when it confirms (or, after a crash, when the message is
+//!   redelivered and the step starts over).
+//! - A message is acknowledged only after its step completed, so a SIGKILL at any
+//!   point means the step runs again, on the log's state, to the same end.
+//! - A purchase still pending after the bound (`ORDERS_SAGA_TIMEOUT_SECS`, default
+//!   30 s) is rejected `timed_out` by the instance holding the `saga-timeouts`
+//!   lease, and its reservations released: every purchase settles.
+
+pub mod desk;
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use orders_application::purchases::{confirm_purchase, reject_purchase};
+use orders_application::stock::AttributedRequest;
+use orders_application::CommandError;
+use orders_domain::ids::PurchaseId;
+use orders_domain::money::Money;
+use orders_domain::product::{StockOutcome, StockRequest};
+use orders_domain::purchase::{
+    Purchase, PurchaseError, PurchaseLine, PurchaseStatus, RejectionReason,
+};
+use orders_nats::LogEvent;
+use orders_store::event_store::{CommandMetadata, EventStore};
+
+use crate::consumer::Outcome;
+use crate::work_metadata::caused_by;
+pub use desk::StockDesk;
+
+/// The actor of everything the saga stores.
+pub const SAGA_ACTOR: &str = "system:saga";
+/// How long a purchase may stay pending, unless configured.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How many times a step starts over because the purchase changed under it.
+const ROUNDS: usize = 10;
+
+/// The saga of one instance.
+#[derive(Clone)]
+pub struct Saga {
+    events: EventStore,
+    desk: StockDesk,
+    timeout: Duration,
+}
+
+impl Saga {
+    pub fn new(events: EventStore, timeout: Duration) -> Self {
+        Self {
+            desk: StockDesk::new(events.clone()),
+            events,
+            timeout,
+        }
+    }
+
+    /// The step for one log message.
+    pub async fn handle(&self, event: LogEvent) -> Outcome {
+        if event.aggregate_type != "purchase"
+            || !matches!(
+                event.event_type.as_str(),
+                "PurchasePlaced" | "PurchaseRejected" | "PurchaseCancelled" | "PurchaseShipped"
+            )
+        {
+            return Outcome::Done;
+        }
+        let Ok(purchase_id) = event.aggregate_id.parse::<PurchaseId>() else {
+            return Outcome::GiveUp(anyhow::anyhow!(
+                "purchase id {:?} is not a UUID",
+                event.aggregate_id
+            ));
+        };
+        let metadata = caused_by(&event, SAGA_ACTOR);
+        match self.settle(purchase_id, &metadata).await {
+            Ok(_) => Outcome::Done,
+            // Everything the step does is idempotent and decided on the log's
+            // state, so any failure is worth another try.
+            Err(error) => Outcome::Retry(error.context(format!("settling purchase {purchase_id}"))),
+        }
+    }
+
+    /// Brings the purchase's stock in line with its status (see the module's
+    /// comment); answers the status it settled at.
+    pub async fn settle(
+        &self,
+        purchase_id: PurchaseId,
+        metadata: &CommandMetadata,
+    ) -> anyhow::Result<Option<PurchaseStatus>> {
+        for _round in 0..ROUNDS {
+            let (purchase, _) = self
+                .events
+                .load::<Purchase>(&purchase_id.to_string())
+                .await
+                .context("loading the purchase")?;
+            let Some(status) = purchase.status() else {
+                return Ok(None);
+            };
+            let settled = match status {
+                PurchaseStatus::Pending => {
+                    match self.reserve_and_decide(&purchase, metadata).await? {
+                        Some(verdict) => return Ok(Some(verdict)),
+                        None => false,
+                    }
+                }
+                PurchaseStatus::Confirmed => true,
+                PurchaseStatus::Rejected | PurchaseStatus::Cancelled => {
+                    self.on_every_line(&purchase, metadata, |purchase_id| StockRequest::Release {
+                        purchase_id,
+                    })
+                    .await?;
+                    true
+                }
+                PurchaseStatus::Shipped | PurchaseStatus::Delivered => {
+                    self.on_every_line(&purchase, metadata, |purchase_id| StockRequest::Ship {
+                        purchase_id,
+                    })
+                    .await?;
+                    true
+                }
+            };
+            if settled {
+                return Ok(Some(status));
+            }
+        }
+        anyhow::bail!("the purchase kept changing while the saga settled it")
+    }
+
+    /// Reserves every line of a pending purchase, then confirms or rejects it;
+    /// answers the verdict, or `None` when the purchase was no longer pending when
+    /// the verdict came (start over on its new status).
+    async fn reserve_and_decide(
+        &self,
+        purchase: &Purchase,
+        metadata: &CommandMetadata,
+    ) -> anyhow::Result<Option<PurchaseStatus>> {
+        let purchase_id = purchase.id().context("a placed purchase has an id")?;
+        let outcomes = self
+            .on_every_line(purchase, metadata, |purchase_id| StockRequest::Reserve {
+                purchase_id,
+                quantity: 0,
+            })
+            .await?;
+        let (status, stored) = match verdict(purchase.lines(), &outcomes) {
+            Ok(unit_prices) => (
+                PurchaseStatus::Confirmed,
+                confirm_purchase(&self.events, purchase_id, unit_prices, metadata).await,
+            ),
+            Err(reason) => {
+                self.on_every_line(purchase, metadata, |purchase_id| StockRequest::Release {
+                    purchase_id,
+                })
+                .await?;
+                (
+                    PurchaseStatus::Rejected,
+                    reject_purchase(&self.events, purchase_id, reason, metadata).await,
+                )
+            }
+        };
+        match stored {
+            Ok(_) => Ok(Some(status)),
+            Err(CommandError::Refused(PurchaseError::IllegalTransition { .. })) => Ok(None),
+            Err(error) => Err(anyhow::Error::new(error).context("storing the saga's verdict")),
+        }
+    }
+
+    /// Asks `request` (a reservation's quantity is the line's) of every line's
+    /// product at once; answers the outcomes in the lines' order.
+    async fn on_every_line(
+        &self,
+        purchase: &Purchase,
+        metadata: &CommandMetadata,
+        request: impl Fn(PurchaseId) -> StockRequest,
+    ) -> anyhow::Result<Vec<StockOutcome>> {
+        let purchase_id = purchase.id().context("a placed purchase has an id")?;
+        let asks = purchase.lines().iter().map(|line| {
+            let request = match request(purchase_id) {
+                StockRequest::Reserve { purchase_id, .. } => StockRequest::Reserve {
+                    purchase_id,
+                    quantity: line.quantity,
+                },
+                other => other,
+            };
+            self.desk.ask(
+                line.product_id,
+                AttributedRequest {
+                    request,
+                    metadata: metadata.clone(),
+                },
+            )
+        });
+        futures::future::try_join_all(asks).await
+    }
+
+    /// Rejects (`timed_out`) every purchase still pending that was placed before
+    /// `now` minus the bound, and releases what it held. Time is a parameter so
+    /// tests need not wait.
+    pub async fn reject_overdue(&self, now: DateTime<Utc>) -> anyhow::Result<usize> {
+        let bound = chrono::Duration::from_std(self.timeout).unwrap_or(chrono::Duration::MAX);
+        let overdue = self
+            .events
+            .pending_purchases_placed_before(now - bound, 1_000)
+            .await
+            .context("reading the pending purchases")?;
+        let mut rejected = 0;
+        for purchase_id in overdue {
+            let metadata = CommandMetadata::new_job(SAGA_ACTOR);
+            match reject_purchase(
+                &self.events,
+                purchase_id,
+                RejectionReason::TimedOut,
+                &metadata,
+            )
+            .await
+            {
+                Ok(_) => rejected += 1,
+                // Settled meanwhile.
+                Err(CommandError::Refused(PurchaseError::IllegalTransition { .. })) => {}
+                Err(error) => {
+                    return Err(anyhow::Error::new(error)
+                        .context(format!("rejecting overdue purchase {purchase_id}")))
+                }
+            }
+            self.settle(purchase_id, &metadata).await?;
+        }
+        Ok(rejected)
+    }
+
+    /// Looks for overdue purchases every second until it fails (the leader loop
+    /// restarts it).
+    pub async fn run_time_bound(&self) -> anyhow::Result<()> {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            let rejected = self.reject_overdue(Utc::now()).await?;
+            if rejected > 0 {
+                tracing::warn!(
+                    rejected,
+                    "purchases still pending past the saga's bound were rejected"
+                );
+            }
+        }
+    }
+}
+
+/// The unit prices to confirm at (every line reserved, one currency), or why the
+/// purchase is rejected (the first line that failed, in the lines' order).
+fn verdict(
+    lines: &[PurchaseLine],
+    outcomes: &[StockOutcome],
+) -> Result<Vec<Money>, RejectionReason> {
+    let mut unit_prices = Vec::with_capacity(lines.len());
+    for (line, outcome) in lines.iter().zip(outcomes) {
+        let product_id = line.product_id;
+        match outcome {
+            StockOutcome::Reserved { unit_price, .. } => unit_prices.push(*unit_price),
+            StockOutcome::Refused {
+                requested,
+                available,
+            } => {
+                return Err(RejectionReason::OutOfStock {
+                    product_id,
+                    requested: *requested,
+                    available: *available,
+                })
+            }
+            StockOutcome::RetiredProduct => {
+                return Err(RejectionReason::RetiredProduct { product_id })
+            }
+            StockOutcome::UnknownProduct
+            | StockOutcome::Released { .. }
+            | StockOutcome::Shipped { .. }
+            | StockOutcome::NothingHeld => {
+                return Err(RejectionReason::UnknownProduct { product_id })
+            }
+        }
+    }
+    let mut currencies = unit_prices.iter().map(Money::currency);
+    let first = currencies.next();
+    if currencies.any(|currency| Some(currency) != first) {
+        return Err(RejectionReason::CurrencyMismatch);
+    }
+    Ok(unit_prices)
+}

@@ -1,0 +1,385 @@
+//! The purchase saga's step against a real PostgreSQL, driven directly (the log
+//! consumer is exercised by the process tests): reservations, verdicts, releases,
+//! shipping, the time bound, races between instances, and the invariant that a
+//! product's `reserved` equals what its pending and confirmed purchases hold,
+//! recomputed from the log.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use orders_domain::ids::{ProductId, PurchaseId, UserId};
+use orders_domain::money::{Currency, Money};
+use orders_domain::product::{Product, ProductCommand, Sku};
+use orders_domain::purchase::{
+    Canceller, Purchase, PurchaseCommand, PurchaseLine, PurchaseStatus, RejectionReason,
+};
+use orders_store::event_store::{CommandMetadata, EventStore};
+use orders_store::seal::AuditKey;
+use orders_workers::saga::Saga;
+use sqlx::PgPool;
+
+async fn store() -> (EventStore, PgPool) {
+    let (_, pool) = orders_test_support::database::fresh_database(16).await;
+    let events = EventStore::new(
+        pool.clone(),
+        AuditKey::new(b"the saga tests' audit key, 32 bytes+"),
+    );
+    (events, pool)
+}
+
+fn metadata() -> CommandMetadata {
+    CommandMetadata::new_job("system:test")
+}
+
+fn usd(amount: &str) -> Money {
+    Money::parse(amount, Currency::USD).unwrap()
+}
+
+async fn add_product(events: &EventStore, price: Money, stock: u64) -> ProductId {
+    let product_id = ProductId::new();
+    let sku = format!("SKU-{}", product_id.as_uuid().simple());
+    events
+        .execute_on_new::<Product>(
+            &product_id.to_string(),
+            ProductCommand::Add {
+                product_id,
+                sku: Sku::parse(&sku).unwrap(),
+                name: "Kettle".to_owned(),
+                description: String::new(),
+                price,
+                image_url: None,
+                stock,
+            },
+            &metadata(),
+        )
+        .await
+        .unwrap();
+    product_id
+}
+
+async fn place(events: &EventStore, lines: &[(ProductId, u32)]) -> PurchaseId {
+    let purchase_id = PurchaseId::new();
+    let lines = lines
+        .iter()
+        .map(|(product_id, quantity)| PurchaseLine {
+            product_id: *product_id,
+            quantity: *quantity,
+        })
+        .collect();
+    events
+        .execute_on_new::<Purchase>(
+            &purchase_id.to_string(),
+            PurchaseCommand::Place {
+                purchase_id,
+                owner: UserId::new(),
+                lines,
+            },
+            &metadata(),
+        )
+        .await
+        .unwrap();
+    purchase_id
+}
+
+async fn purchase(events: &EventStore, purchase_id: PurchaseId) -> Purchase {
+    events
+        .load::<Purchase>(&purchase_id.to_string())
+        .await
+        .unwrap()
+        .0
+}
+
+async fn product(events: &EventStore, product_id: ProductId) -> Product {
+    events
+        .load::<Product>(&product_id.to_string())
+        .await
+        .unwrap()
+        .0
+}
+
+async fn settle(saga: &Saga, purchase_id: PurchaseId) -> Option<PurchaseStatus> {
+    saga.settle(purchase_id, &CommandMetadata::new_job("system:saga"))
+        .await
+        .unwrap()
+}
+
+/// Guarantee 10, recomputed from the events table alone: for every product, the
+/// units its reservation events hold now equal what its pending and confirmed
+/// purchases asked for, and no product has more reserved than on hand.
+async fn assert_reservations_match_purchases(pool: &PgPool) {
+    let mismatches: Vec<(String, i64, i64)> = sqlx::query_as(
+        "WITH held AS (
+             SELECT aggregate_id AS product_id,
+                    SUM(CASE event_type
+                          WHEN 'StockReserved' THEN (payload -> 'StockReserved' ->> 'quantity')::bigint
+                          WHEN 'ReservationReleased' THEN -(payload -> 'ReservationReleased' ->> 'quantity')::bigint
+                          WHEN 'StockShipped' THEN -(payload -> 'StockShipped' ->> 'quantity')::bigint
+                          ELSE 0 END) AS reserved
+               FROM events WHERE aggregate_type = 'product' GROUP BY aggregate_id
+         ), status AS (
+             SELECT DISTINCT ON (aggregate_id) aggregate_id, event_type
+               FROM events WHERE aggregate_type = 'purchase'
+              ORDER BY aggregate_id, sequence DESC
+         ), owed AS (
+             SELECT line ->> 'product_id' AS product_id,
+                    SUM((line ->> 'quantity')::bigint) AS reserved
+               FROM events placed
+               JOIN status ON status.aggregate_id = placed.aggregate_id
+              CROSS JOIN jsonb_array_elements(placed.payload -> 'PurchasePlaced' -> 'lines') AS line
+              WHERE placed.event_type = 'PurchasePlaced'
+                AND status.event_type IN ('PurchasePlaced', 'PurchaseConfirmed')
+              GROUP BY 1
+         )
+         SELECT held.product_id, held.reserved, COALESCE(owed.reserved, 0)
+           FROM held LEFT JOIN owed ON owed.product_id = held.product_id
+          WHERE held.reserved <> COALESCE(owed.reserved, 0)",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert!(
+        mismatches.is_empty(),
+        "reserved (from product events) vs owed (by pending and confirmed purchases): {mismatches:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_purchase_is_confirmed_at_the_reserved_prices_and_its_stock_held() {
+    let (events, pool) = store().await;
+    let saga = Saga::new(events.clone(), Duration::from_secs(30));
+    let kettle = add_product(&events, usd("29.99"), 5).await;
+    let mug = add_product(&events, usd("4.50"), 5).await;
+    let bought = place(&events, &[(kettle, 2), (mug, 3)]).await;
+
+    assert_eq!(settle(&saga, bought).await, Some(PurchaseStatus::Confirmed));
+    let confirmed = purchase(&events, bought).await;
+    assert_eq!(confirmed.total(), Some(usd("73.48")));
+    assert_eq!(product(&events, kettle).await.available(), 3);
+    assert_eq!(product(&events, mug).await.reserved(), 3);
+
+    // Redelivered: nothing more is reserved.
+    assert_eq!(settle(&saga, bought).await, Some(PurchaseStatus::Confirmed));
+    assert_eq!(product(&events, kettle).await.reserved(), 2);
+    assert_reservations_match_purchases(&pool).await;
+}
+
+#[tokio::test]
+async fn a_short_second_line_releases_the_first_and_rejects_naming_it() {
+    let (events, pool) = store().await;
+    let saga = Saga::new(events.clone(), Duration::from_secs(30));
+    let plenty = add_product(&events, usd("10"), 10).await;
+    let scarce = add_product(&events, usd("10"), 1).await;
+    let bought = place(&events, &[(plenty, 2), (scarce, 2)]).await;
+
+    assert_eq!(settle(&saga, bought).await, Some(PurchaseStatus::Rejected));
+    assert_eq!(
+        purchase(&events, bought).await.reason(),
+        Some(RejectionReason::OutOfStock {
+            product_id: scarce,
+            requested: 2,
+            available: 1
+        })
+    );
+    let plenty_now = product(&events, plenty).await;
+    assert_eq!((plenty_now.reserved(), plenty_now.available()), (0, 10));
+    assert_reservations_match_purchases(&pool).await;
+}
+
+#[tokio::test]
+async fn unknown_retired_and_mixed_currency_purchases_are_rejected_with_their_reason() {
+    let (events, pool) = store().await;
+    let saga = Saga::new(events.clone(), Duration::from_secs(30));
+    let dollars = add_product(&events, usd("10"), 10).await;
+    let euros = add_product(&events, Money::parse("10", Currency::EUR).unwrap(), 10).await;
+    let retired = add_product(&events, usd("10"), 10).await;
+    events
+        .execute::<Product>(&retired.to_string(), ProductCommand::Retire, &metadata())
+        .await
+        .unwrap();
+    let unknown = ProductId::new();
+
+    let cases = [
+        (
+            vec![(dollars, 1), (unknown, 1)],
+            RejectionReason::UnknownProduct {
+                product_id: unknown,
+            },
+        ),
+        (
+            vec![(retired, 1)],
+            RejectionReason::RetiredProduct {
+                product_id: retired,
+            },
+        ),
+        (
+            vec![(dollars, 1), (euros, 1)],
+            RejectionReason::CurrencyMismatch,
+        ),
+    ];
+    for (lines, reason) in cases {
+        let bought = place(&events, &lines).await;
+        assert_eq!(settle(&saga, bought).await, Some(PurchaseStatus::Rejected));
+        assert_eq!(purchase(&events, bought).await.reason(), Some(reason));
+    }
+    assert_eq!(product(&events, dollars).await.reserved(), 0);
+    assert_eq!(product(&events, euros).await.reserved(), 0);
+    assert_reservations_match_purchases(&pool).await;
+}
+
+#[tokio::test]
+async fn cancelling_releases_and_shipping_takes_the_stock_away() {
+    let (events, pool) = store().await;
+    let saga = Saga::new(events.clone(), Duration::from_secs(30));
+    let kettle = add_product(&events, usd("29.99"), 5).await;
+    let cancelled = place(&events, &[(kettle, 2)]).await;
+    let shipped = place(&events, &[(kettle, 1)]).await;
+    settle(&saga, cancelled).await;
+    settle(&saga, shipped).await;
+    assert_eq!(product(&events, kettle).await.reserved(), 3);
+
+    let cancel = PurchaseCommand::Cancel {
+        by: Canceller::Buyer,
+    };
+    events
+        .execute::<Purchase>(&cancelled.to_string(), cancel, &metadata())
+        .await
+        .unwrap();
+    events
+        .execute::<Purchase>(&shipped.to_string(), PurchaseCommand::Ship, &metadata())
+        .await
+        .unwrap();
+    assert_eq!(
+        settle(&saga, cancelled).await,
+        Some(PurchaseStatus::Cancelled)
+    );
+    assert_eq!(settle(&saga, shipped).await, Some(PurchaseStatus::Shipped));
+    // Redelivered, both change nothing more.
+    settle(&saga, cancelled).await;
+    settle(&saga, shipped).await;
+    let kettle_now = product(&events, kettle).await;
+    assert_eq!(
+        (
+            kettle_now.on_hand(),
+            kettle_now.reserved(),
+            kettle_now.available()
+        ),
+        (4, 0, 4)
+    );
+    assert_reservations_match_purchases(&pool).await;
+}
+
+#[tokio::test]
+async fn a_purchase_pending_past_the_bound_is_rejected_and_released() {
+    let (events, pool) = store().await;
+    let saga = Saga::new(events.clone(), Duration::from_secs(30));
+    let kettle = add_product(&events, usd("29.99"), 5).await;
+    let stuck = place(&events, &[(kettle, 2)]).await;
+    // A reservation made before the saga stalled (its step never confirmed).
+    orders_application::stock::handle_stock_requests(
+        &events,
+        kettle,
+        &[orders_application::stock::AttributedRequest {
+            request: orders_domain::product::StockRequest::Reserve {
+                purchase_id: stuck,
+                quantity: 2,
+            },
+            metadata: metadata(),
+        }],
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(
+        saga.reject_overdue(Utc::now()).await.unwrap(),
+        0,
+        "not overdue yet"
+    );
+    let later = Utc::now() + chrono::Duration::seconds(31);
+    assert_eq!(saga.reject_overdue(later).await.unwrap(), 1);
+    assert_eq!(
+        purchase(&events, stuck).await.reason(),
+        Some(RejectionReason::TimedOut)
+    );
+    assert_eq!(product(&events, kettle).await.reserved(), 0);
+    assert_eq!(saga.reject_overdue(later).await.unwrap(), 0, "settled once");
+    assert_reservations_match_purchases(&pool).await;
+}
+
+#[tokio::test]
+async fn a_price_change_while_pending_does_not_change_what_the_purchase_costs() {
+    let (events, _pool) = store().await;
+    let saga = Saga::new(events.clone(), Duration::from_secs(30));
+    let kettle = add_product(&events, usd("29.99"), 5).await;
+    let bought = place(&events, &[(kettle, 1)]).await;
+    // Reserved at 29.99, then re-priced before the verdict.
+    orders_application::stock::handle_stock_requests(
+        &events,
+        kettle,
+        &[orders_application::stock::AttributedRequest {
+            request: orders_domain::product::StockRequest::Reserve {
+                purchase_id: bought,
+                quantity: 1,
+            },
+            metadata: metadata(),
+        }],
+    )
+    .await
+    .unwrap();
+    let reprice = ProductCommand::Change {
+        name: None,
+        description: None,
+        price: Some(usd("99.00")),
+        image_url: None,
+    };
+    events
+        .execute::<Product>(&kettle.to_string(), reprice, &metadata())
+        .await
+        .unwrap();
+
+    assert_eq!(settle(&saga, bought).await, Some(PurchaseStatus::Confirmed));
+    assert_eq!(purchase(&events, bought).await.total(), Some(usd("29.99")));
+}
+
+#[tokio::test]
+async fn two_instances_racing_for_one_product_never_oversell() {
+    let (events, pool) = store().await;
+    let first = Saga::new(events.clone(), Duration::from_secs(30));
+    let second = Saga::new(events.clone(), Duration::from_secs(30));
+    let hot = add_product(&events, usd("9.99"), 20).await;
+    let mut purchases = Vec::new();
+    for _ in 0..60 {
+        purchases.push(place(&events, &[(hot, 1)]).await);
+    }
+    // Every purchase settled by both instances at once, as a redelivery would.
+    let steps = purchases.iter().flat_map(|purchase_id| {
+        [first.clone(), second.clone()].map(|saga| {
+            let purchase_id = *purchase_id;
+            async move { settle(&saga, purchase_id).await }
+        })
+    });
+    futures::future::join_all(steps).await;
+
+    let mut confirmed = 0;
+    for purchase_id in &purchases {
+        match purchase(&events, *purchase_id).await.status() {
+            Some(PurchaseStatus::Confirmed) => confirmed += 1,
+            Some(PurchaseStatus::Rejected) => {}
+            other => panic!("purchase {purchase_id} is {other:?}"),
+        }
+    }
+    assert_eq!(confirmed, 20);
+    let hot_now = product(&events, hot).await;
+    assert_eq!((hot_now.reserved(), hot_now.available()), (20, 0));
+    let appends: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT tx_id::text) FROM events WHERE aggregate_id = $1 AND sequence > 1",
+    )
+    .bind(hot.to_string())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(
+        appends < 60,
+        "reservations for one product are batched ({appends} appends for 60 buyers)"
+    );
+    assert_reservations_match_purchases(&pool).await;
+}

@@ -39,14 +39,23 @@ pub enum View {
     PriceHistory,
     /// Counts for administrators.
     AdminOverview,
+    /// One row per catalog product, with its price and stock.
+    Products,
+    /// One row per purchase, with its lines, prices and history.
+    Purchases,
+    /// The shop's and the tracker's figures per UTC day, and the purchases' status mix.
+    Analytics,
 }
 
 impl View {
-    pub const ALL: [View; 4] = [
+    pub const ALL: [View; 7] = [
         View::Users,
         View::Orders,
         View::PriceHistory,
         View::AdminOverview,
+        View::Products,
+        View::Purchases,
+        View::Analytics,
     ];
 
     /// The name operators type (`orders replay price_history`).
@@ -56,6 +65,9 @@ impl View {
             View::Orders => "orders",
             View::PriceHistory => "price_history",
             View::AdminOverview => "admin_overview",
+            View::Products => "products",
+            View::Purchases => "purchases",
+            View::Analytics => "analytics",
         }
     }
 }
@@ -68,7 +80,7 @@ impl fmt::Display for View {
 
 /// A view name that does not exist.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("no view named {0:?}; the views are users, orders, price_history, admin_overview")]
+#[error("no view named {0:?}; the views are users, orders, price_history, admin_overview, products, purchases, analytics")]
 pub struct UnknownView(pub String);
 
 impl FromStr for View {

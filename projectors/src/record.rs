@@ -6,6 +6,8 @@ use async_nats::HeaderMap;
 use chrono::{DateTime, Utc};
 use orders_domain::order::OrderEvent;
 use orders_domain::price_check::PriceCheckEvent;
+use orders_domain::product::ProductEvent;
+use orders_domain::purchase::PurchaseEvent;
 use orders_domain::upcasting::upcast_payload;
 use orders_domain::user::UserEvent;
 use orders_nats::{LogEvent, LogPosition};
@@ -21,6 +23,8 @@ pub struct LogRecord {
     /// The aggregate's own sequence of the event.
     pub sequence: i64,
     pub recorded_at: DateTime<Utc>,
+    /// Who caused the event (the metadata's `actor`), when the message says.
+    pub actor: Option<String>,
     pub event: Event,
 }
 
@@ -30,6 +34,8 @@ pub enum Event {
     User(UserEvent),
     Order(OrderEvent),
     PriceCheck(PriceCheckEvent),
+    Product(ProductEvent),
+    Purchase(PurchaseEvent),
     Other,
 }
 
@@ -94,6 +100,12 @@ impl LogRecord {
             "price_check" => Event::PriceCheck(
                 serde_json::from_value(upcast()?).map_err(|e| payload_error(e.to_string()))?,
             ),
+            "product" => Event::Product(
+                serde_json::from_value(upcast()?).map_err(|e| payload_error(e.to_string()))?,
+            ),
+            "purchase" => Event::Purchase(
+                serde_json::from_value(upcast()?).map_err(|e| payload_error(e.to_string()))?,
+            ),
             _ => Event::Other,
         };
         if !matches!(decoded, Event::Other) && event.aggregate_id.parse::<Uuid>().is_err() {
@@ -108,12 +120,84 @@ impl LogRecord {
             aggregate_id: event.aggregate_id,
             sequence: event.sequence,
             recorded_at,
+            actor: event.metadata.get("actor").cloned(),
             event: decoded,
         })
     }
 
-    /// The aggregate's id (checked to be a UUID for users, orders and checks).
+    /// The aggregate's id (checked to be a UUID for every aggregate a view reads).
     pub fn aggregate_uuid(&self) -> Uuid {
         self.aggregate_id.parse().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use cqrs_es::DomainEvent as _;
+    use orders_domain::ids::{ProductId, PurchaseId, UserId};
+    use orders_domain::purchase::PurchaseLine;
+
+    use super::*;
+
+    fn log_event(aggregate_type: &str, id: Uuid, event_type: String, payload: Vec<u8>) -> LogEvent {
+        LogEvent {
+            aggregate_type: aggregate_type.to_owned(),
+            aggregate_id: id.to_string(),
+            sequence: 1,
+            event_type,
+            event_version: "1.0".to_owned(),
+            tx_id: 900,
+            global_position: 12,
+            recorded_at: "2026-11-25T12:00:00.123456Z".to_owned(),
+            payload: payload.into(),
+            metadata: BTreeMap::from([("actor".to_owned(), "system:saga".to_owned())]),
+        }
+    }
+
+    #[test]
+    fn the_shops_events_are_read_with_their_actor() {
+        let id = Uuid::now_v7();
+        let placed = PurchaseEvent::PurchasePlaced {
+            purchase_id: PurchaseId::from_uuid(id),
+            owner: UserId::from_uuid(Uuid::now_v7()),
+            lines: vec![PurchaseLine {
+                product_id: ProductId::from_uuid(Uuid::now_v7()),
+                quantity: 3,
+            }],
+        };
+        let message = log_event(
+            "purchase",
+            id,
+            placed.event_type(),
+            serde_json::to_vec(&placed).unwrap(),
+        );
+        let record = LogRecord::from_log_event(7, message).unwrap();
+        assert_eq!(record.event, Event::Purchase(placed));
+        assert_eq!(record.actor.as_deref(), Some("system:saga"));
+        assert_eq!(record.aggregate_uuid(), id);
+
+        let retired = ProductEvent::ProductRetired;
+        let message = log_event(
+            "product",
+            id,
+            retired.event_type(),
+            serde_json::to_vec(&retired).unwrap(),
+        );
+        let record = LogRecord::from_log_event(8, message).unwrap();
+        assert_eq!(record.event, Event::Product(retired));
+
+        // A purchase's event that does not read as one stops the projector.
+        let message = log_event(
+            "purchase",
+            id,
+            "PurchasePlaced".to_owned(),
+            br#"{"PurchasePlaced": {"lines": "none"}}"#.to_vec(),
+        );
+        assert!(matches!(
+            LogRecord::from_log_event(9, message),
+            Err(RecordError::Payload { .. })
+        ));
     }
 }

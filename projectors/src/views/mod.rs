@@ -1,10 +1,13 @@
 //! The views: each folds log records into its tables, a batch at a time.
 
 pub mod admin_overview;
+pub mod analytics;
 pub mod checks;
 pub(crate) mod folded;
 pub mod orders;
 pub mod price_history;
+pub mod products;
+pub mod purchases;
 pub mod users;
 
 use sqlx::PgConnection;
@@ -41,6 +44,9 @@ impl View {
             View::Orders => orders::TABLES,
             View::PriceHistory => price_history::TABLES,
             View::AdminOverview => admin_overview::TABLES,
+            View::Products => products::TABLES,
+            View::Purchases => purchases::TABLES,
+            View::Analytics => analytics::TABLES,
         }
     }
 }
@@ -57,6 +63,13 @@ pub(crate) async fn apply(
         View::Orders => folded::apply::<orders::Orders>(connection, generation, records).await,
         View::PriceHistory => price_history::apply(connection, generation, records).await,
         View::AdminOverview => admin_overview::apply(connection, generation, records).await,
+        View::Products => {
+            folded::apply::<products::Products>(connection, generation, records).await
+        }
+        View::Purchases => {
+            folded::apply::<purchases::Purchases>(connection, generation, records).await
+        }
+        View::Analytics => analytics::apply(connection, generation, records).await,
     }
 }
 
@@ -74,7 +87,22 @@ mod tests {
     use super::*;
     use crate::record::Event;
 
-    fn record(aggregate_id: Uuid, sequence: i64, event: Event) -> LogRecord {
+    /// A record of `event`, the `sequence`th of its aggregate, recorded on 25
+    /// November 2026 at noon and `sequence` seconds, caused by `user:test`.
+    pub(crate) fn record(aggregate_id: Uuid, sequence: i64, event: Event) -> LogRecord {
+        let at = Utc
+            .with_ymd_and_hms(2026, 11, 25, 12, 0, sequence as u32)
+            .unwrap();
+        record_at(aggregate_id, sequence, at, event)
+    }
+
+    /// A record of `event` recorded at `at`, caused by `user:test`.
+    pub(crate) fn record_at(
+        aggregate_id: Uuid,
+        sequence: i64,
+        at: chrono::DateTime<Utc>,
+        event: Event,
+    ) -> LogRecord {
         LogRecord {
             stream_sequence: sequence as u64,
             position: LogPosition {
@@ -83,9 +111,8 @@ mod tests {
             },
             aggregate_id: aggregate_id.to_string(),
             sequence,
-            recorded_at: Utc
-                .with_ymd_and_hms(2026, 11, 25, 12, 0, sequence as u32)
-                .unwrap(),
+            recorded_at: at,
+            actor: Some("user:test".to_owned()),
             event,
         }
     }

@@ -1,7 +1,10 @@
 //! The e-mail worker: the verification mail when a user registers or asks for
-//! another one, the password-reset mail, and the price alert when an order reaches
+//! another one, the password-reset mail, the price alert when an order reaches
 //! its target (to verified addresses only, and only while the user's price alerts
-//! are on).
+//! are on), and a mail to the buyer for each thing that happens to a purchase after
+//! its placement: confirmed, rejected, shipped, delivered, cancelled (to verified
+//! addresses only; the price-alert preference does not stop them, they are about
+//! the user's own purchase).
 //!
 //! Each mail's Message-ID is derived from the event that caused it, and a delivery
 //! record keyed by the event id is written after the SMTP server accepted it: a
@@ -15,9 +18,11 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use orders_application::signed_tokens::{SignedTokens, TokenPurpose, PASSWORD_RESET_LINK_LIFETIME};
 use orders_domain::email::EmailAddress;
-use orders_domain::ids::UserId;
+use orders_domain::ids::{ProductId, UserId};
 use orders_domain::order::{Order, OrderEvent};
 use orders_domain::price_check::PriceCheck;
+use orders_domain::product::Product;
+use orders_domain::purchase::{PricedLine, Purchase, PurchaseEvent, RejectionReason};
 use orders_domain::user::{User, UserEvent};
 use orders_nats::LogEvent;
 use orders_store::event_store::EventStore;
@@ -25,7 +30,10 @@ use sqlx::PgPool;
 use url::Url;
 
 use crate::consumer::Outcome;
-use crate::mail::{MailPurpose, Mailer, OutgoingMail, PriceAlertContent, SendError};
+use crate::mail::{
+    ConfirmedLine, MailPurpose, Mailer, OutgoingMail, PriceAlertContent, ProductLabel,
+    PurchaseMailContent, PurchaseNews, SendError,
+};
 use crate::work_metadata::payload;
 
 /// How long the link of a verification mail is valid (as the API's own links).
@@ -91,6 +99,11 @@ impl EmailWorker {
             }
             ("user", "PasswordResetRequested") => self.password_reset(event).await,
             ("order", "TargetReached") => self.price_alert(event).await,
+            (
+                "purchase",
+                "PurchaseConfirmed" | "PurchaseRejected" | "PurchaseShipped" | "PurchaseDelivered"
+                | "PurchaseCancelled",
+            ) => self.purchase_mail(event).await,
             _ => Ok(None),
         }
     }
@@ -223,6 +236,97 @@ impl EmailWorker {
         Ok(Some(OutgoingMail::price_alert(message_id, email, &content)))
     }
 
+    /// The buyer's mail about what happened to their purchase. The event says what
+    /// happened (a confirmation's lines and total are the event's own); the purchase,
+    /// loaded, says whose it is.
+    async fn purchase_mail(&self, event: &LogEvent) -> anyhow::Result<Option<OutgoingMail>> {
+        let happened: PurchaseEvent = payload(event)?;
+        let (purchase, _) = self
+            .events
+            .load::<Purchase>(&event.aggregate_id)
+            .await
+            .context("loading the purchase")?;
+        let (Some(purchase_id), Some(buyer)) = (purchase.id(), purchase.owner()) else {
+            return Ok(None);
+        };
+        let (user, _) = self
+            .events
+            .load::<User>(&buyer.to_string())
+            .await
+            .context("loading the purchase's buyer")?;
+        let Some(email) = user.email().cloned() else {
+            return Ok(None);
+        };
+        if !user.email_verified() || user.is_deactivated() {
+            tracing::info!(%buyer, %purchase_id, "no purchase mail: the address is not verified");
+            return Ok(None);
+        }
+        let news = match happened {
+            PurchaseEvent::PurchasePlaced { .. } => return Ok(None),
+            PurchaseEvent::PurchaseConfirmed { lines, total } => PurchaseNews::Confirmed {
+                lines: self.confirmed_lines(&lines).await?,
+                total,
+            },
+            PurchaseEvent::PurchaseRejected { reason } => PurchaseNews::Rejected {
+                product: match rejected_product(&reason) {
+                    Some(product_id) => self.product_label(product_id).await?,
+                    None => None,
+                },
+                reason,
+            },
+            PurchaseEvent::PurchaseShipped => PurchaseNews::Shipped,
+            PurchaseEvent::PurchaseDelivered => PurchaseNews::Delivered,
+            PurchaseEvent::PurchaseCancelled { by } => PurchaseNews::Cancelled { by },
+        };
+        let content = PurchaseMailContent {
+            purchase_id,
+            purchase_link: self.page(&format!("/app/purchases/{purchase_id}"))?,
+            news,
+        };
+        let message_id = self.message_id(event, content.news.purpose());
+        Ok(Some(OutgoingMail::purchase(message_id, email, &content)))
+    }
+
+    /// The confirmed lines with their products' names and SKUs (at most
+    /// `purchase::MAX_LINES` products, loaded one after another).
+    async fn confirmed_lines(&self, lines: &[PricedLine]) -> anyhow::Result<Vec<ConfirmedLine>> {
+        let mut confirmed = Vec::with_capacity(lines.len());
+        for line in lines {
+            let product = self
+                .product_label(line.product_id)
+                .await?
+                .unwrap_or_else(|| {
+                    // Stock was reserved on it, so the catalog had it: never seen.
+                    let product_id = line.product_id;
+                    tracing::warn!(%product_id, "a confirmed line's product is not in the catalog");
+                    ProductLabel {
+                        name: format!("product {product_id}"),
+                        sku: None,
+                    }
+                });
+            confirmed.push(ConfirmedLine {
+                product,
+                quantity: line.quantity,
+                unit_price: line.unit_price,
+                line_total: line.line_total,
+            });
+        }
+        Ok(confirmed)
+    }
+
+    /// The product's name and SKU, or `None` if the catalog has no such product.
+    async fn product_label(&self, product_id: ProductId) -> anyhow::Result<Option<ProductLabel>> {
+        let (product, _) = self
+            .events
+            .load::<Product>(&product_id.to_string())
+            .await
+            .with_context(|| format!("loading the product {product_id}"))?;
+        Ok(product.is_added().then(|| ProductLabel {
+            name: product.name().to_owned(),
+            sku: product.sku().map(|sku| sku.as_str().to_owned()),
+        }))
+    }
+
     async fn deliver(&self, event: &LogEvent, mail: OutgoingMail) -> Outcome {
         let event_id = event.event_id();
         let purpose = mail.purpose.as_str();
@@ -282,12 +386,26 @@ impl EmailWorker {
     }
 
     fn link(&self, path: &str, token: &str) -> anyhow::Result<Url> {
-        let mut link = self
-            .public_url
-            .join(path)
-            .with_context(|| format!("ORDERS_PUBLIC_URL cannot take the path {path}"))?;
+        let mut link = self.page(path)?;
         link.query_pairs_mut().append_pair("token", token);
         Ok(link)
+    }
+
+    /// The page at `path` under `ORDERS_PUBLIC_URL`.
+    fn page(&self, path: &str) -> anyhow::Result<Url> {
+        self.public_url
+            .join(path)
+            .with_context(|| format!("ORDERS_PUBLIC_URL cannot take the path {path}"))
+    }
+}
+
+/// The product a rejection's reason is about, if it names one.
+fn rejected_product(reason: &RejectionReason) -> Option<ProductId> {
+    match reason {
+        RejectionReason::OutOfStock { product_id, .. }
+        | RejectionReason::UnknownProduct { product_id }
+        | RejectionReason::RetiredProduct { product_id } => Some(*product_id),
+        RejectionReason::CurrencyMismatch | RejectionReason::TimedOut => None,
     }
 }
 

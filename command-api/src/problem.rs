@@ -27,6 +27,9 @@ pub enum ApiError {
     /// 403: authenticated, but without the role the route needs.
     #[error("{0}")]
     Forbidden(&'static str),
+    /// 403: buying needs a verified e-mail address (type `/problems/email-not-verified`).
+    #[error("verify your e-mail address before buying: follow the link in the verification mail, or ask for another one (POST /auth/verify/resend)")]
+    EmailNotVerified,
     /// 404: nothing there, or nothing the caller may see (another user's order).
     #[error("{0}")]
     NotFound(&'static str),
@@ -97,7 +100,7 @@ impl ApiError {
         match self {
             Self::MalformedBody(_) | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Forbidden(_) | Self::EmailNotVerified => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
@@ -118,6 +121,7 @@ impl ApiError {
             Self::BadRequest(_) => "bad-request",
             Self::Unauthorized(_) => "unauthorized",
             Self::Forbidden(_) => "forbidden",
+            Self::EmailNotVerified => "email-not-verified",
             Self::NotFound(_) => "not-found",
             Self::MethodNotAllowed => "method-not-allowed",
             Self::Conflict(_) => "conflict",

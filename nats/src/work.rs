@@ -74,7 +74,9 @@ pub const EMAIL: Worker = Worker {
 pub const SAGA: Worker = Worker {
     name: "saga",
     aggregate_types: &["purchase"],
-    ack_wait: Duration::from_secs(30),
+    // Short, so a purchase whose saga instance died is taken up again soon (a
+    // slow step extends its deadline with in-progress acks).
+    ack_wait: Duration::from_secs(5),
     max_deliver: 50,
 };
 

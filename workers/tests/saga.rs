@@ -103,40 +103,11 @@ async fn settle(saga: &Saga, purchase_id: PurchaseId) -> Option<PurchaseStatus> 
         .unwrap()
 }
 
-/// Guarantee 10, recomputed from the events table alone: for every product, the
-/// units its reservation events hold now equal what its pending and confirmed
-/// purchases asked for, and no product has more reserved than on hand.
+/// Guarantee 10, recomputed from the events table alone.
 async fn assert_reservations_match_purchases(pool: &PgPool) {
-    let mismatches: Vec<(String, i64, i64)> = sqlx::query_as(
-        "WITH held AS (
-             SELECT aggregate_id AS product_id,
-                    SUM(CASE event_type
-                          WHEN 'StockReserved' THEN (payload -> 'StockReserved' ->> 'quantity')::bigint
-                          WHEN 'ReservationReleased' THEN -(payload -> 'ReservationReleased' ->> 'quantity')::bigint
-                          WHEN 'StockShipped' THEN -(payload -> 'StockShipped' ->> 'quantity')::bigint
-                          ELSE 0 END) AS reserved
-               FROM events WHERE aggregate_type = 'product' GROUP BY aggregate_id
-         ), status AS (
-             SELECT DISTINCT ON (aggregate_id) aggregate_id, event_type
-               FROM events WHERE aggregate_type = 'purchase'
-              ORDER BY aggregate_id, sequence DESC
-         ), owed AS (
-             SELECT line ->> 'product_id' AS product_id,
-                    SUM((line ->> 'quantity')::bigint) AS reserved
-               FROM events placed
-               JOIN status ON status.aggregate_id = placed.aggregate_id
-              CROSS JOIN jsonb_array_elements(placed.payload -> 'PurchasePlaced' -> 'lines') AS line
-              WHERE placed.event_type = 'PurchasePlaced'
-                AND status.event_type IN ('PurchasePlaced', 'PurchaseConfirmed')
-              GROUP BY 1
-         )
-         SELECT held.product_id, held.reserved, COALESCE(owed.reserved, 0)
-           FROM held LEFT JOIN owed ON owed.product_id = held.product_id
-          WHERE held.reserved <> COALESCE(owed.reserved, 0)",
-    )
-    .fetch_all(pool)
-    .await
-    .unwrap();
+    let mismatches = orders_test_support::shop::reservation_mismatches(pool)
+        .await
+        .unwrap();
     assert!(
         mismatches.is_empty(),
         "reserved (from product events) vs owed (by pending and confirmed purchases): {mismatches:?}"

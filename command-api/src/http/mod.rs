@@ -26,7 +26,9 @@ pub mod live;
 pub mod operations;
 pub mod orders;
 pub mod password_reset;
+pub mod products;
 pub mod profile;
+pub mod purchases;
 pub mod queries;
 
 /// The header carrying the log position of a command's last event.
@@ -45,6 +47,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(admin_operations::router())
         .merge(profile::router())
         .merge(orders::router())
+        .merge(products::router())
+        .merge(purchases::router())
         .merge(queries::router())
         .merge(operations::router())
         .fallback(no_such_route)

@@ -83,7 +83,7 @@ impl Modify for BearerAuth {
 /// The API description, generated from the handlers and types themselves.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Orders", description = "Track product prices; get a mail when they reach your target."),
+    info(title = "Orders", description = "Track product prices and get told when they reach your target; buy from our catalog and follow each purchase live."),
     modifiers(&BearerAuth),
     paths(
         crate::http::accounts::register,
@@ -121,6 +121,20 @@ impl Modify for BearerAuth {
         crate::http::admin_operations::run_verify,
         crate::http::admin_operations::list_dead_letters,
         crate::http::admin_operations::retry_one,
+        crate::http::products::list_products,
+        crate::http::products::show_product,
+        crate::http::products::admin_list_products,
+        crate::http::products::admin_show_product,
+        crate::http::products::add_product,
+        crate::http::products::change_product,
+        crate::http::products::adjust_stock,
+        crate::http::products::retire_product,
+        crate::http::purchases::place_purchase,
+        crate::http::purchases::list_purchases,
+        crate::http::purchases::show_purchase,
+        crate::http::purchases::cancel_purchase,
+        crate::http::purchases::admin_list_purchases,
+        crate::http::purchases::set_status,
         healthz,
         readyz,
         metrics,

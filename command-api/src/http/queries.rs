@@ -81,7 +81,7 @@ impl<S: Send + Sync> FromRequestParts<S> for MinPosition {
 
 impl MinPosition {
     /// Waits for every view the read uses; `true` when one is still behind.
-    async fn wait(self, state: &AppState, views: &[View]) -> Result<bool, ApiError> {
+    pub(crate) async fn wait(self, state: &AppState, views: &[View]) -> Result<bool, ApiError> {
         let Some(position) = self.0 else {
             return Ok(false);
         };
@@ -123,7 +123,7 @@ impl MinPosition {
 }
 
 /// Marks a response stale.
-fn answer(body: impl IntoResponse, stale: bool) -> Response {
+pub(crate) fn answer(body: impl IntoResponse, stale: bool) -> Response {
     let mut response = body.into_response();
     if stale {
         response
@@ -150,19 +150,7 @@ impl PageParams {
     }
 
     pub(crate) fn limit(&self) -> Result<i64, ApiError> {
-        match &self.limit {
-            None => Ok(DEFAULT_PAGE_SIZE),
-            Some(text) => text
-                .parse::<i64>()
-                .ok()
-                .filter(|limit| (1..=MAX_PAGE_SIZE).contains(limit))
-                .ok_or_else(|| {
-                    ApiError::invalid_field(
-                        "limit",
-                        format!("must be a whole number from 1 to {MAX_PAGE_SIZE}"),
-                    )
-                }),
-        }
+        page_limit(self.limit.as_deref())
     }
 
     /// The cursor's bytes (`None` for the first page).
@@ -176,6 +164,23 @@ impl PageParams {
             .and_then(|bytes| <[u8; N]>::try_from(bytes).ok())
             .map(Some)
             .ok_or_else(|| ApiError::invalid_field("cursor", "not a cursor this API gave out"))
+    }
+}
+
+/// A page size from `?limit=`: 1 to 100, 20 by default.
+pub(crate) fn page_limit(limit: Option<&str>) -> Result<i64, ApiError> {
+    match limit {
+        None => Ok(DEFAULT_PAGE_SIZE),
+        Some(text) => text
+            .parse::<i64>()
+            .ok()
+            .filter(|limit| (1..=MAX_PAGE_SIZE).contains(limit))
+            .ok_or_else(|| {
+                ApiError::invalid_field(
+                    "limit",
+                    format!("must be a whole number from 1 to {MAX_PAGE_SIZE}"),
+                )
+            }),
     }
 }
 
@@ -450,7 +455,7 @@ async fn own_order_history(
     Ok(Ok((order_id, stale)))
 }
 
-async fn require_active(state: &AppState, caller: CurrentUser) -> Result<(), ApiError> {
+pub(crate) async fn require_active(state: &AppState, caller: CurrentUser) -> Result<(), ApiError> {
     let standing = user_lookup::standing(state.pool(), caller.user_id)
         .await
         .context("reading the caller's standing")?;

@@ -12,6 +12,7 @@ mod live;
 mod operations;
 mod orders;
 mod relay;
+mod shop;
 mod snapshots;
 mod views;
 mod writer_connections;

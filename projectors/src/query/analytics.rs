@@ -142,9 +142,25 @@ impl<'r> sqlx::FromRow<'r, PgRow> for DailyRow {
     }
 }
 
-impl DailyRow {
-    fn count(&self) -> i64 {
-        i64::try_from(self.value).unwrap_or_default()
+/// A count kept as `numeric` (it shares its column with amounts).
+fn count(value: Decimal) -> i64 {
+    i64::try_from(value).unwrap_or_default()
+}
+
+/// A metric's all-time total in one currency (`""` for counts).
+struct TotalRow {
+    metric: String,
+    currency: String,
+    value: Decimal,
+}
+
+impl<'r> sqlx::FromRow<'r, PgRow> for TotalRow {
+    fn from_row(row: &'r PgRow) -> sqlx::Result<Self> {
+        Ok(TotalRow {
+            metric: row.try_get("metric")?,
+            currency: row.try_get("currency")?,
+            value: row.try_get("value")?,
+        })
     }
 }
 
@@ -205,7 +221,7 @@ pub async fn purchases_per_day(
         .map(|day| {
             let mut counts = PurchaseCounts::default();
             for row in rows.iter().filter(|row| row.day == day) {
-                counts.add(&row.metric, row.count());
+                counts.add(&row.metric, count(row.value));
             }
             PurchasesDay { day, counts }
         })
@@ -223,7 +239,7 @@ pub async fn tracking_per_day(
         .map(|day| {
             let mut counts = TrackingCounts::default();
             for row in rows.iter().filter(|row| row.day == day) {
-                counts.add(&row.metric, row.count());
+                counts.add(&row.metric, count(row.value));
             }
             TrackingDay { day, counts }
         })
@@ -293,8 +309,8 @@ pub async fn status_distribution(pool: &PgPool) -> sqlx::Result<Vec<StatusCount>
 /// revenue per currency, and the status mix now.
 pub async fn summary(pool: &PgPool) -> sqlx::Result<Summary> {
     // Summed per metric and currency over the days (a few rows per day).
-    let totals: Vec<DailyRow> = sqlx::query_as(
-        "SELECT date '1970-01-01' AS day, metric, currency, sum(value) AS value
+    let totals: Vec<TotalRow> = sqlx::query_as(
+        "SELECT metric, currency, sum(value) AS value
            FROM view_analytics_daily GROUP BY metric, currency ORDER BY metric, currency",
     )
     .fetch_all(pool)
@@ -309,8 +325,8 @@ pub async fn summary(pool: &PgPool) -> sqlx::Result<Summary> {
                 amount: in_minor_units(row.value, &row.currency),
             });
         } else {
-            purchases.add(&row.metric, row.count());
-            tracking.add(&row.metric, row.count());
+            purchases.add(&row.metric, count(row.value));
+            tracking.add(&row.metric, count(row.value));
         }
     }
     Ok(Summary {

@@ -410,7 +410,8 @@ fn offer(
 }
 
 /// Whose an event is: a user's own events are theirs; an order's and its checks'
-/// are its owner's (from its placement, remembered).
+/// are its owner's, a purchase's and the stock events for it its buyer's (from the
+/// placement, remembered).
 struct Owners {
     pool: PgPool,
     orders: Mutex<HashMap<String, Option<Uuid>>>,
@@ -427,25 +428,33 @@ impl Owners {
     async fn of(&self, event: &LogEvent, payload: &Value) -> anyhow::Result<Option<Uuid>> {
         match event.aggregate_type.as_str() {
             "user" => Ok(event.aggregate_id.parse().ok()),
-            "order" => {
-                if let Some(owner) = payload
-                    .pointer("/OrderPlaced/owner")
-                    .and_then(Value::as_str)
-                {
+            "order" | "purchase" => {
+                let placement = match event.aggregate_type.as_str() {
+                    "order" => "/OrderPlaced/owner",
+                    _ => "/PurchasePlaced/owner",
+                };
+                if let Some(owner) = payload.pointer(placement).and_then(Value::as_str) {
                     let owner = owner.parse().ok();
                     self.remember(&event.aggregate_id, owner);
                     return Ok(owner);
                 }
-                self.owner_of_order(&event.aggregate_id).await
+                self.owner_of(&event.aggregate_type, &event.aggregate_id)
+                    .await
             }
-            "price_check" => {
-                let order_id = payload
+            // A check is its order's; a product's stock event for a purchase
+            // (reserved, refused, released, shipped) is that purchase's buyer's.
+            "price_check" | "product" => {
+                let (owned_by, field) = match event.aggregate_type.as_str() {
+                    "price_check" => ("order", "order_id"),
+                    _ => ("purchase", "purchase_id"),
+                };
+                let owning_id = payload
                     .as_object()
                     .and_then(|variants| variants.values().next())
-                    .and_then(|fields| fields.get("order_id"))
+                    .and_then(|fields| fields.get(field))
                     .and_then(Value::as_str);
-                match order_id {
-                    Some(order_id) => self.owner_of_order(order_id).await,
+                match owning_id {
+                    Some(owning_id) => self.owner_of(owned_by, owning_id).await,
                     None => Ok(None),
                 }
             }
@@ -461,21 +470,25 @@ impl Owners {
         orders.insert(order_id.to_owned(), owner);
     }
 
-    async fn owner_of_order(&self, order_id: &str) -> anyhow::Result<Option<Uuid>> {
-        if let Some(owner) = self.orders.lock().expect("not poisoned").get(order_id) {
+    /// The owner of an order or a purchase, from its placement (ids are UUIDs, so
+    /// one cache serves both).
+    async fn owner_of(&self, aggregate_type: &str, id: &str) -> anyhow::Result<Option<Uuid>> {
+        if let Some(owner) = self.orders.lock().expect("not poisoned").get(id) {
             return Ok(*owner);
         }
         let owner: Option<String> = sqlx::query_scalar(
-            "SELECT payload -> 'OrderPlaced' ->> 'owner' FROM events
-              WHERE aggregate_type = 'order' AND aggregate_id = $1 AND sequence = 1",
+            "SELECT COALESCE(payload -> 'OrderPlaced' ->> 'owner', payload -> 'PurchasePlaced' ->> 'owner')
+               FROM events
+              WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = 1",
         )
-        .bind(order_id)
+        .bind(aggregate_type)
+        .bind(id)
         .fetch_optional(&self.pool)
         .await
-        .context("reading an order's owner")?
+        .context("reading an order's or a purchase's owner")?
         .flatten();
         let owner = owner.and_then(|owner| owner.parse().ok());
-        self.remember(order_id, owner);
+        self.remember(id, owner);
         Ok(owner)
     }
 }

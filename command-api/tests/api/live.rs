@@ -18,20 +18,20 @@ use crate::helpers::{position_of, problem, spawn_app, spawn_app_with_log, Sessio
 
 /// One server-sent event.
 #[derive(Debug, Clone)]
-struct SseEvent {
-    id: Option<String>,
-    event: Option<String>,
-    data: String,
+pub(crate) struct SseEvent {
+    pub(crate) id: Option<String>,
+    pub(crate) event: Option<String>,
+    pub(crate) data: String,
 }
 
 /// A connection to `GET /live`, read event by event.
-struct LiveConnection {
+pub(crate) struct LiveConnection {
     body: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
     buffer: String,
 }
 
 impl LiveConnection {
-    async fn open(
+    pub(crate) async fn open(
         app: &TestApp,
         token: &str,
         last_event_id: Option<&str>,
@@ -59,7 +59,7 @@ impl LiveConnection {
 
     /// The next event with data (comments and the `retry` hint skipped), or `None`
     /// if none comes within `within`.
-    async fn next(&mut self, within: Duration) -> Option<SseEvent> {
+    pub(crate) async fn next(&mut self, within: Duration) -> Option<SseEvent> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             while let Some(end) = self.buffer.find("\n\n") {

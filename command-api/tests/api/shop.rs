@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::helpers::{position_of, problem, spawn_app_with_log, TestApp};
+use crate::live::LiveConnection;
 
 /// A verified user (with `role`, if given) and an access token of theirs.
 async fn user(app: &TestApp, role: Option<Role>) -> (UserId, String) {
@@ -521,4 +522,55 @@ async fn a_retried_purchase_with_its_idempotency_key_buys_once() {
         .unwrap();
     assert_eq!(reused.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(app.count_events("PurchasePlaced").await, 1);
+}
+
+#[tokio::test]
+async fn the_buyer_follows_a_purchase_live_and_nobody_else_does() {
+    let app = spawn_app_with_log().await;
+    let (_, admin) = user(&app, Some(Role::Admin)).await;
+    let (_, buyer) = user(&app, None).await;
+    let (_, stranger) = user(&app, None).await;
+    let (kettle, start) = add_product(&app, &admin, "KETTLE-6", "10", 3).await;
+    let mut buyers_feed = LiveConnection::open(&app, &buyer, None, Some(&start)).await;
+    let mut strangers_feed = LiveConnection::open(&app, &stranger, None, Some(&start)).await;
+
+    let placed = buy(&app, &buyer, json!([{"product_id": kettle, "quantity": 1}])).await;
+    let purchase_id = placed.json::<Value>().await.unwrap()["purchase_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    settle(&app, &purchase_id).await;
+    let shipped = send(
+        &app,
+        reqwest::Method::POST,
+        &format!("/admin/purchases/{purchase_id}/status"),
+        &admin,
+        Some(json!({"status": "shipped"})),
+    )
+    .await;
+    assert_eq!(shipped.status(), StatusCode::NO_CONTENT);
+    settle(&app, &purchase_id).await;
+
+    let mut seen = Vec::new();
+    while seen.len() < 5 {
+        let event = buyers_feed
+            .next(Duration::from_secs(10))
+            .await
+            .expect("the buyer's events");
+        seen.push(event.event.unwrap());
+    }
+    assert_eq!(
+        seen,
+        [
+            "PurchasePlaced",
+            "StockReserved",
+            "PurchaseConfirmed",
+            "PurchaseShipped",
+            "StockShipped"
+        ]
+    );
+    assert!(strangers_feed
+        .next(Duration::from_millis(300))
+        .await
+        .is_none());
 }

@@ -187,7 +187,7 @@ async fn scrape(args: ScrapeArgs) -> anyhow::Result<bool> {
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("which").required(true).args(["view", "all"])))]
 struct ReplayArgs {
-    /// users, orders, price_history or admin_overview.
+    /// users, orders, price_history, admin_overview, products, purchases or analytics.
     view: Option<String>,
     /// Every view, one after the other.
     #[arg(long)]

@@ -438,6 +438,64 @@ async fn workload(app: &TestApp, users: usize) {
     }
 }
 
+/// The shop's part of the workload: a product with two units, bought three times
+/// (confirmed then shipped, rejected for want of stock, cancelled), each settled by
+/// the saga's step.
+async fn shop_workload(app: &TestApp) {
+    use orders_application::purchases::{
+        cancel_own_purchase, place_purchase, set_purchase_status, AdministratorStatus,
+        PlacePurchase, PurchasePlacement,
+    };
+    use orders_domain::purchase::PurchaseLine;
+    let events = &app.state.events;
+    let price = orders_domain::money::Money::parse("9.99", Currency::USD).unwrap();
+    let product_id = orders_test_support::shop::product(events, price, 2)
+        .await
+        .unwrap();
+    let email = format!("buyer-{}@example.com", Uuid::now_v7().simple());
+    let buyer = orders_test_support::shop::verified_user(events, &email, None)
+        .await
+        .unwrap();
+    let saga = orders_workers::saga::Saga::new(events.clone(), Duration::from_secs(30));
+    let metadata = CommandMetadata::new_job("cli:test-fixture");
+    let mut purchases = Vec::new();
+    for quantity in [1, 2, 1] {
+        let placed = place_purchase(
+            events,
+            PlacePurchase {
+                owner: buyer,
+                lines: vec![PurchaseLine {
+                    product_id,
+                    quantity,
+                }],
+                credentials_version: None,
+            },
+            &metadata,
+        )
+        .await
+        .unwrap();
+        let PurchasePlacement::Created { purchase_id, .. } = placed else {
+            panic!("a new purchase");
+        };
+        saga.settle(purchase_id, &metadata).await.unwrap();
+        purchases.push(purchase_id);
+    }
+    set_purchase_status(
+        events,
+        purchases[0],
+        AdministratorStatus::Shipped,
+        &metadata,
+    )
+    .await
+    .unwrap();
+    cancel_own_purchase(events, buyer, purchases[2], &metadata)
+        .await
+        .unwrap();
+    for purchase_id in [purchases[0], purchases[2]] {
+        saga.settle(purchase_id, &metadata).await.unwrap();
+    }
+}
+
 /// A view's tables as text, in key order, to compare two builds of it.
 async fn contents(pool: &PgPool, view: View) -> Vec<String> {
     let mut tables = Vec::new();
@@ -572,6 +630,7 @@ async fn a_replay_rebuilds_every_view_equal_to_the_live_one_while_it_serves() {
     let app = spawn_app_with_log().await;
     let jetstream = app.log.as_ref().unwrap().jetstream.clone();
     workload(&app, 4).await;
+    shop_workload(&app).await;
     caught_up(&app).await;
     let live = every_view(&app.pool).await;
     assert!(live.iter().flatten().all(|table| !table.is_empty()));

@@ -84,6 +84,10 @@ pub struct Dashboard {
     pub lag: Option<LagSummary>,
     /// Messages the workers gave up on; `null` without NATS.
     pub dead_letters: Option<usize>,
+    /// The shop and the tracker from the `analytics` view, all time: purchases by
+    /// status reached, net revenue per currency, the status mix now, tracking counts.
+    #[schema(value_type = Object)]
+    pub analytics: orders_projectors::query::analytics::Summary,
 }
 
 /// Everything the dashboard shows, read now (its parts at once: they are
@@ -119,7 +123,13 @@ pub async fn dashboard(state: &AppState) -> anyhow::Result<Dashboard> {
             None => Ok(None),
         }
     };
-    let (totals, days, lag, dead_letters) = tokio::try_join!(totals, days, lag, dead_letters)?;
+    let analytics = async {
+        orders_projectors::query::analytics::summary(state.pool())
+            .await
+            .context("reading the analytics view")
+    };
+    let (totals, days, lag, dead_letters, analytics) =
+        tokio::try_join!(totals, days, lag, dead_letters, analytics)?;
     Ok(Dashboard {
         totals: totals.into_iter().collect(),
         days: days
@@ -131,6 +141,7 @@ pub async fn dashboard(state: &AppState) -> anyhow::Result<Dashboard> {
             .collect(),
         lag,
         dead_letters,
+        analytics,
     })
 }
 

@@ -21,6 +21,7 @@ use orders_store::event_store::LogPosition;
 pub mod accounts;
 pub mod admin;
 pub mod admin_operations;
+pub mod analytics;
 pub mod control_characters;
 pub mod live;
 pub mod operations;
@@ -45,6 +46,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(crate::console::router())
         .merge(admin::router())
         .merge(admin_operations::router())
+        .merge(analytics::router())
         .merge(profile::router())
         .merge(orders::router())
         .merge(products::router())

@@ -574,3 +574,107 @@ async fn the_buyer_follows_a_purchase_live_and_nobody_else_does() {
         .await
         .is_none());
 }
+
+#[tokio::test]
+async fn analytics_count_purchases_and_revenue_net_of_cancellations() {
+    let app = spawn_app_with_log().await;
+    let (_, admin) = user(&app, Some(Role::Admin)).await;
+    let (_, buyer) = user(&app, None).await;
+    let (kettle, _) = add_product(&app, &admin, "KETTLE-7", "10.00", 5).await;
+    let mut purchases = Vec::new();
+    for quantity in [1, 2, 9] {
+        let placed = buy(
+            &app,
+            &buyer,
+            json!([{"product_id": kettle, "quantity": quantity}]),
+        )
+        .await;
+        let id = placed.json::<Value>().await.unwrap()["purchase_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        settle(&app, &id).await;
+        purchases.push(id);
+    }
+    let cancelled = send(
+        &app,
+        reqwest::Method::POST,
+        &format!("/purchases/{}/cancel", purchases[1]),
+        &buyer,
+        None,
+    )
+    .await;
+    let position = position_of(&cancelled);
+    settle(&app, &purchases[1]).await;
+
+    let today = chrono::Utc::now().date_naive().to_string();
+    let range = format!("?from={today}&to={today}");
+    let days = app
+        .get_fresh_json(
+            &format!("/admin/analytics/orders-per-day{range}"),
+            &admin,
+            &position,
+        )
+        .await;
+    let counts = &days["items"][0]["purchases"];
+    assert_eq!(
+        (
+            &counts["placed"],
+            &counts["confirmed"],
+            &counts["rejected"],
+            &counts["cancelled"]
+        ),
+        (&json!(3), &json!(2), &json!(1), &json!(1))
+    );
+    let revenue = app
+        .get_fresh_json(
+            &format!("/admin/analytics/revenue{range}&currency=USD"),
+            &admin,
+            &position,
+        )
+        .await;
+    assert_eq!(
+        revenue["items"],
+        json!([{"day": today, "currency": "USD", "amount": "10.00"}])
+    );
+    let mix = app
+        .get_fresh_json("/admin/analytics/status-distribution", &admin, &position)
+        .await;
+    let of = |status: &str| {
+        mix["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|item| item["status"] == status)
+            .unwrap()["purchases"]
+            .clone()
+    };
+    assert_eq!(
+        (
+            of("confirmed"),
+            of("rejected"),
+            of("cancelled"),
+            of("pending")
+        ),
+        (json!(1), json!(1), json!(1), json!(0))
+    );
+
+    let backwards = send(
+        &app,
+        reqwest::Method::GET,
+        "/admin/analytics/revenue?from=2026-02-01&to=2026-01-01",
+        &admin,
+        None,
+    )
+    .await;
+    assert_eq!(problem(backwards).await["field"], "from");
+    let shopper = send(
+        &app,
+        reqwest::Method::GET,
+        "/admin/analytics/status-distribution",
+        &buyer,
+        None,
+    )
+    .await;
+    assert_eq!(shopper.status(), StatusCode::FORBIDDEN);
+}

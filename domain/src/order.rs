@@ -18,7 +18,7 @@ use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use uuid::Uuid;
 
-use crate::ids::{OrderId, UserId};
+use crate::ids::{OrderId, ProductId, UserId};
 use crate::money::{Currency, Money};
 
 /// Checking more often than every five minutes would hammer shops for no benefit.
@@ -253,6 +253,16 @@ pub enum OrderCommand {
     Pause,
     Resume,
     Cancel,
+    /// A tracking order on a product of our own catalog: its price and
+    /// availability come from the product's events, not from scraping.
+    PlaceOnCatalog {
+        order_id: OrderId,
+        owner: UserId,
+        product_id: ProductId,
+        /// In the product's currency.
+        target: Money,
+        owner_active_orders: u32,
+    },
     /// The result of one price check (identified by `check_id`).
     RecordObservation {
         check_id: Uuid,
@@ -263,19 +273,25 @@ pub enum OrderCommand {
     },
 }
 
-/// The version of `OrderPlaced` written now; "1.0" payloads are upcast on read (see
-/// [`crate::upcasting`]).
-pub const ORDER_PLACED_EVENT_VERSION: &str = "2.0";
+/// The version of `OrderPlaced` written now: 3.0 may follow a catalog product
+/// (`product_id`, and `url` null) instead of a page. "1.0" and "2.0" payloads are
+/// upcast on read (see [`crate::upcasting`]).
+pub const ORDER_PLACED_EVENT_VERSION: &str = "3.0";
+/// `OrderPlaced` 2.0 nested the target as `Money` (always a page's `url`).
+pub const ORDER_PLACED_V2: &str = "2.0";
 /// The version of `TargetReached` written now (2.0 added `previous`).
 pub const TARGET_REACHED_EVENT_VERSION: &str = "2.0";
 
 /// What happened to an order. The variant names are the stored event types.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum OrderEvent {
+    /// Version 3.0: a page's `url`, or (`url` null) a catalog `product_id`.
     OrderPlaced {
         order_id: OrderId,
         owner: UserId,
-        url: ProductUrl,
+        url: Option<ProductUrl>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        product_id: Option<ProductId>,
         target: Money,
         check_interval_secs: u32,
         selector: Option<String>,
@@ -379,6 +395,9 @@ pub struct Order {
     order_id: Option<OrderId>,
     owner: Option<UserId>,
     url: Option<ProductUrl>,
+    /// Set for an order on a catalog product (then `url` is `None`).
+    #[serde(default)]
+    product_id: Option<ProductId>,
     target: Option<Money>,
     status: Option<OrderStatus>,
     check_interval_secs: u32,
@@ -405,8 +424,14 @@ impl Order {
         self.owner
     }
 
+    /// The page an order follows (`None` for a catalog product).
     pub fn url(&self) -> Option<&ProductUrl> {
         self.url.as_ref()
+    }
+
+    /// The catalog product an order follows (`None` for a page).
+    pub fn product_id(&self) -> Option<ProductId> {
+        self.product_id
     }
 
     pub fn target(&self) -> Option<Money> {
@@ -471,10 +496,38 @@ impl Order {
                 let placed = OrderEvent::OrderPlaced {
                     order_id,
                     owner,
-                    url,
+                    url: Some(url),
+                    product_id: None,
                     target: checked_target(target)?,
                     check_interval_secs: checked_check_interval(check_interval_secs)?,
                     selector: checked_selector(selector)?,
+                };
+                if owner_active_orders >= MAX_ACTIVE_ORDERS_PER_USER {
+                    return Err(OrderError::TooManyActiveOrders {
+                        max: MAX_ACTIVE_ORDERS_PER_USER,
+                    });
+                }
+                Ok(vec![placed])
+            }
+            OrderCommand::PlaceOnCatalog {
+                order_id,
+                owner,
+                product_id,
+                target,
+                owner_active_orders,
+            } => {
+                if self.is_placed() {
+                    return Err(OrderError::AlreadyPlaced);
+                }
+                let placed = OrderEvent::OrderPlaced {
+                    order_id,
+                    owner,
+                    url: None,
+                    product_id: Some(product_id),
+                    target: checked_target(target)?,
+                    // Not scraped: the product's events bring its price at once.
+                    check_interval_secs: DEFAULT_CHECK_INTERVAL_SECS,
+                    selector: None,
                 };
                 if owner_active_orders >= MAX_ACTIVE_ORDERS_PER_USER {
                     return Err(OrderError::TooManyActiveOrders {
@@ -624,7 +677,8 @@ impl Order {
             OrderEvent::OrderPlaced {
                 order_id: OrderId::from_uuid(check(100)),
                 owner: UserId::from_uuid(check(101)),
-                url: ProductUrl::parse("https://shop.example/p/1").expect("a valid URL"),
+                url: Some(ProductUrl::parse("https://shop.example/p/1").expect("a valid URL")),
+                product_id: Some(ProductId::from_uuid(check(102))),
                 target: uah(319_900),
                 check_interval_secs: DEFAULT_CHECK_INTERVAL_SECS,
                 selector: Some(".price".to_owned()),
@@ -740,13 +794,15 @@ impl Aggregate for Order {
                 order_id,
                 owner,
                 url,
+                product_id,
                 target,
                 check_interval_secs,
                 selector,
             } => {
                 self.order_id = Some(order_id);
                 self.owner = Some(owner);
-                self.url = Some(url);
+                self.url = url;
+                self.product_id = product_id;
                 self.target = Some(target);
                 self.status = Some(OrderStatus::Active);
                 self.check_interval_secs = check_interval_secs;

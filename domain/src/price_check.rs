@@ -283,6 +283,10 @@ pub enum PriceCheckError {
     OrderCancelled,
     #[error("a paused order is checked only when its owner asks")]
     OrderPaused,
+    /// The order follows a product of our catalog: its price comes from the
+    /// product's events, there is no page to fetch.
+    #[error("this order follows a product of our catalog: its price changes with the catalog, there is no page to check")]
+    NotAPage,
 }
 
 /// Where a check is.

@@ -25,6 +25,12 @@
 //!                  "check_interval_secs": 3600, "selector": null}}
 //! ```
 //!
+//! # `OrderPlaced` 2.0 → 3.0
+//!
+//! Version 3.0 may follow a product of our own catalog instead of a page:
+//! `"product_id": "…"` with `"url": null`. A 2.0 payload always names a page and
+//! reads as 3.0 unchanged (`product_id` absent).
+//!
 //! # `UserRegistered` and `PasswordChanged` 1.0 → 2.0
 //!
 //! Version 1.0 carried the password hash (`"password_hash": "$argon2id$…"`). The
@@ -51,7 +57,7 @@
 use cqrs_es::persist::{EventUpcaster, SemanticVersionEventUpcaster, SerializedEvent};
 use serde_json::{Map, Value};
 
-use crate::order::{ORDER_PLACED_EVENT_VERSION, TARGET_REACHED_EVENT_VERSION};
+use crate::order::{ORDER_PLACED_EVENT_VERSION, ORDER_PLACED_V2, TARGET_REACHED_EVENT_VERSION};
 use crate::user::USER_CREDENTIAL_EVENTS_VERSION;
 
 /// Every upcaster the event store must apply when it loads events.
@@ -59,8 +65,14 @@ pub fn event_upcasters() -> Vec<Box<dyn EventUpcaster>> {
     vec![
         Box::new(SemanticVersionEventUpcaster::new(
             "OrderPlaced",
-            ORDER_PLACED_EVENT_VERSION,
+            ORDER_PLACED_V2,
             Box::new(order_placed_v1_to_v2),
+        )),
+        // After the one above, so a 1.0 payload goes on to 3.0.
+        Box::new(SemanticVersionEventUpcaster::new(
+            "OrderPlaced",
+            ORDER_PLACED_EVENT_VERSION,
+            Box::new(order_placed_v2_to_v3),
         )),
         Box::new(SemanticVersionEventUpcaster::new(
             "TargetReached",
@@ -98,6 +110,13 @@ pub fn upcast_payload(event_type: &str, event_version: &str, payload: Value) -> 
         }
     }
     event.payload
+}
+
+/// `OrderPlaced` 2.0 → 3.0: the same payload. 3.0 lets `url` be null when the
+/// order follows a catalog product (`product_id`); every 2.0 order follows a page,
+/// so its `url` is set and it has no `product_id`.
+pub fn order_placed_v2_to_v3(payload: Value) -> Value {
+    payload
 }
 
 /// `TargetReached` 1.0 → 2.0: `previous` is unknown (`null`).
@@ -210,7 +229,8 @@ mod tests {
         OrderEvent::OrderPlaced {
             order_id: ORDER_ID.parse::<OrderId>().unwrap(),
             owner: OWNER.parse::<UserId>().unwrap(),
-            url: ProductUrl::parse("https://shop.example.com/p/kettle-42").unwrap(),
+            url: Some(ProductUrl::parse("https://shop.example.com/p/kettle-42").unwrap()),
+            product_id: None,
             target: Money::parse("3199.00", Currency::UAH).unwrap(),
             check_interval_secs: 3600,
             selector: Some(".price".to_owned()),

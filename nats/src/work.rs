@@ -80,8 +80,17 @@ pub const SAGA: Worker = Worker {
     max_deliver: 50,
 };
 
+/// Records catalog products' prices and stock on the tracking orders that follow
+/// them (no scraping).
+pub const CATALOG_POLICY: Worker = Worker {
+    name: "catalog-policy",
+    aggregate_types: &["product", "order"],
+    ack_wait: Duration::from_secs(30),
+    max_deliver: 10,
+};
+
 /// Every worker.
-pub const WORKERS: [Worker; 4] = [SCRAPER, PRICE_POLICY, EMAIL, SAGA];
+pub const WORKERS: [Worker; 5] = [SCRAPER, PRICE_POLICY, EMAIL, SAGA, CATALOG_POLICY];
 
 impl Worker {
     /// The worker with this name.

@@ -285,7 +285,8 @@ async fn tracking(log: &mut Log) {
     let placed = OrderEvent::OrderPlaced {
         order_id,
         owner: UserId::from_uuid(Uuid::now_v7()),
-        url: url.clone(),
+        url: Some(url.clone()),
+        product_id: None,
         target: money("29.00", "EUR"),
         check_interval_secs: 3600,
         selector: None,

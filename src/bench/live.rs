@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
 use clap::Args;
-use orders_application::orders::{place_order, PlaceOrder};
+use orders_application::orders::{place_order, OrderSource, PlaceOrder};
 use orders_domain::money::{Currency, Money};
 use orders_domain::order::ProductUrl;
 use orders_store::event_store::CommandMetadata;
@@ -170,7 +170,7 @@ async fn place_orders_steadily(
         next += 1;
         let order = PlaceOrder {
             owner,
-            url: url.clone(),
+            source: OrderSource::Page(url.clone()),
             target,
             check_interval_secs: 3600,
             selector: None,

@@ -20,7 +20,7 @@ use anyhow::Context as _;
 use clap::Args;
 use futures::{StreamExt as _, TryStreamExt as _};
 use orders_application::accounts::{change_role, RoleChange};
-use orders_application::orders::{place_order, PlaceOrder, Placed};
+use orders_application::orders::{place_order, OrderSource, PlaceOrder, Placed};
 use orders_application::price_checks::{
     load_order, record_observation_on_order, record_result, request_check, CheckRequested,
 };
@@ -390,7 +390,9 @@ async fn place_orders(api: &BenchApi, args: &PagesBenchArgs) -> anyhow::Result<V
             let owner = owner_of(index, args);
             let order = PlaceOrder {
                 owner,
-                url: ProductUrl::parse(&format!("https://shop.example.com/product/{index}"))?,
+                source: OrderSource::Page(ProductUrl::parse(&format!(
+                    "https://shop.example.com/product/{index}"
+                ))?),
                 target,
                 check_interval_secs: 3600,
                 selector: None,

@@ -384,7 +384,8 @@ pub(crate) async fn store_log(pool: &PgPool, events: u64) -> anyhow::Result<u64>
                     serde_json::to_value(OrderEvent::OrderPlaced {
                         order_id,
                         owner: user_id,
-                        url: url.clone(),
+                        url: Some(url.clone()),
+                        product_id: None,
                         target,
                         check_interval_secs: 3600,
                         selector: None,

@@ -3,6 +3,7 @@
 //! idempotent: every mail's Message-ID is derived from the event that caused it, so
 //! a redelivered event can only ever produce the same mail.
 
+pub mod catalog_policy;
 pub mod consumer;
 pub mod email_worker;
 pub mod extract;

@@ -66,7 +66,7 @@ impl Scheduler {
         let due: Vec<(Uuid, i32)> = sqlx::query_as(
             "SELECT s.order_id, o.check_interval_secs
                FROM check_schedule s JOIN view_orders o USING (order_id)
-              WHERE s.next_check_at <= $1 AND o.status = 'active'
+              WHERE s.next_check_at <= $1 AND o.status = 'active' AND o.product_id IS NULL
               ORDER BY s.next_check_at
               LIMIT $2",
         )
@@ -136,7 +136,7 @@ impl Scheduler {
         let new: Vec<(Uuid, i32, DateTime<Utc>)> = sqlx::query_as(
             "SELECT o.order_id, o.check_interval_secs, o.placed_at
                FROM view_orders o
-              WHERE o.status = 'active'
+              WHERE o.status = 'active' AND o.product_id IS NULL
                 AND NOT EXISTS (SELECT 1 FROM check_schedule s WHERE s.order_id = o.order_id)
               LIMIT $1",
         )

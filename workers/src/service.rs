@@ -1,6 +1,6 @@
 //! `orders serve workers`: the scheduler and the purchase saga's time bound
-//! (leader-elected), the scraper, the price-check policy, the e-mail worker and the
-//! purchase saga (competing consumers), in one process.
+//! (leader-elected), the scraper, the price-check policy, the catalog policy, the
+//! e-mail worker and the purchase saga (competing consumers), in one process.
 //! Any number of such processes may run.
 
 use std::time::Duration;
@@ -114,6 +114,17 @@ pub async fn run(
             async move { email.handle(event).await }
         },
     );
+    let catalog_events = events.clone();
+    let following_catalog = crate::consumer::consume(
+        &jetstream,
+        orders_nats::work::CATALOG_POLICY,
+        8,
+        until_stopped(),
+        move |event| {
+            let events = catalog_events.clone();
+            async move { crate::catalog_policy::follow_catalog(&events, event).await }
+        },
+    );
     let saga_steps = {
         let saga = saga.clone();
         crate::consumer::consume(
@@ -140,11 +151,12 @@ pub async fn run(
         )
     };
     tracing::info!(
-        "workers running: scheduler (while leader), scraper, price policy, e-mail, purchase saga"
+        "workers running: scheduler (while leader), scraper, price policy, catalog policy, e-mail, purchase saga"
     );
     tokio::try_join!(
         async { scheduling.await.context("the scheduler") },
         async { saga_steps.await.context("the purchase saga") },
+        async { following_catalog.await.context("the catalog policy") },
         async {
             saga_time_bound
                 .await

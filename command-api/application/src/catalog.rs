@@ -2,18 +2,22 @@
 //! stock with a reason, retire). A product is never deleted: retiring it keeps its
 //! history, its SKU and the reservations it still holds.
 //!
+//! And what the catalog means for tracking orders on its products: a price change
+//! or a change of stock is recorded on every order that follows the product
+//! ([`record_product_on_orders`]), with no scraping.
+//!
 //! A popular product's stream is busy (the saga appends its reservations), so an
 //! administrator's change is decided again on the new state when the saga got in
 //! first, a few times, rather than answered with a conflict.
 
 use cqrs_es::AggregateError;
-use orders_domain::ids::ProductId;
+use orders_domain::ids::{OrderId, ProductId};
 use orders_domain::money::{Money, MoneyError};
-use orders_domain::order::ProductUrl;
+use orders_domain::order::{Availability, Order, OrderCommand, OrderError, ProductUrl};
 use orders_domain::product::{Product, ProductCommand, ProductError, Sku};
 use orders_store::event_store::{CommandMetadata, CommandReceipt, EventStore};
 
-use crate::CommandError;
+use crate::{CommandError, StoreFailure};
 
 /// How many times a change is decided again after the saga appended first.
 const ATTEMPTS_ON_CONFLICT: usize = 10;
@@ -169,4 +173,74 @@ async fn execute_on_product(
             outcome => return outcome.map_err(CommandError::from),
         }
     }
+}
+
+/// What a catalog product's state means for the orders that follow it: its price,
+/// and whether it can be bought (retired: discontinued; none available: out of
+/// stock).
+pub fn product_observation(product: &Product) -> (Option<Money>, Availability) {
+    let availability = if product.is_retired() {
+        Availability::Discontinued
+    } else if product.available() > 0 {
+        Availability::InStock
+    } else {
+        Availability::OutOfStock
+    };
+    (product.price(), availability)
+}
+
+/// Records the product's current price and availability on the orders that follow
+/// it (`only`: one of them, just placed), as the price policy records a scraped
+/// observation: each order decides what is news (a change of price, the target
+/// reached, back in stock) and fires the same alerts. Answers how many orders
+/// recorded something.
+///
+/// The observation's id is minted before the product is read, so of two concurrent
+/// calls the one with the greater id read the newer state: the orders end at the
+/// product's latest state whatever the order in which calls finish (each order
+/// ignores an observation older than the last it recorded).
+pub async fn record_product_on_orders(
+    events: &EventStore,
+    product_id: ProductId,
+    only: Option<OrderId>,
+    metadata: &CommandMetadata,
+) -> Result<usize, CommandError<OrderError>> {
+    let observation_id = uuid::Uuid::now_v7();
+    let (product, _) = events
+        .load::<Product>(&product_id.to_string())
+        .await
+        .map_err(|error| CommandError::Store(StoreFailure::new(error)))?;
+    if !product.is_added() {
+        return Ok(0);
+    }
+    let (price, availability) = product_observation(&product);
+    let orders = match only {
+        Some(order_id) => vec![order_id],
+        None => events
+            .orders_following_product(product_id)
+            .await
+            .map_err(|error| CommandError::Store(StoreFailure::new(error)))?,
+    };
+    let mut recorded = 0;
+    for order_id in orders {
+        let id = order_id.to_string();
+        let command = OrderCommand::RecordObservation {
+            check_id: observation_id,
+            price,
+            availability,
+            extractor: Some("catalog".to_owned()),
+        };
+        let outcome = crate::orders::retry_on_conflict(|| {
+            events.execute::<Order>(&id, command.clone(), metadata)
+        })
+        .await;
+        match outcome {
+            Ok(receipt) if receipt.events_stored > 0 => recorded += 1,
+            Ok(_) => {}
+            // A cancelled order follows nothing any more.
+            Err(AggregateError::UserError(OrderError::Cancelled)) => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(recorded)
 }

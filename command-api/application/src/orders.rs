@@ -10,7 +10,7 @@
 //! nothing; the same key for a different order is refused.
 
 use cqrs_es::AggregateError;
-use orders_domain::ids::{OrderId, UserId};
+use orders_domain::ids::{OrderId, ProductId, UserId};
 use orders_domain::money::{Money, MoneyError};
 use orders_domain::order::{Order, OrderCommand, OrderError, ProductUrl};
 use orders_store::event_store::{
@@ -20,11 +20,21 @@ use orders_store::user_lookup::{self, PlacementFacts, PlacementFactsCache};
 
 use crate::{CommandError, StoreFailure};
 
+/// What a tracking order follows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrderSource {
+    /// A shop's page, scraped on schedule.
+    Page(ProductUrl),
+    /// A product of our catalog (checked by the caller to exist and be on sale):
+    /// its price and stock come from its events.
+    Catalog(ProductId),
+}
+
 /// What a placement asks for.
 #[derive(Debug, Clone)]
 pub struct PlaceOrder {
     pub owner: UserId,
-    pub url: ProductUrl,
+    pub source: OrderSource,
     pub target: Money,
     pub check_interval_secs: u32,
     pub selector: Option<String>,
@@ -114,14 +124,23 @@ pub async fn place_order(
             });
         }
         let order_id = OrderId::new();
-        let command = OrderCommand::Place {
-            order_id,
-            owner,
-            url: order.url.clone(),
-            target: order.target,
-            check_interval_secs: order.check_interval_secs,
-            selector: order.selector.clone(),
-            owner_active_orders: facts.active_orders,
+        let command = match &order.source {
+            OrderSource::Page(url) => OrderCommand::Place {
+                order_id,
+                owner,
+                url: url.clone(),
+                target: order.target,
+                check_interval_secs: order.check_interval_secs,
+                selector: order.selector.clone(),
+                owner_active_orders: facts.active_orders,
+            },
+            OrderSource::Catalog(product_id) => OrderCommand::PlaceOnCatalog {
+                order_id,
+                owner,
+                product_id: *product_id,
+                target: order.target,
+                owner_active_orders: facts.active_orders,
+            },
         };
         let outcome = events
             .execute_placement(
@@ -219,7 +238,17 @@ fn same_placement(placed: &serde_json::Value, order: &PlaceOrder) -> bool {
         .get("target")
         .and_then(|target| serde_json::from_value::<Money>(target.clone()).ok());
     let stored_selector = placed.get("selector").and_then(|s| s.as_str());
-    placed.get("url").and_then(|u| u.as_str()) == Some(order.url.as_str())
+    let same_source = match &order.source {
+        OrderSource::Page(url) => placed.get("url").and_then(|u| u.as_str()) == Some(url.as_str()),
+        OrderSource::Catalog(product_id) => {
+            placed.get("product_id").and_then(|p| p.as_str())
+                == Some(product_id.to_string().as_str())
+        }
+    };
+    if let OrderSource::Catalog(_) = &order.source {
+        return same_source && stored_target == Some(order.target);
+    }
+    same_source
         && stored_target == Some(order.target)
         && placed.get("check_interval_secs").and_then(|i| i.as_u64())
             == Some(u64::from(order.check_interval_secs))
@@ -293,4 +322,24 @@ pub async fn change_own_order(
         .execute::<Order>(&order_id.to_string(), command, metadata)
         .await
         .map_err(|error| OrderChangeError::Command(error.into()))
+}
+
+/// Runs a command on an order again (up to 5 times in all) when another command on
+/// it got in first: observations are decided on the order as it is, so deciding
+/// again is always right.
+pub async fn retry_on_conflict<F, Fut>(
+    mut execute: F,
+) -> Result<CommandReceipt, AggregateError<OrderError>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<CommandReceipt, AggregateError<OrderError>>>,
+{
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match execute().await {
+            Err(AggregateError::AggregateConflict) if attempts < 5 => continue,
+            outcome => return outcome,
+        }
+    }
 }

@@ -36,6 +36,9 @@ pub async fn request_check(
     trigger: CheckTrigger,
     metadata: &CommandMetadata,
 ) -> Result<CheckRequested, CommandError<PriceCheckError>> {
+    if order.product_id().is_some() {
+        return Err(CommandError::Refused(PriceCheckError::NotAPage));
+    }
     let (Some(order_id), Some(url), Some(currency), Some(status)) =
         (order.id(), order.url(), order.currency(), order.status())
     else {

@@ -603,14 +603,15 @@ async fn place_order(
         )),
         parsed => {
             let request = PlaceOrderRequest {
-                url: form.url.trim().to_owned(),
+                url: Some(form.url.trim().to_owned()),
+                product_id: None,
                 target_price: form.target_price.trim().to_owned(),
-                currency: form.currency.trim().to_uppercase(),
+                currency: Some(form.currency.trim().to_uppercase()),
                 check_interval_secs: parsed.ok(),
                 selector: Some(form.selector.trim().to_owned())
                     .filter(|selector| !selector.is_empty()),
             };
-            match place_order_request(caller(&session), request) {
+            match place_order_request(&state, caller(&session), request).await {
                 Ok(order) => order_commands::place_order(
                     &state.events,
                     &state.placement_facts,

@@ -340,7 +340,11 @@ impl From<&OrderRow> for OrderLine {
     fn from(row: &OrderRow) -> Self {
         Self {
             id: row.order_id.to_string(),
-            title: row.title.clone().unwrap_or_else(|| row.url.clone()),
+            title: row
+                .title
+                .clone()
+                .or_else(|| row.url.clone())
+                .unwrap_or_else(|| "A product of our catalog".to_owned()),
             last_price: row.last_price.map_or_else(
                 || "not seen yet".to_owned(),
                 |price| readable_amount(price, &row.currency),
@@ -358,7 +362,10 @@ impl From<&OrderRow> for OrderFacts {
         Self {
             id: line.id,
             title: line.title,
-            url: row.url.clone(),
+            // A catalog order's page is the product's page in the console.
+            url: row.url.clone().unwrap_or_else(|| {
+                format!("/app/products/{}", row.product_id.unwrap_or_default())
+            }),
             last_price: line.last_price,
             target: line.target,
             currency: row.currency.clone(),

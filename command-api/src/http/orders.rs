@@ -11,7 +11,7 @@ use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use orders_domain::ids::OrderId;
+use orders_domain::ids::{OrderId, ProductId};
 use orders_domain::money::{Currency, Money, MoneyError};
 use orders_domain::order::{OrderError, ProductUrl, DEFAULT_CHECK_INTERVAL_SECS};
 use serde::{Deserialize, Serialize};
@@ -22,7 +22,7 @@ use crate::http::{queries, with_position, RequestContext};
 use crate::problem::{ApiError, AppJson};
 use crate::AppState;
 use orders_application::orders::{
-    self, OrderChange, OrderChangeError, PlaceOrder, PlaceOrderError, Placed,
+    self, OrderChange, OrderChangeError, OrderSource, PlaceOrder, PlaceOrderError, Placed,
 };
 use orders_application::CommandError;
 use orders_store::event_store::CommandMetadata;
@@ -52,12 +52,16 @@ pub fn router() -> Router<Arc<AppState>> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlaceOrderRequest {
-    /// The product page: an absolute http or https URL.
-    pub url: String,
+    /// The product page: an absolute http or https URL. Either this or `product_id`.
+    pub url: Option<String>,
+    /// A product of our catalog (its price follows the catalog; no scraping).
+    /// Either this or `url`.
+    pub product_id: Option<String>,
     /// A decimal string, e.g. `"3199.00"`, with at most the currency's minor digits.
     pub target_price: String,
-    /// ISO 4217, e.g. `UAH`.
-    pub currency: String,
+    /// ISO 4217, e.g. `UAH`. Required with `url`; with `product_id` it is the
+    /// product's (and if given, must be).
+    pub currency: Option<String>,
     /// At least 300; 3600 when left out.
     pub check_interval_secs: Option<u32>,
     /// A CSS selector for the price, when the page is not understood otherwise.
@@ -170,21 +174,45 @@ fn created(order_id: OrderId) -> Response {
 }
 
 /// What a placement asks for, checked as the API checks it (the console's form too):
-/// currency, target, URL, selector syntax; the interval defaults to an hour.
-pub(crate) fn place_order_request(
+/// a page (currency, target, URL, selector syntax; the interval defaults to an hour)
+/// or a catalog product (on sale; the target in its currency).
+pub(crate) async fn place_order_request(
+    state: &AppState,
     caller: CurrentUser,
     request: PlaceOrderRequest,
 ) -> Result<PlaceOrder, ApiError> {
-    let currency = Currency::from_code(&request.currency).map_err(money_error)?;
+    let (source, currency) = match (request.url.as_deref(), request.product_id.as_deref()) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid_field(
+                "product_id",
+                "give either a url or a product_id, not both",
+            ))
+        }
+        (None, None) => {
+            return Err(ApiError::invalid_field(
+                "url",
+                "give the product page's url, or a product_id of our catalog",
+            ))
+        }
+        (Some(url), None) => {
+            let code = request
+                .currency
+                .as_deref()
+                .ok_or_else(|| ApiError::invalid_field("currency", "required with a url"))?;
+            let currency = Currency::from_code(code).map_err(money_error)?;
+            let url = ProductUrl::parse(url)
+                .map_err(|error| ApiError::invalid_field("url", error.to_string()))?;
+            if let Some(selector) = &request.selector {
+                check_selector_syntax(selector)?;
+            }
+            (OrderSource::Page(url), currency)
+        }
+        (None, Some(product_id)) => catalog_source(state, &request, product_id).await?,
+    };
     let target = Money::parse(&request.target_price, currency).map_err(money_error)?;
-    let url = ProductUrl::parse(&request.url)
-        .map_err(|error| ApiError::invalid_field("url", error.to_string()))?;
-    if let Some(selector) = &request.selector {
-        check_selector_syntax(selector)?;
-    }
     Ok(PlaceOrder {
         owner: caller.user_id,
-        url,
+        source,
         target,
         check_interval_secs: request
             .check_interval_secs
@@ -192,6 +220,52 @@ pub(crate) fn place_order_request(
         selector: request.selector,
         credentials_version: caller.credentials_version,
     })
+}
+
+/// A catalog product to follow: on sale, and the target in its currency. Neither
+/// an interval nor a selector means anything for it.
+async fn catalog_source(
+    state: &AppState,
+    request: &PlaceOrderRequest,
+    product_id: &str,
+) -> Result<(OrderSource, Currency), ApiError> {
+    let unknown = || ApiError::invalid_field("product_id", "no such product in the catalog");
+    let product_id: ProductId = product_id.trim().parse().map_err(|_| unknown())?;
+    if request.selector.is_some() || request.check_interval_secs.is_some() {
+        return Err(ApiError::invalid_field(
+            "selector",
+            "a catalog product is not scraped: leave out selector and check_interval_secs",
+        ));
+    }
+    let product = match orders_application::catalog::load_product(&state.events, product_id).await
+    {
+        Ok(product) => product,
+        Err(CommandError::NotFound) => return Err(unknown()),
+        Err(error) => {
+            return Err(ApiError::internal(
+                anyhow::Error::new(error).context("loading a catalog product"),
+            ))
+        }
+    };
+    if product.is_retired() {
+        return Err(ApiError::invalid_field(
+            "product_id",
+            "this product is no longer sold",
+        ));
+    }
+    let currency = product
+        .price()
+        .map(|price| price.currency())
+        .ok_or_else(unknown)?;
+    if let Some(code) = request.currency.as_deref() {
+        if code.trim() != currency.code() {
+            return Err(ApiError::invalid_field(
+                "currency",
+                format!("the product is priced in {currency}"),
+            ));
+        }
+    }
+    Ok((OrderSource::Catalog(product_id), currency))
 }
 
 /// The one mapping of a placement's failure.
@@ -227,7 +301,7 @@ pub async fn place_order(
     AppJson(request): AppJson<PlaceOrderRequest>,
 ) -> Result<Response, ApiError> {
     let idempotency_key = idempotency_key(&headers)?;
-    let order = place_order_request(caller, request)?;
+    let order = place_order_request(&state, caller, request).await?;
     let metadata = metadata_for(caller, context, idempotency_key);
     let placed = orders::place_order(&state.events, &state.placement_facts, order, &metadata)
         .await

@@ -217,7 +217,11 @@ pub(crate) fn page<R, T>(
 pub struct OrderDetails {
     #[schema(value_type = String, format = Uuid)]
     pub order_id: Uuid,
-    pub url: String,
+    /// The page it follows; `null` for an order on a catalog product.
+    pub url: Option<String>,
+    /// The catalog product it follows; `null` for a page.
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub product_id: Option<Uuid>,
     pub target_price: String,
     pub currency: String,
     pub check_interval_secs: i32,
@@ -255,6 +259,7 @@ impl From<OrderRow> for OrderDetails {
         Self {
             order_id: row.order_id,
             url: row.url,
+            product_id: row.product_id,
             target_price: row.target_price.to_string(),
             currency: row.currency,
             check_interval_secs: row.check_interval_secs,

@@ -79,6 +79,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "shop views",
         include_str!("../migrations/0014_shop_views.sql"),
     ),
+    (
+        16,
+        "catalog orders",
+        include_str!("../migrations/0016_catalog_orders.sql"),
+    ),
 ];
 
 pub fn migrator() -> Migrator {

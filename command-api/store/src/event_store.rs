@@ -694,6 +694,24 @@ impl EventStore {
         Ok(row.and_then(|(id, placed)| Some((id.parse().ok()?, placed))))
     }
 
+    /// The tracking orders that follow catalog product `product_id` (cancelled
+    /// ones too: the order itself refuses what it no longer takes), read from the
+    /// event store, so one placed a moment ago is never missed.
+    pub async fn orders_following_product(
+        &self,
+        product_id: orders_domain::ids::ProductId,
+    ) -> Result<Vec<orders_domain::ids::OrderId>, sqlx::Error> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT aggregate_id FROM events
+              WHERE event_type = 'OrderPlaced' AND payload -> 'OrderPlaced' ? 'product_id'
+                AND payload -> 'OrderPlaced' ->> 'product_id' = $1",
+        )
+        .bind(product_id.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids.iter().filter_map(|id| id.parse().ok()).collect())
+    }
+
     /// The purchases still pending that were placed before `placed_before`, oldest
     /// first, at most `limit` (the saga's time bound).
     pub async fn pending_purchases_placed_before(

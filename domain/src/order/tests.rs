@@ -51,7 +51,8 @@ fn placed() -> OrderEvent {
     OrderEvent::OrderPlaced {
         order_id: order_id(),
         owner: owner(),
-        url: url(),
+        url: Some(url()),
+        product_id: None,
         target: uah("3199.00"),
         check_interval_secs: DEFAULT_CHECK_INTERVAL_SECS,
         selector: None,
@@ -130,7 +131,8 @@ async fn place_trims_the_selector_and_drops_a_blank_one() {
         .then_expect_events(vec![OrderEvent::OrderPlaced {
             order_id: order_id(),
             owner: owner(),
-            url: url(),
+            url: Some(url()),
+            product_id: None,
             target: uah("3199"),
             check_interval_secs: DEFAULT_CHECK_INTERVAL_SECS,
             selector: Some(".price > span".to_owned()),
@@ -814,9 +816,9 @@ fn state_follows_the_events() {
 }
 
 #[test]
-fn event_types_are_the_variant_names_and_order_placed_is_version_two() {
+fn event_types_are_the_variant_names_and_order_placed_is_version_three() {
     let events = [
-        (placed(), "OrderPlaced", "2.0"),
+        (placed(), "OrderPlaced", "3.0"),
         (
             OrderEvent::TargetChanged {
                 previous: uah("1"),
@@ -993,4 +995,64 @@ fn product_urls_serialise_as_strings_and_validate_when_read() {
     assert_eq!(json, "https://shop.example.com/p/kettle-42");
     assert_eq!(serde_json::from_value::<ProductUrl>(json).unwrap(), url());
     assert!(serde_json::from_value::<ProductUrl>(serde_json::json!("ftp://x.y/z")).is_err());
+}
+
+#[test]
+fn an_order_on_a_catalog_product_has_no_page_and_records_observations_alike() {
+    let product_id = orders_domain_product_id();
+    let placed = OrderEvent::OrderPlaced {
+        order_id: order_id(),
+        owner: owner(),
+        url: None,
+        product_id: Some(product_id),
+        target: uah("3199.00"),
+        check_interval_secs: DEFAULT_CHECK_INTERVAL_SECS,
+        selector: None,
+    };
+    OrderTest::with(())
+        .given_no_previous_events()
+        .when(OrderCommand::PlaceOnCatalog {
+            order_id: order_id(),
+            owner: owner(),
+            product_id,
+            target: uah("3199"),
+            owner_active_orders: 0,
+        })
+        .then_expect_events(vec![placed.clone()]);
+    OrderTest::with(())
+        .given(vec![placed.clone()])
+        .when(OrderCommand::RecordObservation {
+            check_id: check(1),
+            price: Some(uah("3000")),
+            availability: Availability::InStock,
+            extractor: Some("catalog".to_owned()),
+        })
+        .then_expect_events(vec![
+            OrderEvent::PriceChanged {
+                check_id: check(1),
+                previous: None,
+                price: uah("3000.00"),
+                extractor: Some("catalog".to_owned()),
+            },
+            OrderEvent::TargetReached {
+                check_id: check(1),
+                previous: None,
+                price: uah("3000.00"),
+                target: uah("3199.00"),
+            },
+        ]);
+    let mut order = Order::default();
+    order.apply(placed);
+    assert_eq!((order.url(), order.product_id()), (None, Some(product_id)));
+    // The payload of a page's order is what 2.0 wrote: no `product_id` key.
+    let page = serde_json::to_value(placed_event_for_page()).unwrap();
+    assert!(page["OrderPlaced"].get("product_id").is_none());
+}
+
+fn orders_domain_product_id() -> crate::ids::ProductId {
+    crate::ids::ProductId::from_uuid(Uuid::from_u128(0x0192f1a8_0000_7000_8000_000000000003))
+}
+
+fn placed_event_for_page() -> OrderEvent {
+    placed()
 }

@@ -129,7 +129,8 @@ mod tests {
             OrderEvent::OrderPlaced {
                 order_id,
                 owner: UserId::from_uuid(Uuid::now_v7()),
-                url: ProductUrl::parse("https://shop.example.com/p/1").unwrap(),
+                url: Some(ProductUrl::parse("https://shop.example.com/p/1").unwrap()),
+                product_id: None,
                 target: uah("100.00"),
                 check_interval_secs: 3600,
                 selector: None,

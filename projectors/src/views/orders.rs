@@ -19,7 +19,10 @@ pub(crate) const TABLES: &[&str] = &["view_orders"];
 pub struct OrderRow {
     pub order_id: Uuid,
     pub owner_id: Uuid,
-    pub url: String,
+    /// The page it follows; `None` for an order on a catalog product.
+    pub url: Option<String>,
+    /// The catalog product it follows; `None` for a page.
+    pub product_id: Option<Uuid>,
     pub target_price: Decimal,
     /// ISO 4217.
     pub currency: String,
@@ -62,6 +65,7 @@ pub fn fold(
                 order_id,
                 owner,
                 url,
+                product_id,
                 target,
                 check_interval_secs,
                 selector,
@@ -69,7 +73,8 @@ pub fn fold(
         ) => OrderRow {
             order_id: order_id.as_uuid(),
             owner_id: owner.as_uuid(),
-            url: url.as_str().to_owned(),
+            url: url.as_ref().map(|url| url.as_str().to_owned()),
+            product_id: product_id.map(|id| id.as_uuid()),
             target_price: target.amount(),
             currency: target.currency().code().to_owned(),
             check_interval_secs: i32::try_from(*check_interval_secs).unwrap_or(i32::MAX),
@@ -162,7 +167,7 @@ fn order_of(record: &LogRecord) -> Option<Uuid> {
 pub(crate) const COLUMNS: &str = "order_id, owner_id, url, target_price, currency, \
     check_interval_secs, selector, status, armed, last_price, availability, placed_at, \
     updated_at, version, title, last_checked_at, last_error, last_error_detail, \
-    consecutive_failures";
+    consecutive_failures, product_id";
 
 pub(crate) fn from_row(row: &sqlx::postgres::PgRow) -> sqlx::Result<OrderRow> {
     Ok(OrderRow {
@@ -185,6 +190,7 @@ pub(crate) fn from_row(row: &sqlx::postgres::PgRow) -> sqlx::Result<OrderRow> {
         last_error: row.try_get("last_error")?,
         last_error_detail: row.try_get("last_error_detail")?,
         consecutive_failures: row.try_get("consecutive_failures")?,
+        product_id: row.try_get("product_id")?,
     })
 }
 
@@ -231,7 +237,7 @@ impl FoldedView for Orders {
                                   $6::int4[], $7::text[], $8::text[], $9::bool[], $10::numeric[],
                                   $11::text[], $12::timestamptz[], $13::timestamptz[], $14::int8[],
                                   $15::text[], $16::timestamptz[], $17::text[], $18::text[],
-                                  $19::int4[])
+                                  $19::int4[], $20::uuid[])
              ON CONFLICT (order_id) DO UPDATE SET
                     owner_id = EXCLUDED.owner_id, url = EXCLUDED.url,
                     target_price = EXCLUDED.target_price, currency = EXCLUDED.currency,
@@ -243,7 +249,8 @@ impl FoldedView for Orders {
                     title = EXCLUDED.title, last_checked_at = EXCLUDED.last_checked_at,
                     last_error = EXCLUDED.last_error,
                     last_error_detail = EXCLUDED.last_error_detail,
-                    consecutive_failures = EXCLUDED.consecutive_failures"
+                    consecutive_failures = EXCLUDED.consecutive_failures,
+                    product_id = EXCLUDED.product_id"
         ))
         .bind(column(written, |r| r.order_id))
         .bind(column(written, |r| r.owner_id))
@@ -264,6 +271,7 @@ impl FoldedView for Orders {
         .bind(column(written, |r| r.last_error.clone()))
         .bind(column(written, |r| r.last_error_detail.clone()))
         .bind(column(written, |r| r.consecutive_failures))
+        .bind(column(written, |r| r.product_id))
         .execute(connection)
         .await?;
         Ok(())

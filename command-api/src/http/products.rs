@@ -410,8 +410,11 @@ pub async fn add_product(
     State(state): State<Arc<AppState>>,
     caller: CurrentUser,
     context: RequestContext,
-    AppJson(request): AppJson<AddProductRequest>,
+    body: Result<AppJson<AddProductRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
+    // The role first: a shopper learns nothing from a 422 about the body.
+    require_role(&state, caller, &[Role::Admin]).await?;
+    let AppJson(request) = body?;
     let product = new_product_request(request)?;
     let (product_id, position) = add_product_as(&state, caller, context, product).await?;
     let created = (
@@ -488,8 +491,10 @@ pub async fn change_product(
     caller: CurrentUser,
     context: RequestContext,
     Path(id): Path<String>,
-    AppJson(request): AppJson<ChangeProductRequest>,
+    body: Result<AppJson<ChangeProductRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
+    require_role(&state, caller, &[Role::Admin]).await?;
+    let AppJson(request) = body?;
     let change = CatalogChange::Change(product_change_request(request)?);
     change_and_answer(&state, caller, context, &id, change).await
 }
@@ -503,8 +508,10 @@ pub async fn adjust_stock(
     caller: CurrentUser,
     context: RequestContext,
     Path(id): Path<String>,
-    AppJson(request): AppJson<AdjustStockRequest>,
+    body: Result<AppJson<AdjustStockRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
+    require_role(&state, caller, &[Role::Admin]).await?;
+    let AppJson(request) = body?;
     let change = CatalogChange::AdjustStock {
         quantity: request.quantity,
         reason: request.reason,

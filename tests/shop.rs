@@ -310,3 +310,102 @@ async fn a_flash_sale_on_two_instances_sells_exactly_the_stock() {
 async fn a_flash_sale_survives_a_process_killed_in_the_middle() {
     flash_sale(true).await;
 }
+
+/// Waits until `sql` (a count) answers `expected`.
+async fn until_count(shop: &Shop, what: &str, sql: &str, expected: i64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let count = shop.count(sql).await;
+        if count == expected {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: {count}, not {expected}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Flow 7: a tracking order on a catalog product follows the product's events
+/// with no scraping: the price at placement, a re-pricing below the target (one
+/// alert mail), stock to zero and back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_catalog_price_drop_alerts_the_orders_that_follow_it() {
+    let shop = Shop::start().await;
+    let price = Money::parse("40.00", Currency::USD).unwrap();
+    let product = orders_test_support::shop::product(&shop.events, price, 2)
+        .await
+        .unwrap();
+    let (_, admin) = shop.user(Some(Role::Admin)).await;
+    let (_, tracker) = shop.user(None).await;
+    let placed = shop
+        .http
+        .post(shop.url(0, "/orders"))
+        .bearer_auth(&tracker)
+        .json(&json!({"product_id": product, "target_price": "30.00"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(placed.status(), reqwest::StatusCode::CREATED);
+    let order: Value = placed.json().await.unwrap();
+    let order_id = order["order_id"].as_str().unwrap().to_owned();
+    let events_of = |kind: &str| {
+        format!(
+            "SELECT count(*) FROM events WHERE aggregate_id = '{order_id}' AND event_type = '{kind}'"
+        )
+    };
+    until_count(
+        &shop,
+        "the price at placement",
+        &events_of("PriceChanged"),
+        1,
+    )
+    .await;
+
+    let repriced = shop
+        .http
+        .patch(shop.url(1, &format!("/admin/products/{product}")))
+        .bearer_auth(&admin)
+        .json(&json!({"price": "29.00"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(repriced.status(), reqwest::StatusCode::NO_CONTENT);
+    until_count(&shop, "the alert", &events_of("TargetReached"), 1).await;
+    until_count(
+        &shop,
+        "the alert mail",
+        &format!(
+            "SELECT count(*) FROM email_deliveries d JOIN events e
+                 ON d.event_id = 'order/' || e.aggregate_id || '/' || e.sequence
+              WHERE e.aggregate_id = '{order_id}' AND e.event_type = 'TargetReached'"
+        ),
+        1,
+    )
+    .await;
+
+    for (quantity, kind) in [(-2, "BecameUnavailable"), (3, "BecameAvailable")] {
+        let adjusted = shop
+            .http
+            .post(shop.url(0, &format!("/admin/products/{product}/stock")))
+            .bearer_auth(&admin)
+            .json(&json!({"quantity": quantity, "reason": "count"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(adjusted.status(), reqwest::StatusCode::NO_CONTENT);
+        until_count(&shop, kind, &events_of(kind), 1).await;
+    }
+    assert_eq!(
+        shop.count(&events_of("TargetReached")).await,
+        1,
+        "fired once"
+    );
+    assert_eq!(
+        shop.count(&format!(
+            "SELECT count(*) FROM events WHERE event_type = 'PriceCheckRequested'
+                AND payload -> 'PriceCheckRequested' ->> 'order_id' = '{order_id}'"
+        ))
+        .await,
+        0,
+        "no scraping"
+    );
+}

@@ -197,7 +197,7 @@ impl EmailWorker {
             .load::<Order>(&event.aggregate_id)
             .await
             .context("loading the order")?;
-        let (Some(owner), Some(url)) = (order.owner(), order.url()) else {
+        let Some(owner) = order.owner() else {
             return Ok(None);
         };
         let (user, _) = self
@@ -212,11 +212,7 @@ impl EmailWorker {
             tracing::info!(%owner, "no price alert: the address is not verified or alerts are off");
             return Ok(None);
         }
-        let (check, _) = self
-            .events
-            .load::<PriceCheck>(&check_id.to_string())
-            .await
-            .context("loading the check that reached the target")?;
+        let (product_title, product_url) = self.alerted_product(&order, check_id).await?;
         let unsubscribe_expires = recorded_at(event)? + UNSUBSCRIBE_LINK_LIFETIME;
         let unsubscribe = self.tokens.mint(
             TokenPurpose::Unsubscribe,
@@ -225,8 +221,8 @@ impl EmailWorker {
             unsubscribe_expires,
         );
         let content = PriceAlertContent {
-            product_title: check.title().map(str::to_owned),
-            product_url: url.as_url().clone(),
+            product_title,
+            product_url,
             old_price: previous,
             new_price: price,
             target_price: target,
@@ -383,6 +379,33 @@ impl EmailWorker {
             purpose.as_str(),
             self.mailer.message_id_domain(),
         )
+    }
+
+    /// What a price alert names: a page's title (as the check read it) and
+    /// address, or a catalog product's name and its page in the console.
+    async fn alerted_product(
+        &self,
+        order: &Order,
+        check_id: uuid::Uuid,
+    ) -> anyhow::Result<(Option<String>, Url)> {
+        if let Some(url) = order.url() {
+            let (check, _) = self
+                .events
+                .load::<PriceCheck>(&check_id.to_string())
+                .await
+                .context("loading the check that reached the target")?;
+            return Ok((check.title().map(str::to_owned), url.as_url().clone()));
+        }
+        let product_id = order
+            .product_id()
+            .context("an order follows a page or a catalog product")?;
+        let (product, _) = self
+            .events
+            .load::<orders_domain::product::Product>(&product_id.to_string())
+            .await
+            .context("loading the catalog product")?;
+        let title = Some(product.name().to_owned()).filter(|name| !name.is_empty());
+        Ok((title, self.page(&format!("/app/products/{product_id}"))?))
     }
 
     fn link(&self, path: &str, token: &str) -> anyhow::Result<Url> {

@@ -678,3 +678,87 @@ async fn analytics_count_purchases_and_revenue_net_of_cancellations() {
     .await;
     assert_eq!(shopper.status(), StatusCode::FORBIDDEN);
 }
+
+#[tokio::test]
+async fn a_tracking_order_can_follow_a_catalog_product() {
+    let app = spawn_app_with_log().await;
+    let (_, admin) = user(&app, Some(Role::Admin)).await;
+    let (_, shopper) = user(&app, None).await;
+    let (kettle, _) = add_product(&app, &admin, "KETTLE-8", "40.00", 5).await;
+
+    let cases = [
+        (
+            json!({"product_id": Uuid::now_v7(), "target_price": "30"}),
+            "product_id",
+        ),
+        (
+            json!({"product_id": kettle, "target_price": "30", "currency": "EUR"}),
+            "currency",
+        ),
+        (
+            json!({"product_id": kettle, "target_price": "30.001"}),
+            "target_price",
+        ),
+        (
+            json!({"product_id": kettle, "target_price": "30", "selector": ".price"}),
+            "selector",
+        ),
+        (
+            json!({"product_id": kettle, "url": "https://shop.example/p", "target_price": "30"}),
+            "product_id",
+        ),
+        (json!({"target_price": "30", "currency": "USD"}), "url"),
+    ];
+    for (body, field) in cases {
+        let answer = app.place_order(&shopper, &body).await;
+        assert_eq!(answer.status(), StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(problem(answer).await["field"], field, "{body}");
+    }
+
+    let placed = app
+        .place_order(
+            &shopper,
+            &json!({"product_id": kettle, "target_price": "30.00"}),
+        )
+        .await;
+    assert_eq!(placed.status(), StatusCode::CREATED);
+    let position = position_of(&placed);
+    let order_id = placed.json::<Value>().await.unwrap()["order_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let order = app
+        .get_fresh_json(&format!("/orders/{order_id}"), &shopper, &position)
+        .await;
+    assert_eq!(order["url"], Value::Null);
+    assert_eq!(order["product_id"], json!(kettle));
+    assert_eq!(order["currency"], "USD");
+
+    // Nothing to scrape: a manual check is refused.
+    let check = send(
+        &app,
+        reqwest::Method::POST,
+        &format!("/orders/{order_id}/check"),
+        &shopper,
+        None,
+    )
+    .await;
+    assert_eq!(check.status(), StatusCode::CONFLICT);
+
+    // Retired products cannot be followed any more.
+    send(
+        &app,
+        reqwest::Method::DELETE,
+        &format!("/admin/products/{kettle}"),
+        &admin,
+        None,
+    )
+    .await;
+    let retired = app
+        .place_order(
+            &shopper,
+            &json!({"product_id": kettle, "target_price": "30.00"}),
+        )
+        .await;
+    assert_eq!(problem(retired).await["field"], "product_id");
+}

@@ -128,17 +128,13 @@ impl Saga {
                 }
                 PurchaseStatus::Confirmed => true,
                 PurchaseStatus::Rejected | PurchaseStatus::Cancelled => {
-                    self.on_every_line(&purchase, metadata, |purchase_id| StockRequest::Release {
-                        purchase_id,
-                    })
-                    .await?;
+                    self.on_every_line(&purchase, metadata, StockAction::Release)
+                        .await?;
                     true
                 }
                 PurchaseStatus::Shipped | PurchaseStatus::Delivered => {
-                    self.on_every_line(&purchase, metadata, |purchase_id| StockRequest::Ship {
-                        purchase_id,
-                    })
-                    .await?;
+                    self.on_every_line(&purchase, metadata, StockAction::Ship)
+                        .await?;
                     true
                 }
             };
@@ -159,10 +155,7 @@ impl Saga {
     ) -> anyhow::Result<Option<PurchaseStatus>> {
         let purchase_id = purchase.id().context("a placed purchase has an id")?;
         let outcomes = self
-            .on_every_line(purchase, metadata, |purchase_id| StockRequest::Reserve {
-                purchase_id,
-                quantity: 0,
-            })
+            .on_every_line(purchase, metadata, StockAction::Reserve)
             .await?;
         let (status, stored) = match verdict(purchase.lines(), &outcomes) {
             Ok(unit_prices) => (
@@ -170,10 +163,8 @@ impl Saga {
                 confirm_purchase(&self.events, purchase_id, unit_prices, metadata).await,
             ),
             Err(reason) => {
-                self.on_every_line(purchase, metadata, |purchase_id| StockRequest::Release {
-                    purchase_id,
-                })
-                .await?;
+                self.on_every_line(purchase, metadata, StockAction::Release)
+                    .await?;
                 (
                     PurchaseStatus::Rejected,
                     reject_purchase(&self.events, purchase_id, reason, metadata).await,
@@ -187,27 +178,20 @@ impl Saga {
         }
     }
 
-    /// Asks `request` (a reservation's quantity is the line's) of every line's
-    /// product at once; answers the outcomes in the lines' order.
+    /// Asks `action` of every line's product at once; answers the outcomes in the
+    /// lines' order.
     async fn on_every_line(
         &self,
         purchase: &Purchase,
         metadata: &CommandMetadata,
-        request: impl Fn(PurchaseId) -> StockRequest,
+        action: StockAction,
     ) -> anyhow::Result<Vec<StockOutcome>> {
         let purchase_id = purchase.id().context("a placed purchase has an id")?;
         let asks = purchase.lines().iter().map(|line| {
-            let request = match request(purchase_id) {
-                StockRequest::Reserve { purchase_id, .. } => StockRequest::Reserve {
-                    purchase_id,
-                    quantity: line.quantity,
-                },
-                other => other,
-            };
             self.desk.ask(
                 line.product_id,
                 AttributedRequest {
-                    request,
+                    request: action.request(purchase_id, line),
                     metadata: metadata.clone(),
                 },
             )
@@ -263,6 +247,27 @@ impl Saga {
                     "purchases still pending past the saga's bound were rejected"
                 );
             }
+        }
+    }
+}
+
+/// What the saga asks of every line's product.
+#[derive(Debug, Clone, Copy)]
+enum StockAction {
+    Reserve,
+    Release,
+    Ship,
+}
+
+impl StockAction {
+    fn request(self, purchase_id: PurchaseId, line: &PurchaseLine) -> StockRequest {
+        match self {
+            StockAction::Reserve => StockRequest::Reserve {
+                purchase_id,
+                quantity: line.quantity,
+            },
+            StockAction::Release => StockRequest::Release { purchase_id },
+            StockAction::Ship => StockRequest::Ship { purchase_id },
         }
     }
 }

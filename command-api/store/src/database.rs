@@ -80,6 +80,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/0014_shop_views.sql"),
     ),
     (
+        15,
+        "console carts",
+        include_str!("../migrations/0015_console_carts.sql"),
+    ),
+    (
         16,
         "catalog orders",
         include_str!("../migrations/0016_catalog_orders.sql"),

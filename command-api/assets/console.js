@@ -42,6 +42,10 @@
     "RoleGranted", "RoleRevoked", "UserDeactivated",
     "OrderPlaced", "PriceChanged", "TargetReached", "Rearmed", "TargetChanged",
     "OrderPaused", "OrderResumed", "OrderCancelled", "BecameAvailable", "BecameUnavailable",
-    "PriceCheckRequested", "PriceObserved", "PriceCheckFailed"];
+    "PriceCheckRequested", "PriceObserved", "PriceCheckFailed",
+    "ProductAdded", "ProductUpdated", "ProductPriceChanged", "StockAdjusted", "ProductRetired",
+    "StockReserved", "ReservationRefused", "ReservationReleased", "StockShipped",
+    "PurchasePlaced", "PurchaseConfirmed", "PurchaseRejected", "PurchaseCancelled",
+    "PurchaseShipped", "PurchaseDelivered"];
   for (const type of known) source.addEventListener(type, refresh);
 })();

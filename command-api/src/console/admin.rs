@@ -23,6 +23,7 @@ use uuid::Uuid;
 
 use super::pages::{page, readable_time, ErrorPage};
 use super::session::SignedIn;
+use super::shop::dashboard as shop_dashboard;
 use super::{
     after_cursor, caller, chrome_of, see_other, see_result, shown_up_to, wait_for_views, CsrfOnly,
 };
@@ -63,8 +64,9 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
 /// The frame of an admin page for a caller who is an administrator or auditor now
 /// (the 403 page otherwise, before anything else), and whether they are an
 /// administrator (who may change things). With `at`, it first waits for `views` to
-/// have applied that position (read-your-writes after a form).
-async fn admin_chrome(
+/// have applied that position (read-your-writes after a form). The shop's admin
+/// pages (`console::shop`) use it too.
+pub(super) async fn admin_chrome(
     state: &AppState,
     session: &SignedIn,
     views: &[View],
@@ -81,7 +83,7 @@ async fn admin_chrome(
 
 /// An API refusal as a page: 403, 404 and 503 as their pages, a refused value as
 /// the 422 page, a failure as the 500 page.
-fn refusal_page(error: ApiError) -> ErrorPage {
+pub(super) fn refusal_page(error: ApiError) -> ErrorPage {
     match error {
         ApiError::Forbidden(_) | ApiError::Unauthorized(_) => ErrorPage::forbidden(),
         ApiError::NotFound(_) => ErrorPage::not_found(),
@@ -92,24 +94,31 @@ fn refusal_page(error: ApiError) -> ErrorPage {
 }
 
 #[derive(Debug, Deserialize)]
-struct AtParam {
+struct DashboardParams {
     at: Option<String>,
+    /// The shop's charts' range: 14 or 30 days.
+    days: Option<u64>,
 }
 
 async fn dashboard(
     State(state): State<Arc<AppState>>,
     session: SignedIn,
-    Query(params): Query<AtParam>,
+    Query(params): Query<DashboardParams>,
 ) -> Result<Response, ErrorPage> {
     let (chrome, _) = admin_chrome(
         &state,
         &session,
-        &[View::AdminOverview],
+        &[View::AdminOverview, View::Analytics],
         params.at.as_deref(),
     )
     .await?;
     let dashboard = operations::dashboard(&state).await?;
-    Ok(page(StatusCode::OK, &DashboardPage::new(chrome, dashboard)))
+    let days = shop_dashboard::range(params.days);
+    let shop = shop_dashboard::shop_analytics(&state, days, &dashboard.analytics).await?;
+    Ok(page(
+        StatusCode::OK,
+        &DashboardPage::new(chrome, dashboard, shop),
+    ))
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -43,6 +43,7 @@ pub mod chart;
 pub mod pages;
 pub mod session;
 mod settings;
+mod shop;
 
 use pages::{
     page, Chrome, ErrorPage, Field, Form as PageForm, LoginPage, OrderPage, OrdersPage, SignupPage,
@@ -73,6 +74,7 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/app/settings/profile", post(settings::save_profile))
         .route("/app/settings/password", post(settings::change_password))
         .merge(admin::router())
+        .merge(shop::router())
         .route("/app/{*rest}", get(|| async { ErrorPage::not_found() }))
         .merge(accounts::router())
 }

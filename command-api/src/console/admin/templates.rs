@@ -10,6 +10,7 @@ use orders_store::audit::{AuditEntry, CausalNode};
 
 use super::event_line;
 use crate::console::pages::{readable_time, Chrome, OrderLine};
+use crate::console::shop::dashboard::ShopAnalytics;
 use crate::http::admin_operations::{Dashboard, LogPage, LogParams};
 
 /// A metric as people read it.
@@ -59,10 +60,12 @@ pub(crate) struct DashboardPage {
     /// Empty without NATS.
     pub lag: Vec<LagLine>,
     pub dead_letters: Option<usize>,
+    /// The shop's charts and their tables (`console::shop::dashboard`).
+    pub shop: ShopAnalytics,
 }
 
 impl DashboardPage {
-    pub(crate) fn new(chrome: Chrome, dashboard: Dashboard) -> Self {
+    pub(crate) fn new(chrome: Chrome, dashboard: Dashboard, shop: ShopAnalytics) -> Self {
         let totals = orders_projectors::views::admin_overview::METRICS
             .iter()
             .map(|metric| Count {
@@ -111,6 +114,7 @@ impl DashboardPage {
             days,
             lag,
             dead_letters: dashboard.dead_letters,
+            shop,
         }
     }
 }

@@ -6,6 +6,7 @@ mod admin;
 mod console;
 mod console_accounts;
 mod console_admin;
+mod console_shop;
 mod helpers;
 mod hostile_input;
 mod live;

@@ -154,8 +154,42 @@ fn bench_pages_completes() {
     ]));
 }
 
+#[test]
+fn bench_flash_sale_completes() {
+    let report = bench(&[
+        "flash-sale",
+        "--buyers",
+        "40",
+        "--units",
+        "10",
+        "--clients",
+        "4",
+        "--rounds",
+        "1",
+    ]);
+    reports_a_target(&report);
+    assert!(report.contains("exactly 10 confirmed"), "{report}");
+}
+
+#[test]
+fn bench_purchases_completes() {
+    reports_a_target(&bench(&[
+        "purchases",
+        "--rate",
+        "20",
+        "--products",
+        "10",
+        "--buyers",
+        "5",
+        "--seconds",
+        "1",
+        "--warmup-secs",
+        "0",
+    ]));
+}
+
 /// The benchmarks this file runs, by subcommand name.
-const SMOKE_RUN: [&str; 10] = [
+const SMOKE_RUN: [&str; 12] = [
     "commands",
     "relay",
     "pipeline",
@@ -166,6 +200,8 @@ const SMOKE_RUN: [&str; 10] = [
     "audit-verify",
     "live",
     "pages",
+    "flash-sale",
+    "purchases",
 ];
 
 #[test]

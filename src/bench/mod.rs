@@ -12,6 +12,7 @@ mod live;
 mod log;
 mod pages;
 mod setup;
+mod shop;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum BenchCommand {
@@ -35,6 +36,11 @@ pub(crate) enum BenchCommand {
     Live(live::LiveBenchArgs),
     /// The console's pages with 10,000 orders in the views, beside `GET /healthz`.
     Pages(pages::PagesBenchArgs),
+    /// 2,000 buyers racing for 500 units: settled purchases/s beside placement alone.
+    FlashSale(shop::FlashSaleArgs),
+    /// `POST /purchases` at a steady rate: placed → settled beside the placement's own
+    /// read-your-writes.
+    Purchases(shop::PurchasesBenchArgs),
 }
 
 pub(crate) async fn run(command: BenchCommand) -> anyhow::Result<()> {
@@ -49,5 +55,7 @@ pub(crate) async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::AuditVerify(args) => audit::audit_verify(args).await,
         BenchCommand::Live(args) => live::live(args).await,
         BenchCommand::Pages(args) => pages::pages(args).await,
+        BenchCommand::FlashSale(args) => shop::flash_sale(args).await,
+        BenchCommand::Purchases(args) => shop::purchases(args).await,
     }
 }

@@ -1,6 +1,7 @@
 //! The console in a real browser: the whole system runs in this process (`orders
-//! serve all`'s plan), and `tests/browser/console_flows.py` drives Debian's
-//! Chromium through it with Playwright (`make test` installs both). Screenshots of
+//! serve all`'s plan), and a script of `tests/browser/` (`console_flows.py`,
+//! `account_flows.py`, `shop_flows.py`) drives Debian's Chromium through it with
+//! Playwright (`make test` installs both). Screenshots of
 //! the pages, phone-sized, are kept under `target/console-screenshots/`.
 
 mod common;
@@ -54,14 +55,33 @@ async fn a_shopper_resets_a_forgotten_password_in_chromium_without_javascript() 
     .await;
 }
 
+#[tokio::test]
+async fn a_buyer_follows_a_purchase_live_while_an_administrator_ships_it_in_chromium() {
+    run_browser_flows(
+        "shop_flows.py",
+        &[
+            "desktop-admin-products",
+            "phone-shop",
+            "phone-cart",
+            "phone-purchase",
+            "desktop-admin-purchases",
+            "desktop-admin-shop-dashboard",
+        ],
+    )
+    .await;
+}
+
 /// The screenshots the README shows, copied to `docs/screenshots/` by a run with
 /// `ORDERS_UPDATE_SCREENSHOTS=1`.
-const README_SCREENSHOTS: [&str; 5] = [
+const README_SCREENSHOTS: [&str; 8] = [
     "phone-orders",
     "phone-order",
     "desktop-admin-dashboard",
     "desktop-admin-events",
     "desktop-admin-trace",
+    "phone-cart",
+    "phone-purchase",
+    "desktop-admin-shop-dashboard",
 ];
 
 /// The administrator every script can sign in as (`ADMIN_EMAIL`, `ADMIN_PASSWORD`).

@@ -363,9 +363,10 @@ impl From<&OrderRow> for OrderFacts {
             id: line.id,
             title: line.title,
             // A catalog order's page is the product's page in the console.
-            url: row.url.clone().unwrap_or_else(|| {
-                format!("/app/products/{}", row.product_id.unwrap_or_default())
-            }),
+            url: row
+                .url
+                .clone()
+                .unwrap_or_else(|| format!("/app/products/{}", row.product_id.unwrap_or_default())),
             last_price: line.last_price,
             target: line.target,
             currency: row.currency.clone(),

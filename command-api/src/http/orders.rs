@@ -237,8 +237,7 @@ async fn catalog_source(
             "a catalog product is not scraped: leave out selector and check_interval_secs",
         ));
     }
-    let product = match orders_application::catalog::load_product(&state.events, product_id).await
-    {
+    let product = match orders_application::catalog::load_product(&state.events, product_id).await {
         Ok(product) => product,
         Err(CommandError::NotFound) => return Err(unknown()),
         Err(error) => {

@@ -200,6 +200,15 @@ pub(crate) fn dead_letter_stream_config(replicas: usize) -> stream::Config {
 
 /// Creates every worker's consumers that do not exist yet (an existing one is left
 /// as it is, with its position).
+fn other_consumer_error(
+    error: impl std::error::Error + Send + Sync + 'static,
+) -> jetstream::stream::ConsumerError {
+    jetstream::stream::ConsumerError::with_source(
+        jetstream::stream::ConsumerErrorKind::Other,
+        error,
+    )
+}
+
 pub(crate) async fn ensure_worker_consumers(
     jetstream: &jetstream::Context,
 ) -> Result<(), jetstream::stream::ConsumerError> {
@@ -222,9 +231,35 @@ pub(crate) async fn ensure_worker_consumers(
             )
         })?;
     for worker in WORKERS {
-        // Created, or updated in place: a worker that reads a new aggregate type
-        // (the e-mail worker and purchases) gets it on an existing deployment too.
-        log.create_consumer(worker.log_consumer_config()).await?;
+        match log
+            .get_consumer::<jetstream::consumer::Config>(worker.name)
+            .await
+        {
+            // There: only the subjects are brought up to date (a worker that reads
+            // a new aggregate type, as the e-mail worker and purchases), so an
+            // operator's other settings stay.
+            Ok(existing) => {
+                let mut config = existing.cached_info().config.clone();
+                let wanted = worker.log_filters();
+                let current = if config.filter_subjects.is_empty() {
+                    vec![config.filter_subject.clone()]
+                } else {
+                    config.filter_subjects.clone()
+                };
+                if current != wanted {
+                    config.filter_subject = String::new();
+                    config.filter_subjects = wanted;
+                    log.update_consumer(config)
+                        .await
+                        .map_err(other_consumer_error)?;
+                }
+            }
+            Err(_) => {
+                log.create_consumer_strict(worker.log_consumer_config())
+                    .await
+                    .map_err(other_consumer_error)?;
+            }
+        }
         dead_letters
             .get_or_create_consumer(
                 &worker.retry_consumer_name(),

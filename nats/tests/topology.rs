@@ -101,3 +101,37 @@ async fn an_event_travels_through_the_log_stream_intact_and_once() {
     let mut stream = stream;
     assert_eq!(stream.info().await.unwrap().state.messages, 1);
 }
+
+/// A worker's consumer made by an older deployment (the e-mail worker before it read
+/// purchases) gets the worker's subjects when the topology is ensured again, and
+/// keeps the settings an operator tuned.
+#[tokio::test]
+async fn an_older_workers_consumer_gets_the_new_subjects_and_keeps_its_settings() {
+    use orders_nats::work::EMAIL;
+    let server = NatsServer::start();
+    let js = jetstream(&server).await;
+    ensure_topology(&js, 1).await.unwrap();
+    let log = js.get_stream(LOG_STREAM).await.unwrap();
+    log.delete_consumer(EMAIL.name).await.unwrap();
+    let mut older = EMAIL.log_consumer_config();
+    older.filter_subjects = vec![
+        "orders.events.user.>".to_owned(),
+        "orders.events.order.>".to_owned(),
+    ];
+    older.ack_wait = Duration::from_secs(7);
+    log.create_consumer(older).await.unwrap();
+
+    ensure_topology(&js, 1).await.unwrap();
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+        log.get_consumer(EMAIL.name).await.unwrap();
+    let config = consumer.info().await.unwrap().config.clone();
+    assert_eq!(
+        config.filter_subjects,
+        [
+            "orders.events.user.>",
+            "orders.events.order.>",
+            "orders.events.purchase.>"
+        ]
+    );
+    assert_eq!(config.ack_wait, Duration::from_secs(7), "kept");
+}

@@ -358,6 +358,17 @@ impl DomainEvent for OrderEvent {
     }
 }
 
+/// What a placement asks for, before its values are checked.
+struct Placement {
+    order_id: OrderId,
+    owner: UserId,
+    url: Option<ProductUrl>,
+    product_id: Option<ProductId>,
+    target: Money,
+    check_interval_secs: u32,
+    selector: Option<String>,
+}
+
 /// Why an order command was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OrderError {
@@ -489,53 +500,37 @@ impl Order {
                 check_interval_secs,
                 selector,
                 owner_active_orders,
-            } => {
-                if self.is_placed() {
-                    return Err(OrderError::AlreadyPlaced);
-                }
-                let placed = OrderEvent::OrderPlaced {
+            } => self.decide_placement(
+                Placement {
                     order_id,
                     owner,
                     url: Some(url),
                     product_id: None,
-                    target: checked_target(target)?,
-                    check_interval_secs: checked_check_interval(check_interval_secs)?,
-                    selector: checked_selector(selector)?,
-                };
-                if owner_active_orders >= MAX_ACTIVE_ORDERS_PER_USER {
-                    return Err(OrderError::TooManyActiveOrders {
-                        max: MAX_ACTIVE_ORDERS_PER_USER,
-                    });
-                }
-                Ok(vec![placed])
-            }
+                    target,
+                    check_interval_secs,
+                    selector,
+                },
+                owner_active_orders,
+            ),
             OrderCommand::PlaceOnCatalog {
                 order_id,
                 owner,
                 product_id,
                 target,
                 owner_active_orders,
-            } => {
-                if self.is_placed() {
-                    return Err(OrderError::AlreadyPlaced);
-                }
-                let placed = OrderEvent::OrderPlaced {
+            } => self.decide_placement(
+                Placement {
                     order_id,
                     owner,
                     url: None,
                     product_id: Some(product_id),
-                    target: checked_target(target)?,
+                    target,
                     // Not scraped: the product's events bring its price at once.
                     check_interval_secs: DEFAULT_CHECK_INTERVAL_SECS,
                     selector: None,
-                };
-                if owner_active_orders >= MAX_ACTIVE_ORDERS_PER_USER {
-                    return Err(OrderError::TooManyActiveOrders {
-                        max: MAX_ACTIVE_ORDERS_PER_USER,
-                    });
-                }
-                Ok(vec![placed])
-            }
+                },
+                owner_active_orders,
+            ),
             OrderCommand::ChangeTarget { target } => {
                 let current_target = self.placed_and_not_cancelled()?;
                 if target.currency() != current_target.currency() {
@@ -580,6 +575,42 @@ impl Order {
                 extractor,
             } => self.decide_observation(check_id, price, availability, extractor),
         }
+    }
+
+    /// A placement as asked (`placed`), its values checked, if the owner has room
+    /// for another order.
+    fn decide_placement(
+        &self,
+        placed: Placement,
+        owner_active_orders: u32,
+    ) -> Result<Vec<OrderEvent>, OrderError> {
+        if self.is_placed() {
+            return Err(OrderError::AlreadyPlaced);
+        }
+        let Placement {
+            order_id,
+            owner,
+            url,
+            product_id,
+            target,
+            check_interval_secs,
+            selector,
+        } = placed;
+        let placed = OrderEvent::OrderPlaced {
+            order_id,
+            owner,
+            url,
+            product_id,
+            target: checked_target(target)?,
+            check_interval_secs: checked_check_interval(check_interval_secs)?,
+            selector: checked_selector(selector)?,
+        };
+        if owner_active_orders >= MAX_ACTIVE_ORDERS_PER_USER {
+            return Err(OrderError::TooManyActiveOrders {
+                max: MAX_ACTIVE_ORDERS_PER_USER,
+            });
+        }
+        Ok(vec![placed])
     }
 
     /// The current target of a placed order that is not cancelled.

@@ -32,6 +32,26 @@ const PRODUCT_CHANGES: [&str; 6] = [
     "ProductRetired",
 ];
 
+/// Follows the catalog as a competing consumer of product and order events until
+/// `shutdown`.
+pub async fn serve(
+    events: EventStore,
+    jetstream: &async_nats::jetstream::Context,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    crate::consumer::consume(
+        jetstream,
+        orders_nats::work::CATALOG_POLICY,
+        8,
+        shutdown,
+        move |event| {
+            let events = events.clone();
+            async move { follow_catalog(&events, event).await }
+        },
+    )
+    .await
+}
+
 /// The step for one log message.
 pub async fn follow_catalog(events: &EventStore, event: LogEvent) -> Outcome {
     let (product_id, only) = match event.aggregate_type.as_str() {

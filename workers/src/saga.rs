@@ -78,6 +78,43 @@ impl Saga {
         }
     }
 
+    /// Runs the saga's two duties until `shutdown`: its steps, a competing consumer
+    /// of purchase events (`concurrency` at a time), and, while `lease` is held, the
+    /// time bound.
+    pub async fn serve(
+        &self,
+        jetstream: &async_nats::jetstream::Context,
+        concurrency: usize,
+        lease: orders_nats::leader::LeaderLease,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> anyhow::Result<()> {
+        let stepping = {
+            let saga = self.clone();
+            crate::consumer::consume(
+                jetstream,
+                orders_nats::work::SAGA,
+                concurrency,
+                shutdown.clone().cancelled_owned(),
+                move |event| {
+                    let saga = saga.clone();
+                    async move { saga.handle(event).await }
+                },
+            )
+        };
+        let bounding = {
+            let saga = self.clone();
+            orders_nats::leader::lead(lease, orders_nats::LEADER_LEASE, shutdown, move || {
+                let saga = saga.clone();
+                async move { saga.run_time_bound().await }
+            })
+        };
+        tokio::try_join!(
+            async { stepping.await.context("the saga's steps") },
+            async { bounding.await.context("the saga's time bound") },
+        )?;
+        Ok(())
+    }
+
     /// The step for one log message.
     pub async fn handle(&self, event: LogEvent) -> Outcome {
         if event.aggregate_type != "purchase"

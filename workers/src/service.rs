@@ -114,54 +114,21 @@ pub async fn run(
             async move { email.handle(event).await }
         },
     );
-    let catalog_events = events.clone();
-    let following_catalog = crate::consumer::consume(
+    let following_catalog =
+        crate::catalog_policy::serve(events.clone(), &jetstream, until_stopped());
+    let purchase_saga = saga.serve(
         &jetstream,
-        orders_nats::work::CATALOG_POLICY,
-        8,
-        until_stopped(),
-        move |event| {
-            let events = catalog_events.clone();
-            async move { crate::catalog_policy::follow_catalog(&events, event).await }
-        },
+        config.saga_concurrency,
+        orders_nats::leader::LeaderLease::new(leaders, "saga-timeouts", instance),
+        shutdown.clone(),
     );
-    let saga_steps = {
-        let saga = saga.clone();
-        crate::consumer::consume(
-            &jetstream,
-            orders_nats::work::SAGA,
-            config.saga_concurrency,
-            until_stopped(),
-            move |event| {
-                let saga = saga.clone();
-                async move { saga.handle(event).await }
-            },
-        )
-    };
-    let saga_time_bound = {
-        let lease = orders_nats::leader::LeaderLease::new(leaders, "saga-timeouts", instance);
-        orders_nats::leader::lead(
-            lease,
-            orders_nats::LEADER_LEASE,
-            shutdown.clone(),
-            move || {
-                let saga = saga.clone();
-                async move { saga.run_time_bound().await }
-            },
-        )
-    };
     tracing::info!(
         "workers running: scheduler (while leader), scraper, price policy, catalog policy, e-mail, purchase saga"
     );
     tokio::try_join!(
         async { scheduling.await.context("the scheduler") },
-        async { saga_steps.await.context("the purchase saga") },
+        async { purchase_saga.await.context("the purchase saga") },
         async { following_catalog.await.context("the catalog policy") },
-        async {
-            saga_time_bound
-                .await
-                .context("the purchase saga's time bound")
-        },
         async { scraping.await.context("the scraper") },
         async { recording.await.context("the price policy") },
         async { mailing.await.context("the e-mail worker") },

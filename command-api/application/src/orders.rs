@@ -124,24 +124,7 @@ pub async fn place_order(
             });
         }
         let order_id = OrderId::new();
-        let command = match &order.source {
-            OrderSource::Page(url) => OrderCommand::Place {
-                order_id,
-                owner,
-                url: url.clone(),
-                target: order.target,
-                check_interval_secs: order.check_interval_secs,
-                selector: order.selector.clone(),
-                owner_active_orders: facts.active_orders,
-            },
-            OrderSource::Catalog(product_id) => OrderCommand::PlaceOnCatalog {
-                order_id,
-                owner,
-                product_id: *product_id,
-                target: order.target,
-                owner_active_orders: facts.active_orders,
-            },
-        };
+        let command = placement_command(&order, order_id, facts.active_orders);
         let outcome = events
             .execute_placement(
                 &order_id.to_string(),
@@ -200,6 +183,28 @@ pub async fn place_order(
         }
     }
     Err(PlaceOrderError::TooManyConflicts)
+}
+
+/// The order command a placement is, for the owner's `active_orders`.
+fn placement_command(order: &PlaceOrder, order_id: OrderId, active_orders: u32) -> OrderCommand {
+    match &order.source {
+        OrderSource::Page(url) => OrderCommand::Place {
+            order_id,
+            owner: order.owner,
+            url: url.clone(),
+            target: order.target,
+            check_interval_secs: order.check_interval_secs,
+            selector: order.selector.clone(),
+            owner_active_orders: active_orders,
+        },
+        OrderSource::Catalog(product_id) => OrderCommand::PlaceOnCatalog {
+            order_id,
+            owner: order.owner,
+            product_id: *product_id,
+            target: order.target,
+            owner_active_orders: active_orders,
+        },
+    }
 }
 
 /// The order the metadata's idempotency key already placed for this owner, if it

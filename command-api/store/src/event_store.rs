@@ -783,6 +783,18 @@ struct OrdersEventRepository {
 pub const CHECK_CLAIM_LEASE: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 
 impl OrdersEventRepository {
+    /// The statement that appends an aggregate's events (with what it keeps in step).
+    fn statement_for<A: Aggregate>(&self) -> crate::statements::Statement {
+        match (A::TYPE, &self.guard) {
+            (Order::TYPE, Some(_)) => INSERT_GUARDED_PLACEMENT,
+            (Order::TYPE, None) => INSERT_ORDER_EVENTS,
+            (User::TYPE, _) => INSERT_USER_EVENTS,
+            (PriceCheck::TYPE, _) => INSERT_PRICE_CHECK_EVENTS,
+            (Purchase::TYPE, _) => INSERT_PURCHASE_EVENTS,
+            _ => INSERT_EVENTS,
+        }
+    }
+
     async fn insert_events<A: Aggregate>(
         &self,
         events: &[SerializedEvent],
@@ -821,14 +833,7 @@ impl OrdersEventRepository {
             payloads.push(&event.payload);
             metadata.push(&event.metadata);
         }
-        let statement = match (A::TYPE, &self.guard) {
-            (Order::TYPE, Some(_)) => INSERT_GUARDED_PLACEMENT,
-            (Order::TYPE, None) => INSERT_ORDER_EVENTS,
-            (User::TYPE, _) => INSERT_USER_EVENTS,
-            (PriceCheck::TYPE, _) => INSERT_PRICE_CHECK_EVENTS,
-            (Purchase::TYPE, _) => INSERT_PURCHASE_EVENTS,
-            _ => INSERT_EVENTS,
-        };
+        let statement = self.statement_for::<A>();
         let owner = self.guard.as_ref().map(|guard| guard.owner.to_string());
         let credentials_version = self
             .guard

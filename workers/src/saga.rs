@@ -88,7 +88,7 @@ impl Saga {
         lease: orders_nats::leader::LeaderLease,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> anyhow::Result<()> {
-        let stepping = {
+        let stepping = Box::pin({
             let saga = self.clone();
             crate::consumer::consume(
                 jetstream,
@@ -100,14 +100,14 @@ impl Saga {
                     async move { saga.handle(event).await }
                 },
             )
-        };
-        let bounding = {
+        });
+        let bounding = Box::pin({
             let saga = self.clone();
             orders_nats::leader::lead(lease, orders_nats::LEADER_LEASE, shutdown, move || {
                 let saga = saga.clone();
                 async move { saga.run_time_bound().await }
             })
-        };
+        });
         tokio::try_join!(
             async { stepping.await.context("the saga's steps") },
             async { bounding.await.context("the saga's time bound") },

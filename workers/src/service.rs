@@ -69,7 +69,9 @@ pub async fn run(
 
     let saga = crate::saga::Saga::new(events.clone(), config.saga_timeout);
 
-    let scheduling = {
+    // Every duty is boxed: in a debug build their futures are large, and a test
+    // that runs `serve all` on its own thread's stack overflowed it.
+    let scheduling = Box::pin({
         let lease =
             orders_nats::leader::LeaderLease::new(leaders.clone(), "scheduler", instance.clone());
         let tick = config.scheduler_tick;
@@ -82,8 +84,8 @@ pub async fn run(
                 async move { scheduler.run(tick).await }
             },
         )
-    };
-    let scraping = crate::consumer::consume(
+    });
+    let scraping = Box::pin(crate::consumer::consume(
         &jetstream,
         orders_nats::work::SCRAPER,
         config.scraper_concurrency,
@@ -92,9 +94,9 @@ pub async fn run(
             let scraper = scraper.clone();
             async move { scraper.handle(event).await }
         },
-    );
+    ));
     let policy_events = events.clone();
-    let recording = crate::consumer::consume(
+    let recording = Box::pin(crate::consumer::consume(
         &jetstream,
         orders_nats::work::PRICE_POLICY,
         8,
@@ -103,8 +105,8 @@ pub async fn run(
             let events = policy_events.clone();
             async move { crate::policy::record_observation(&events, event).await }
         },
-    );
-    let mailing = crate::consumer::consume(
+    ));
+    let mailing = Box::pin(crate::consumer::consume(
         &jetstream,
         orders_nats::work::EMAIL,
         4,
@@ -113,15 +115,18 @@ pub async fn run(
             let email = email.clone();
             async move { email.handle(event).await }
         },
-    );
-    let following_catalog =
-        crate::catalog_policy::serve(events.clone(), &jetstream, until_stopped());
-    let purchase_saga = saga.serve(
+    ));
+    let following_catalog = Box::pin(crate::catalog_policy::serve(
+        events.clone(),
+        &jetstream,
+        until_stopped(),
+    ));
+    let purchase_saga = Box::pin(saga.serve(
         &jetstream,
         config.saga_concurrency,
         orders_nats::leader::LeaderLease::new(leaders, "saga-timeouts", instance),
         shutdown.clone(),
-    );
+    ));
     tracing::info!(
         "workers running: scheduler (while leader), scraper, price policy, catalog policy, e-mail, purchase saga"
     );

@@ -48,7 +48,7 @@ use orders_domain::purchase::{
     Purchase, PurchaseError, PurchaseLine, PurchaseStatus, RejectionReason,
 };
 use orders_nats::LogEvent;
-use orders_store::event_store::{CommandMetadata, EventStore};
+use orders_store::event_store::{CommandMetadata, EventStore, RelayWaker};
 
 use crate::consumer::Outcome;
 use crate::work_metadata::caused_by;
@@ -88,8 +88,9 @@ impl Saga {
         lease: orders_nats::leader::LeaderLease,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> anyhow::Result<()> {
+        let this = self.waking_the_relay(jetstream);
         let stepping = Box::pin({
-            let saga = self.clone();
+            let saga = this.clone();
             crate::consumer::consume(
                 jetstream,
                 orders_nats::work::SAGA,
@@ -102,7 +103,7 @@ impl Saga {
             )
         });
         let bounding = Box::pin({
-            let saga = self.clone();
+            let saga = this;
             orders_nats::leader::lead(lease, orders_nats::LEADER_LEASE, shutdown, move || {
                 let saga = saga.clone();
                 async move { saga.run_time_bound().await }
@@ -113,6 +114,23 @@ impl Saga {
             async { bounding.await.context("the saga's time bound") },
         )?;
         Ok(())
+    }
+
+    /// This saga with an event store that wakes the relay after every append, as
+    /// the API's does after a command. Without it, what the saga stores waited for
+    /// the relay's idle poll (`ORDERS_RELAY_POLL_MS`, 100 ms by default) whenever no
+    /// command happened to wake the relay meanwhile: at 5 purchases/s that poll was
+    /// most of placed → settled (p50 110 ms, against 6 ms for the placement).
+    fn waking_the_relay(&self, jetstream: &async_nats::jetstream::Context) -> Self {
+        let events = self
+            .events
+            .clone()
+            .with_relay_waker(Some(RelayWaker::new(jetstream.client())));
+        Self {
+            desk: StockDesk::new(events.clone()),
+            events,
+            timeout: self.timeout,
+        }
     }
 
     /// The step for one log message.

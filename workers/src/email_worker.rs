@@ -21,7 +21,6 @@ use orders_domain::email::EmailAddress;
 use orders_domain::ids::{ProductId, UserId};
 use orders_domain::order::{Order, OrderEvent};
 use orders_domain::price_check::PriceCheck;
-use orders_domain::product::Product;
 use orders_domain::purchase::{PricedLine, Purchase, PurchaseEvent, RejectionReason};
 use orders_domain::user::{User, UserEvent};
 use orders_nats::LogEvent;
@@ -312,14 +311,14 @@ impl EmailWorker {
 
     /// The product's name and SKU, or `None` if the catalog has no such product.
     async fn product_label(&self, product_id: ProductId) -> anyhow::Result<Option<ProductLabel>> {
-        let (product, _) = self
+        let label = self
             .events
-            .load::<Product>(&product_id.to_string())
+            .product_label(product_id)
             .await
-            .with_context(|| format!("loading the product {product_id}"))?;
-        Ok(product.is_added().then(|| ProductLabel {
-            name: product.name().to_owned(),
-            sku: product.sku().map(|sku| sku.as_str().to_owned()),
+            .with_context(|| format!("reading the name of product {product_id}"))?;
+        Ok(label.map(|(sku, name)| ProductLabel {
+            name,
+            sku: Some(sku),
         }))
     }
 
@@ -399,12 +398,11 @@ impl EmailWorker {
         let product_id = order
             .product_id()
             .context("an order follows a page or a catalog product")?;
-        let (product, _) = self
-            .events
-            .load::<orders_domain::product::Product>(&product_id.to_string())
-            .await
-            .context("loading the catalog product")?;
-        let title = Some(product.name().to_owned()).filter(|name| !name.is_empty());
+        let title = self
+            .product_label(product_id)
+            .await?
+            .map(|label| label.name)
+            .filter(|name| !name.is_empty());
         Ok((title, self.page(&format!("/app/products/{product_id}"))?))
     }
 

@@ -38,14 +38,14 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
-use orders_application::purchases::{confirm_purchase, reject_purchase};
+use orders_application::purchases::{decide_on_held, reject_purchase};
 use orders_application::stock::AttributedRequest;
 use orders_application::CommandError;
 use orders_domain::ids::PurchaseId;
 use orders_domain::money::Money;
 use orders_domain::product::{StockOutcome, StockRequest};
 use orders_domain::purchase::{
-    Purchase, PurchaseError, PurchaseLine, PurchaseStatus, RejectionReason,
+    Purchase, PurchaseCommand, PurchaseError, PurchaseLine, PurchaseStatus, RejectionReason,
 };
 use orders_nats::LogEvent;
 use orders_store::event_store::{CommandMetadata, EventStore, RelayWaker};
@@ -166,7 +166,7 @@ impl Saga {
         metadata: &CommandMetadata,
     ) -> anyhow::Result<Option<PurchaseStatus>> {
         for _round in 0..ROUNDS {
-            let (purchase, _) = self
+            let (purchase, sequence) = self
                 .events
                 .load::<Purchase>(&purchase_id.to_string())
                 .await
@@ -176,7 +176,10 @@ impl Saga {
             };
             let settled = match status {
                 PurchaseStatus::Pending => {
-                    match self.reserve_and_decide(&purchase, metadata).await? {
+                    match self
+                        .reserve_and_decide(&purchase, sequence, metadata)
+                        .await?
+                    {
                         Some(verdict) => return Ok(Some(verdict)),
                         None => false,
                     }
@@ -200,35 +203,33 @@ impl Saga {
         anyhow::bail!("the purchase kept changing while the saga settled it")
     }
 
-    /// Reserves every line of a pending purchase, then confirms or rejects it;
-    /// answers the verdict, or `None` when the purchase was no longer pending when
-    /// the verdict came (start over on its new status).
+    /// Reserves every line of a pending purchase (loaded at `sequence`), then
+    /// confirms or rejects it; answers the verdict, or `None` when the purchase was
+    /// no longer pending when the verdict came (start over on its new status).
     async fn reserve_and_decide(
         &self,
         purchase: &Purchase,
+        sequence: usize,
         metadata: &CommandMetadata,
     ) -> anyhow::Result<Option<PurchaseStatus>> {
-        let purchase_id = purchase.id().context("a placed purchase has an id")?;
         let outcomes = self
             .on_every_line(purchase, metadata, StockAction::Reserve)
             .await?;
-        let (status, stored) = match verdict(purchase.lines(), &outcomes) {
+        let (status, command) = match verdict(purchase.lines(), &outcomes) {
             Ok(unit_prices) => (
                 PurchaseStatus::Confirmed,
-                confirm_purchase(&self.events, purchase_id, unit_prices, metadata).await,
+                PurchaseCommand::Confirm { unit_prices },
             ),
             Err(reason) => {
-                self.on_every_line(purchase, metadata, StockAction::Release)
-                    .await?;
-                (
-                    PurchaseStatus::Rejected,
-                    reject_purchase(&self.events, purchase_id, reason, metadata).await,
-                )
+                self.release_reserved(purchase, &outcomes, metadata).await?;
+                (PurchaseStatus::Rejected, PurchaseCommand::Reject { reason })
             }
         };
-        match stored {
+        // On the purchase as loaded: whatever was stored on it since (a
+        // cancellation) is a conflict, and the step starts over.
+        match decide_on_held(&self.events, purchase, sequence, command, metadata).await {
             Ok(_) => Ok(Some(status)),
-            Err(CommandError::Refused(PurchaseError::IllegalTransition { .. })) => Ok(None),
+            Err(CommandError::Conflict) => Ok(None),
             Err(error) => Err(anyhow::Error::new(error).context("storing the saga's verdict")),
         }
     }
@@ -252,6 +253,35 @@ impl Saga {
             )
         });
         futures::future::try_join_all(asks).await
+    }
+
+    /// Releases the lines this step found reserved (`outcomes`, in the lines'
+    /// order) before the purchase is rejected. A line refused, or on an unknown or
+    /// retired product, holds nothing: a product answers a repeated reservation
+    /// from the one it holds, so a reservation of an earlier try shows as reserved.
+    async fn release_reserved(
+        &self,
+        purchase: &Purchase,
+        outcomes: &[StockOutcome],
+        metadata: &CommandMetadata,
+    ) -> anyhow::Result<()> {
+        let purchase_id = purchase.id().context("a placed purchase has an id")?;
+        let releases = purchase
+            .lines()
+            .iter()
+            .zip(outcomes)
+            .filter(|(_, outcome)| matches!(outcome, StockOutcome::Reserved { .. }))
+            .map(|(line, _)| {
+                self.desk.ask(
+                    line.product_id,
+                    AttributedRequest {
+                        request: StockAction::Release.request(purchase_id, line),
+                        metadata: metadata.clone(),
+                    },
+                )
+            });
+        futures::future::try_join_all(releases).await?;
+        Ok(())
     }
 
     /// Rejects (`timed_out`) every purchase still pending that was placed before

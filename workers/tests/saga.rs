@@ -354,3 +354,71 @@ async fn two_instances_racing_for_one_product_never_oversell() {
     );
     assert_reservations_match_purchases(&pool).await;
 }
+
+/// A saga instance holds each product between its batches; what others store on
+/// the product meanwhile (an administrator's adjustment, another instance's
+/// reservation) is never decided on stale: a reservation on the state held is a
+/// conflict, and a release that found nothing held checks the product first.
+#[tokio::test]
+async fn an_instance_holding_a_product_sees_what_others_stored_since() {
+    let (events, pool) = store().await;
+    let holding = Saga::new(events.clone(), Duration::from_secs(30));
+    let other = Saga::new(events.clone(), Duration::from_secs(30));
+    let kettle = add_product(&events, usd("20"), 2).await;
+    let first = place(&events, &[(kettle, 1)]).await;
+    assert_eq!(
+        settle(&holding, first).await,
+        Some(PurchaseStatus::Confirmed)
+    );
+
+    // Three more units, then another instance takes all four available.
+    let adjust = ProductCommand::AdjustStock {
+        quantity: 3,
+        reason: "delivery".to_owned(),
+    };
+    events
+        .execute::<Product>(&kettle.to_string(), adjust, &metadata())
+        .await
+        .unwrap();
+    let bulk = place(&events, &[(kettle, 4)]).await;
+    assert_eq!(settle(&other, bulk).await, Some(PurchaseStatus::Confirmed));
+
+    // The holding instance's state says one is available; the product says none.
+    let late = place(&events, &[(kettle, 1)]).await;
+    assert_eq!(settle(&holding, late).await, Some(PurchaseStatus::Rejected));
+    assert_eq!(
+        purchase(&events, late).await.reason(),
+        Some(RejectionReason::OutOfStock {
+            product_id: kettle,
+            requested: 1,
+            available: 0
+        })
+    );
+
+    // Another reservation the holding instance has not seen, then its release
+    // asked of the holding instance: it must find the reservation and release it.
+    let cancel = PurchaseCommand::Cancel {
+        by: Canceller::Buyer,
+    };
+    events
+        .execute::<Purchase>(&first.to_string(), cancel.clone(), &metadata())
+        .await
+        .unwrap();
+    assert_eq!(settle(&other, first).await, Some(PurchaseStatus::Cancelled));
+    let unseen = place(&events, &[(kettle, 1)]).await;
+    assert_eq!(
+        settle(&other, unseen).await,
+        Some(PurchaseStatus::Confirmed)
+    );
+    events
+        .execute::<Purchase>(&unseen.to_string(), cancel, &metadata())
+        .await
+        .unwrap();
+    assert_eq!(
+        settle(&holding, unseen).await,
+        Some(PurchaseStatus::Cancelled)
+    );
+    let kettle_now = product(&events, kettle).await;
+    assert_eq!((kettle_now.reserved(), kettle_now.available()), (4, 1));
+    assert_reservations_match_purchases(&pool).await;
+}

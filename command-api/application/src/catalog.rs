@@ -206,6 +206,19 @@ pub async fn record_product_on_orders(
     metadata: &CommandMetadata,
 ) -> Result<usize, CommandError<OrderError>> {
     let observation_id = uuid::Uuid::now_v7();
+    // The followers first: most products' stock events (a flash sale's thousands
+    // of reservations) concern no tracking order, and then the product, whose
+    // load reads every reservation it holds, is not loaded at all.
+    let orders = match only {
+        Some(order_id) => vec![order_id],
+        None => events
+            .orders_following_product(product_id)
+            .await
+            .map_err(|error| CommandError::Store(StoreFailure::new(error)))?,
+    };
+    if orders.is_empty() {
+        return Ok(0);
+    }
     let (product, _) = events
         .load::<Product>(&product_id.to_string())
         .await
@@ -214,13 +227,6 @@ pub async fn record_product_on_orders(
         return Ok(0);
     }
     let (price, availability) = product_observation(&product);
-    let orders = match only {
-        Some(order_id) => vec![order_id],
-        None => events
-            .orders_following_product(product_id)
-            .await
-            .map_err(|error| CommandError::Store(StoreFailure::new(error)))?,
-    };
     let mut recorded = 0;
     for order_id in orders {
         let id = order_id.to_string();

@@ -205,18 +205,6 @@ pub async fn set_purchase_status(
     execute_on_purchase(events, purchase_id, command, metadata).await
 }
 
-/// The saga confirms a purchase whose every line is reserved, at the unit prices
-/// the stock was reserved at (one per line, in the lines' order).
-pub async fn confirm_purchase(
-    events: &EventStore,
-    purchase_id: PurchaseId,
-    unit_prices: Vec<orders_domain::money::Money>,
-    metadata: &CommandMetadata,
-) -> Result<CommandReceipt, CommandError<PurchaseError>> {
-    let command = PurchaseCommand::Confirm { unit_prices };
-    execute_on_purchase(events, purchase_id, command, metadata).await
-}
-
 /// The saga (or its time bound) rejects a pending purchase.
 pub async fn reject_purchase(
     events: &EventStore,
@@ -226,6 +214,30 @@ pub async fn reject_purchase(
 ) -> Result<CommandReceipt, CommandError<PurchaseError>> {
     let command = PurchaseCommand::Reject { reason };
     execute_on_purchase(events, purchase_id, command, metadata).await
+}
+
+/// The saga's verdict (`Confirm` or `Reject`) on a purchase it loaded at
+/// `sequence` and has held since (while it reserved the stock): decided on that
+/// state and appended after it, without loading it again. A command stored
+/// meanwhile (the buyer cancelled) makes it a `Conflict`, and nothing is stored:
+/// load it and start over.
+pub async fn decide_on_held(
+    events: &EventStore,
+    purchase: &Purchase,
+    sequence: usize,
+    command: PurchaseCommand,
+    metadata: &CommandMetadata,
+) -> Result<CommandReceipt, CommandError<PurchaseError>> {
+    let purchase_id = purchase.id().ok_or(CommandError::NotFound)?;
+    let decided = purchase
+        .decide(command)
+        .map_err(CommandError::Refused)?
+        .into_iter()
+        .map(|event| (event, metadata.clone()))
+        .collect();
+    Ok(events
+        .append_decided::<Purchase>(&purchase_id.to_string(), sequence, decided)
+        .await?)
 }
 
 /// Runs a command on a purchase, decided again on the new state when the saga

@@ -89,6 +89,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "catalog orders",
         include_str!("../migrations/0016_catalog_orders.sql"),
     ),
+    (
+        17,
+        "product labels",
+        include_str!("../migrations/0017_product_labels.sql"),
+    ),
 ];
 
 pub fn migrator() -> Migrator {

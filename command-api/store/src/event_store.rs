@@ -531,32 +531,21 @@ impl EventStore {
         self.receipt_of::<A>(aggregate_id, &receipt).await
     }
 
-    /// Runs a decision whose outcome the caller needs besides the events (the saga's
-    /// batch of stock requests: which were reserved, at what price): loads the
-    /// aggregate, hands it to `decide`, and appends the events it returns, each with
-    /// its own metadata (a batch serves several purchases, and each event is
-    /// attributed to the one it is for), after the sequence it was loaded at (an
-    /// append in between: `AggregateConflict`, and nothing is stored). The outcome
-    /// describes the state the events were decided on, so it holds exactly when
-    /// they were stored.
-    pub async fn decide_and_append<A, T>(
+    /// Appends `events`, decided by the caller on the aggregate as it stood at
+    /// `after_sequence` (a state it loaded, or holds and keeps up to date), in one
+    /// statement, each with its own metadata. If anything was appended after
+    /// `after_sequence`: `AggregateConflict`, and nothing is stored. No events: the
+    /// receipt of the aggregate's last event, and nothing is checked.
+    pub async fn append_decided<A>(
         &self,
         aggregate_id: &str,
-        decide: impl FnOnce(&A) -> (Vec<(A::Event, CommandMetadata)>, T),
-    ) -> Result<(CommandReceipt, T), AggregateError<A::Error>>
+        after_sequence: usize,
+        events: Vec<(A::Event, CommandMetadata)>,
+    ) -> Result<CommandReceipt, AggregateError<A::Error>>
     where
         A: Aggregate<Services = ()>,
     {
         let receipt = Arc::new(Mutex::new(None));
-        let loaded = Arc::new(Mutex::new(LoadedStream::default()));
-        let store = self.persisted_store::<A>(
-            receipt.clone(),
-            loaded.clone(),
-            Stream::Existing,
-            WriteExtras::default(),
-        );
-        let context = store.load_aggregate(aggregate_id).await?;
-        let (events, outcome) = decide(&context.aggregate);
         if !events.is_empty() {
             let mut serialized = Vec::with_capacity(events.len());
             for (offset, (event, metadata)) in events.into_iter().enumerate() {
@@ -566,7 +555,7 @@ impl EventStore {
                     .map_err(|error| AggregateError::UnexpectedError(Box::new(error)))?;
                 serialized.push(SerializedEvent::new(
                     aggregate_id.to_owned(),
-                    context.current_sequence + offset + 1,
+                    after_sequence + offset + 1,
                     A::TYPE.to_owned(),
                     event.event_type(),
                     event.event_version(),
@@ -576,15 +565,14 @@ impl EventStore {
             }
             self.repository(
                 receipt.clone(),
-                loaded.clone(),
+                Arc::default(),
                 Stream::Existing,
                 WriteExtras::default(),
             )
             .persist::<A>(&serialized, None)
             .await?;
         }
-        self.snapshot_after_command::<A>(aggregate_id, &loaded);
-        Ok((self.receipt_of::<A>(aggregate_id, &receipt).await?, outcome))
+        self.receipt_of::<A>(aggregate_id, &receipt).await
     }
 
     /// After a command whose load applied many events, loads again in the
@@ -654,6 +642,24 @@ impl EventStore {
         }))
     }
 
+    /// The sequence of an aggregate's last event (0 when it has none).
+    pub async fn last_sequence(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<usize, sqlx::Error> {
+        let sequence: Option<i64> = sqlx::query_scalar(
+            "SELECT max(sequence) FROM events WHERE aggregate_type = $1 AND aggregate_id = $2",
+        )
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(sequence.map_or(0, |sequence| {
+            usize::try_from(sequence).unwrap_or(usize::MAX)
+        }))
+    }
+
     /// The order `owner` already placed under an idempotency key, with its
     /// `OrderPlaced` payload (what it asked for), if any.
     pub async fn order_placed_with_idempotency_key(
@@ -710,6 +716,31 @@ impl EventStore {
         .fetch_all(&self.pool)
         .await?;
         Ok(ids.iter().filter_map(|id| id.parse().ok()).collect())
+    }
+
+    /// Catalog product `product_id`'s SKU and current name, or `None` if it was
+    /// never added: two index lookups, where loading the product would read (and
+    /// decode) every reservation it holds.
+    pub async fn product_label(
+        &self,
+        product_id: orders_domain::ids::ProductId,
+    ) -> Result<Option<(String, String)>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT added.payload -> 'ProductAdded' ->> 'sku',
+                    coalesce(updated.payload -> 'ProductUpdated' ->> 'name',
+                             added.payload -> 'ProductAdded' ->> 'name')
+               FROM events added
+               LEFT JOIN LATERAL (
+                     SELECT payload FROM events
+                      WHERE aggregate_type = 'product' AND aggregate_id = added.aggregate_id
+                        AND event_type = 'ProductUpdated'
+                      ORDER BY sequence DESC LIMIT 1) updated ON true
+              WHERE added.aggregate_type = 'product' AND added.aggregate_id = $1
+                AND added.sequence = 1 AND added.event_type = 'ProductAdded'",
+        )
+        .bind(product_id.to_string())
+        .fetch_optional(&self.pool)
+        .await
     }
 
     /// The purchases still pending that were placed before `placed_before`, oldest

@@ -225,20 +225,22 @@ async fn place_all(
 /// Counts settling events on the log until `expected` have passed, then waits
 /// until the `purchases` view has applied the last of them; answers that moment.
 /// Only the sale's purchases are pending while it runs, so every settling event
-/// is one of them.
+/// is one of them. Counted by purchase: a core subscription sees a publish the
+/// relay retried (after a slow acknowledgement) twice, though the stream stored
+/// it once.
 async fn settled_in_view(
     mut settling: async_nats::Subscriber,
     expected: usize,
     pool: PgPool,
 ) -> anyhow::Result<Instant> {
-    let mut seen = 0;
+    let mut settled = std::collections::HashSet::with_capacity(expected);
     let mut last = LogPosition::default();
     let counting = async {
-        while seen < expected {
+        while settled.len() < expected {
             let message = settling.next().await.context("the subscription ended")?;
             if let Some(event) = decode(&message).filter(|event| settles(event).is_some()) {
-                seen += 1;
                 last = last.max(event.position());
+                settled.insert(event.aggregate_id);
             }
         }
         anyhow::Ok(())
@@ -246,7 +248,8 @@ async fn settled_in_view(
     let counted = tokio::time::timeout(SETTLE_PATIENCE, counting).await;
     anyhow::ensure!(
         counted.is_ok(),
-        "{seen} of {expected} purchases settled on the log in {} s",
+        "{} of {expected} purchases settled on the log in {} s",
+        settled.len(),
         SETTLE_PATIENCE.as_secs()
     );
     counted??;

@@ -7,8 +7,11 @@
 //! (`orders_application::stock::handle_stock_requests`). While one batch is being
 //! stored, the next gathers, so batches grow with the load: a flash sale of
 //! thousands of buyers is a few dozen appends, not thousands of optimistic-
-//! concurrency retries. Only another saga instance appending to the same product
-//! can conflict; the batch is then decided again on the new state.
+//! concurrency retries. The task holds the product between batches
+//! ([`HeldProduct`]), so a batch costs one append, not a load of every reservation
+//! the product holds and then an append. Only another saga instance (or an
+//! administrator's command) appending to the same product can conflict; the
+//! product is then loaded again and the batch decided again on it.
 //!
 //! A product's task ends after a quiet minute; a request that raced with its end is
 //! asked again of a new task.
@@ -17,7 +20,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use orders_application::stock::{handle_stock_requests, AttributedRequest};
+use orders_application::stock::{handle_stock_requests_on, AttributedRequest, HeldProduct};
 use orders_application::CommandError;
 use orders_domain::ids::ProductId;
 use orders_domain::product::StockOutcome;
@@ -120,6 +123,7 @@ async fn serve_product(
     mut asks: mpsc::UnboundedReceiver<Ask>,
     desk: StockDesk,
 ) {
+    let mut held = None;
     loop {
         let first = match tokio::time::timeout(IDLE, asks.recv()).await {
             Ok(Some(first)) => first,
@@ -136,7 +140,7 @@ async fn serve_product(
                     late.push(ask);
                 }
                 if !late.is_empty() {
-                    decide_batch(&events, product_id, late).await;
+                    decide_batch(&events, product_id, &mut held, late).await;
                 }
                 return;
             }
@@ -148,26 +152,43 @@ async fn serve_product(
                 Err(_) => break,
             }
         }
-        decide_batch(&events, product_id, batch).await;
+        decide_batch(&events, product_id, &mut held, batch).await;
     }
 }
 
-/// Decides and stores one batch, answering each request.
-async fn decide_batch(events: &EventStore, product_id: ProductId, batch: Vec<Ask>) {
+/// Decides and stores one batch on the product held (loaded first if it is not),
+/// answering each request. After a failure the product is no longer held.
+async fn decide_batch(
+    events: &EventStore,
+    product_id: ProductId,
+    held: &mut Option<HeldProduct>,
+    batch: Vec<Ask>,
+) {
     let requests: Vec<AttributedRequest> = batch.iter().map(|ask| ask.request.clone()).collect();
     let mut attempts = 0;
     let decided = loop {
         attempts += 1;
-        match handle_stock_requests(events, product_id, &requests).await {
+        let product = match held.as_mut() {
+            Some(product) => product,
+            None => match HeldProduct::load(events, product_id).await {
+                Ok(product) => held.insert(product),
+                Err(error) => break Err(error),
+            },
+        };
+        match handle_stock_requests_on(events, product_id, product, &requests).await {
             Err(CommandError::Conflict) if attempts < ATTEMPTS_ON_CONFLICT => {
                 // Another instance appended first: decide again on what it left,
                 // after a short random pause so the two do not collide in step.
+                *held = None;
                 let pause = rand_millis(attempts.min(10) as u64 * 2);
                 tokio::time::sleep(Duration::from_millis(pause)).await;
             }
             outcome => break outcome,
         }
     };
+    if decided.is_err() {
+        *held = None;
+    }
     match decided {
         Ok((_, outcomes)) => {
             for (ask, outcome) in batch.into_iter().zip(outcomes) {

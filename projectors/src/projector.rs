@@ -182,10 +182,11 @@ impl Projector {
                                 anyhow::anyhow!("a log message without info: {error}")
                             })?
                             .stream_sequence;
-                        Ok(LogRecord::decode(
+                        Ok(LogRecord::decode_for(
                             sequence,
                             message.headers.as_ref().unwrap_or(&no_headers),
                             &message.payload,
+                            projector.view.reads(),
                         )?)
                     });
                 let failed = record.is_err();

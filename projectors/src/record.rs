@@ -66,7 +66,35 @@ impl LogRecord {
         Self::from_log_event(stream_sequence, LogEvent::decode(headers, body)?)
     }
 
+    /// [`LogRecord::decode`] for a reader of the aggregates `reads` only: a message
+    /// of another aggregate passes by as [`Event::Other`], its payload not read
+    /// (each view reads a few aggregates, and every view reads the whole log).
+    pub fn decode_for(
+        stream_sequence: u64,
+        headers: &HeaderMap,
+        body: &[u8],
+        reads: &[&str],
+    ) -> Result<Self, RecordError> {
+        // The envelope alone first: the payload is parsed below only if it is read.
+        let mut event = LogEvent::decode(headers, b"null")?;
+        if !reads.contains(&event.aggregate_type.as_str()) {
+            return Self::build(stream_sequence, event, false);
+        }
+        event.payload = body.to_vec().into();
+        Self::build(stream_sequence, event, true)
+    }
+
     pub fn from_log_event(stream_sequence: u64, event: LogEvent) -> Result<Self, RecordError> {
+        Self::build(stream_sequence, event, true)
+    }
+
+    /// The record of `event`; its payload decoded if `read_payload`, else it
+    /// passes by as [`Event::Other`].
+    fn build(
+        stream_sequence: u64,
+        event: LogEvent,
+        read_payload: bool,
+    ) -> Result<Self, RecordError> {
         let recorded_at = DateTime::parse_from_rfc3339(&event.recorded_at)
             .map_err(|_| RecordError::RecordedAt {
                 stream_sequence,
@@ -90,7 +118,12 @@ impl LogRecord {
                 stored,
             ))
         };
-        let decoded = match event.aggregate_type.as_str() {
+        let read = if read_payload {
+            event.aggregate_type.as_str()
+        } else {
+            ""
+        };
+        let decoded = match read {
             "user" => Event::User(
                 serde_json::from_value(upcast()?).map_err(|e| payload_error(e.to_string()))?,
             ),
@@ -199,5 +232,41 @@ mod tests {
             LogRecord::from_log_event(9, message),
             Err(RecordError::Payload { .. })
         ));
+    }
+
+    #[test]
+    fn a_view_decodes_only_the_payloads_of_the_aggregates_it_reads() {
+        let id = Uuid::now_v7();
+        let unreadable = log_event(
+            "purchase",
+            id,
+            "PurchasePlaced".to_owned(),
+            br#"{"PurchasePlaced": {"lines": "none"}}"#.to_vec(),
+        );
+        let headers = unreadable.headers();
+        // A reader of products lets it pass by, where it is in the log.
+        let passing =
+            LogRecord::decode_for(5, &headers, &unreadable.payload, &["product"]).unwrap();
+        assert_eq!(passing.event, Event::Other);
+        assert_eq!(passing.position, unreadable.position());
+        assert_eq!(passing.stream_sequence, 5);
+        // A reader of purchases reads it, and stops at it.
+        assert!(matches!(
+            LogRecord::decode_for(5, &headers, &unreadable.payload, &["purchase"]),
+            Err(RecordError::Payload { .. })
+        ));
+        // What it reads, it reads as `decode` does.
+        let retired = ProductEvent::ProductRetired;
+        let message = log_event(
+            "product",
+            id,
+            retired.event_type(),
+            serde_json::to_vec(&retired).unwrap(),
+        );
+        let headers = message.headers();
+        assert_eq!(
+            LogRecord::decode_for(6, &headers, &message.payload, &["product"]).unwrap(),
+            LogRecord::decode(6, &headers, &message.payload).unwrap()
+        );
     }
 }

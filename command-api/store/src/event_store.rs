@@ -649,11 +649,12 @@ impl EventStore {
         aggregate_id: &str,
     ) -> Result<usize, sqlx::Error> {
         let sequence: Option<i64> = sqlx::query_scalar(
-            "SELECT max(sequence) FROM events WHERE aggregate_type = $1 AND aggregate_id = $2",
+            "SELECT sequence FROM events WHERE aggregate_type = $1 AND aggregate_id = $2
+              ORDER BY sequence DESC LIMIT 1",
         )
         .bind(aggregate_type)
         .bind(aggregate_id)
-        .fetch_one(&self.pool)
+        .fetch_optional(&self.pool)
         .await?;
         Ok(sequence.map_or(0, |sequence| {
             usize::try_from(sequence).unwrap_or(usize::MAX)

@@ -37,6 +37,19 @@ impl OutOfOrder {
 }
 
 impl View {
+    /// The aggregates whose events the view folds; the others' payloads are not
+    /// decoded for it (they pass by, and only move its checkpoint).
+    pub fn reads(self) -> &'static [&'static str] {
+        match self {
+            View::Users => &["user"],
+            View::Orders | View::PriceHistory => &["order", "price_check"],
+            View::AdminOverview => &["user", "order", "price_check"],
+            View::Products => &["product"],
+            View::Purchases => &["purchase"],
+            View::Analytics => &["purchase", "order", "price_check"],
+        }
+    }
+
     /// The tables that hold the view (a replay rebuilds and swaps them together).
     pub fn tables(self) -> &'static [&'static str] {
         match self {

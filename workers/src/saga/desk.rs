@@ -4,7 +4,7 @@
 //! Every stock request for a product goes to that product's queue. One task per
 //! product takes whatever is queued (up to [`MAX_BATCH`]), decides it all on the
 //! product as it is now and appends the result with one statement
-//! (`orders_application::stock::handle_stock_requests`). While one batch is being
+//! (`orders_application::stock::handle_stock_requests_on`). While one batch is being
 //! stored, the next gathers, so batches grow with the load: a flash sale of
 //! thousands of buyers is a few dozen appends, not thousands of optimistic-
 //! concurrency retries. The task holds the product between batches

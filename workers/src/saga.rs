@@ -8,8 +8,10 @@
 //! - **pending**: reserve every line on its product (through the [`StockDesk`], which
 //!   batches the requests of many buyers of one product into one append), then
 //!   confirm at the reserved unit prices; if a line is refused (out of stock,
-//!   unknown or retired product, or the lines' currencies differ), release every
-//!   line and reject with the reason of the first line that failed;
+//!   unknown or retired product, or the lines' currencies differ), release the
+//!   lines it reserved and reject with the reason of the first line that failed;
+//!   the verdict is decided on the purchase as loaded, so a cancellation stored
+//!   meanwhile makes the step start over;
 //! - **rejected or cancelled**: release every line;
 //! - **shipped or delivered**: turn every line's reservation into shipped stock;
 //! - **confirmed**: nothing (its stock is reserved).

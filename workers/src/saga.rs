@@ -40,6 +40,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
+use futures::StreamExt as _;
 use orders_application::purchases::{decide_on_held, reject_purchase};
 use orders_application::stock::AttributedRequest;
 use orders_application::CommandError;
@@ -60,6 +61,19 @@ pub use desk::StockDesk;
 pub const SAGA_ACTOR: &str = "system:saga";
 /// How long a purchase may stay pending, unless configured.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long after a purchase was rejected, cancelled or shipped the sweep settles
+/// it once more: far above the ack wait (5 s), so a step of it still running, or
+/// redelivered, has stored what it was going to.
+pub const SWEEP_GRACE: Duration = Duration::from_secs(120);
+/// Ticks of the time bound's loop (seconds) between two sweeps.
+const SWEEP_EVERY_TICKS: u32 = 30;
+/// Events of the log the sweep reads at a time, and at most per sweep (a first
+/// sweep over a long log catches up a page group at a time, leaving the time
+/// bound its turn).
+const SWEEP_PAGE: i64 = 1_000;
+const SWEEP_PAGES: usize = 20;
+/// Purchases the sweep settles at once (their releases share the desk's batches).
+const SWEEP_CONCURRENCY: usize = 32;
 /// How many times a step starts over because the purchase changed under it.
 const ROUNDS: usize = 10;
 
@@ -320,13 +334,67 @@ impl Saga {
         Ok(rejected)
     }
 
-    /// Looks for overdue purchases every second until it fails (the leader loop
-    /// restarts it).
+    /// The reconciliation sweep: settles once more, through the steps'
+    /// idempotent `settle`, every purchase rejected, cancelled or shipped before
+    /// `now` minus [`SWEEP_GRACE`] that it has not swept yet (a cursor on the log,
+    /// in the `saga_sweep` table). Whatever reservation a lost step left behind
+    /// (a copy of a redelivered message killed between its reservation and its
+    /// verdict, or a release dead-lettered) is released or shipped then; for every
+    /// other purchase it is a batch that decides nothing. Time is a parameter so
+    /// tests need not wait. Answers how many purchases it settled.
+    pub async fn sweep(&self, now: DateTime<Utc>) -> anyhow::Result<Swept> {
+        let grace = chrono::Duration::from_std(SWEEP_GRACE).unwrap_or(chrono::Duration::MAX);
+        let mut swept = Swept::default();
+        for _page in 0..SWEEP_PAGES {
+            let (purchases, cursor) = self
+                .events
+                .purchases_to_sweep(now - grace, SWEEP_PAGE)
+                .await
+                .context("reading the log for the sweep")?;
+            let Some(cursor) = cursor else {
+                swept.caught_up = true;
+                return Ok(swept);
+            };
+            let settled: Vec<anyhow::Result<_>> = futures::stream::iter(purchases)
+                .map(|purchase_id| async move {
+                    let metadata = CommandMetadata::new_job(SAGA_ACTOR);
+                    self.settle(purchase_id, &metadata).await
+                })
+                .buffer_unordered(SWEEP_CONCURRENCY)
+                .collect()
+                .await;
+            for outcome in settled {
+                outcome?;
+                swept.purchases += 1;
+            }
+            self.events
+                .advance_saga_sweep(cursor)
+                .await
+                .context("moving the sweep's cursor")?;
+        }
+        Ok(swept)
+    }
+
+    /// Looks for overdue purchases every second, and sweeps every
+    /// [`SWEEP_EVERY_TICKS`] seconds, until it fails (the leader loop restarts it).
     pub async fn run_time_bound(&self) -> anyhow::Result<()> {
         let mut every = tokio::time::interval(Duration::from_secs(1));
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticks: u32 = 0;
         loop {
             every.tick().await;
+            if ticks % SWEEP_EVERY_TICKS == 0 {
+                let swept = self.sweep(Utc::now()).await?;
+                if swept.purchases > 0 {
+                    tracing::info!(
+                        purchases = swept.purchases,
+                        "the saga's sweep settled purchases once more"
+                    );
+                }
+                // Behind (a first sweep over a long log): again at the next tick.
+                ticks = if swept.caught_up { ticks } else { u32::MAX };
+            }
+            ticks = ticks.wrapping_add(1);
             let rejected = self.reject_overdue(Utc::now()).await?;
             if rejected > 0 {
                 tracing::warn!(
@@ -336,6 +404,15 @@ impl Saga {
             }
         }
     }
+}
+
+/// What one sweep did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Swept {
+    /// Purchases settled once more.
+    pub purchases: usize,
+    /// Whether it reached the grace period (else it stopped after its pages).
+    pub caught_up: bool,
 }
 
 /// What the saga asks of every line's product.

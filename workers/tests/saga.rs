@@ -15,7 +15,7 @@ use orders_domain::purchase::{
 };
 use orders_store::event_store::{CommandMetadata, EventStore};
 use orders_store::seal::AuditKey;
-use orders_workers::saga::Saga;
+use orders_workers::saga::{Saga, SWEEP_GRACE};
 use sqlx::PgPool;
 
 async fn store() -> (EventStore, PgPool) {
@@ -420,5 +420,65 @@ async fn an_instance_holding_a_product_sees_what_others_stored_since() {
     );
     let kettle_now = product(&events, kettle).await;
     assert_eq!((kettle_now.reserved(), kettle_now.available()), (4, 1));
+    assert_reservations_match_purchases(&pool).await;
+}
+
+/// A reservation a lost step left behind (stored after the purchase's verdict,
+/// its step killed before it could see the verdict, its message acknowledged by
+/// another copy): the sweep releases it once the grace period has passed, and
+/// sweeps each purchase once.
+#[tokio::test]
+async fn the_sweep_releases_what_a_lost_step_left_behind() {
+    let (events, pool) = store().await;
+    let saga = Saga::new(events.clone(), Duration::from_secs(30));
+    let kettle = add_product(&events, usd("29.99"), 5).await;
+    let lost = place(&events, &[(kettle, 2)]).await;
+    let kept = place(&events, &[(kettle, 1)]).await;
+    assert_eq!(settle(&saga, kept).await, Some(PurchaseStatus::Confirmed));
+    // Another copy's verdict, then the lost copy's reservation, never released.
+    orders_application::purchases::reject_purchase(
+        &events,
+        lost,
+        RejectionReason::TimedOut,
+        &metadata(),
+    )
+    .await
+    .unwrap();
+    orders_application::stock::handle_stock_requests(
+        &events,
+        kettle,
+        &[orders_application::stock::AttributedRequest {
+            request: orders_domain::product::StockRequest::Reserve {
+                purchase_id: lost,
+                quantity: 2,
+            },
+            metadata: metadata(),
+        }],
+    )
+    .await
+    .unwrap();
+    assert_eq!(product(&events, kettle).await.reserved(), 3);
+    let mismatches = orders_test_support::shop::reservation_mismatches(&pool)
+        .await
+        .unwrap();
+    assert!(!mismatches.is_empty(), "the leak is there to be swept");
+
+    assert_eq!(
+        saga.sweep(Utc::now()).await.unwrap().purchases,
+        0,
+        "within the grace"
+    );
+    let later = Utc::now()
+        + chrono::Duration::from_std(SWEEP_GRACE).unwrap()
+        + chrono::Duration::seconds(1);
+    let swept = saga.sweep(later).await.unwrap();
+    assert_eq!((swept.purchases, swept.caught_up), (1, true));
+    let kettle_now = product(&events, kettle).await;
+    assert_eq!((kettle_now.reserved(), kettle_now.available()), (1, 4));
+    assert_eq!(saga.sweep(later).await.unwrap().purchases, 0, "swept once");
+    assert_eq!(
+        purchase(&events, kept).await.status(),
+        Some(PurchaseStatus::Confirmed)
+    );
     assert_reservations_match_purchases(&pool).await;
 }

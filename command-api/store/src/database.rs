@@ -94,6 +94,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "product labels",
         include_str!("../migrations/0017_product_labels.sql"),
     ),
+    (
+        18,
+        "saga sweep",
+        include_str!("../migrations/0018_saga_sweep.sql"),
+    ),
 ];
 
 pub fn migrator() -> Migrator {

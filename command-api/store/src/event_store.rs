@@ -744,6 +744,59 @@ impl EventStore {
         .await
     }
 
+    /// The saga's sweep: from the log past its cursor, in position order, up to
+    /// `limit` events, stopping before the first one recorded at or after
+    /// `recorded_before` (so the cursor never passes an event the sweep has not
+    /// judged): the purchases that were rejected, cancelled or shipped, and the
+    /// position the cursor may move to (`None`: nothing to move past).
+    pub async fn purchases_to_sweep(
+        &self,
+        recorded_before: chrono::DateTime<chrono::Utc>,
+        limit: i64,
+    ) -> Result<(Vec<orders_domain::ids::PurchaseId>, Option<i64>), sqlx::Error> {
+        let rows: Vec<(String, String, String, i64, chrono::DateTime<chrono::Utc>)> =
+            sqlx::query_as(
+                "SELECT aggregate_type, aggregate_id, event_type, global_position, recorded_at
+                   FROM events
+                  WHERE global_position >
+                        coalesce((SELECT global_position FROM saga_sweep), 0)
+                  ORDER BY global_position LIMIT $1",
+            )
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut purchases = Vec::new();
+        let mut cursor = None;
+        for (aggregate_type, aggregate_id, event_type, position, recorded_at) in rows {
+            if recorded_at >= recorded_before {
+                break;
+            }
+            cursor = Some(position);
+            let leaves_stock = matches!(
+                event_type.as_str(),
+                "PurchaseRejected" | "PurchaseCancelled" | "PurchaseShipped"
+            );
+            if aggregate_type == "purchase" && leaves_stock {
+                if let Ok(purchase_id) = aggregate_id.parse() {
+                    purchases.push(purchase_id);
+                }
+            }
+        }
+        Ok((purchases, cursor))
+    }
+
+    /// Moves the saga's sweep cursor to `position`.
+    pub async fn advance_saga_sweep(&self, position: i64) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO saga_sweep (one, global_position) VALUES (true, $1)
+             ON CONFLICT (one) DO UPDATE SET global_position = excluded.global_position",
+        )
+        .bind(position)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// The purchases still pending that were placed before `placed_before`, oldest
     /// first, at most `limit` (the saga's time bound).
     pub async fn pending_purchases_placed_before(

@@ -384,15 +384,23 @@ impl Saga {
         loop {
             every.tick().await;
             if ticks % SWEEP_EVERY_TICKS == 0 {
-                let swept = self.sweep(Utc::now()).await?;
-                if swept.purchases > 0 {
-                    tracing::info!(
-                        purchases = swept.purchases,
-                        "the saga's sweep settled purchases once more"
-                    );
+                // A sweep that fails is tried again at its next turn; it must not
+                // keep the time bound from running.
+                match self.sweep(Utc::now()).await {
+                    Ok(swept) => {
+                        if swept.purchases > 0 {
+                            tracing::info!(
+                                purchases = swept.purchases,
+                                "the saga's sweep settled purchases once more"
+                            );
+                        }
+                        // Behind (a first sweep over a long log): again next tick.
+                        ticks = if swept.caught_up { ticks } else { u32::MAX };
+                    }
+                    Err(error) => {
+                        tracing::warn!(error = format!("{error:#}"), "the saga's sweep failed");
+                    }
                 }
-                // Behind (a first sweep over a long log): again at the next tick.
-                ticks = if swept.caught_up { ticks } else { u32::MAX };
             }
             ticks = ticks.wrapping_add(1);
             let rejected = self.reject_overdue(Utc::now()).await?;

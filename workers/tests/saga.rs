@@ -81,6 +81,29 @@ async fn place(events: &EventStore, lines: &[(ProductId, u32)]) -> PurchaseId {
     purchase_id
 }
 
+/// A reservation stored as a saga step stores it, without the step's verdict (a
+/// step that stalled, or a lost copy of one).
+async fn reserve_directly(
+    events: &EventStore,
+    product_id: ProductId,
+    purchase_id: PurchaseId,
+    quantity: u32,
+) {
+    orders_application::stock::handle_stock_requests(
+        events,
+        product_id,
+        &[orders_application::stock::AttributedRequest {
+            request: orders_domain::product::StockRequest::Reserve {
+                purchase_id,
+                quantity,
+            },
+            metadata: metadata(),
+        }],
+    )
+    .await
+    .unwrap();
+}
+
 async fn purchase(events: &EventStore, purchase_id: PurchaseId) -> Purchase {
     events
         .load::<Purchase>(&purchase_id.to_string())
@@ -246,19 +269,7 @@ async fn a_purchase_pending_past_the_bound_is_rejected_and_released() {
     let kettle = add_product(&events, usd("29.99"), 5).await;
     let stuck = place(&events, &[(kettle, 2)]).await;
     // A reservation made before the saga stalled (its step never confirmed).
-    orders_application::stock::handle_stock_requests(
-        &events,
-        kettle,
-        &[orders_application::stock::AttributedRequest {
-            request: orders_domain::product::StockRequest::Reserve {
-                purchase_id: stuck,
-                quantity: 2,
-            },
-            metadata: metadata(),
-        }],
-    )
-    .await
-    .unwrap();
+    reserve_directly(&events, kettle, stuck, 2).await;
 
     assert_eq!(
         saga.reject_overdue(Utc::now()).await.unwrap(),
@@ -283,19 +294,7 @@ async fn a_price_change_while_pending_does_not_change_what_the_purchase_costs() 
     let kettle = add_product(&events, usd("29.99"), 5).await;
     let bought = place(&events, &[(kettle, 1)]).await;
     // Reserved at 29.99, then re-priced before the verdict.
-    orders_application::stock::handle_stock_requests(
-        &events,
-        kettle,
-        &[orders_application::stock::AttributedRequest {
-            request: orders_domain::product::StockRequest::Reserve {
-                purchase_id: bought,
-                quantity: 1,
-            },
-            metadata: metadata(),
-        }],
-    )
-    .await
-    .unwrap();
+    reserve_directly(&events, kettle, bought, 1).await;
     let reprice = ProductCommand::Change {
         name: None,
         description: None,
@@ -444,19 +443,7 @@ async fn the_sweep_releases_what_a_lost_step_left_behind() {
     )
     .await
     .unwrap();
-    orders_application::stock::handle_stock_requests(
-        &events,
-        kettle,
-        &[orders_application::stock::AttributedRequest {
-            request: orders_domain::product::StockRequest::Reserve {
-                purchase_id: lost,
-                quantity: 2,
-            },
-            metadata: metadata(),
-        }],
-    )
-    .await
-    .unwrap();
+    reserve_directly(&events, kettle, lost, 2).await;
     assert_eq!(product(&events, kettle).await.reserved(), 3);
     let mismatches = orders_test_support::shop::reservation_mismatches(&pool)
         .await
